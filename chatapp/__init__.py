@@ -1,0 +1,92 @@
+"""chatapp: a self-hosted LLM chat web app (Flask + HTMX)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask
+
+from .config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger(__name__)
+
+
+def create_app(test_config: dict | None = None) -> Flask:
+    """Build the app: configuration, database (migrated), provider, broker, generator, views."""
+    app = Flask(
+        __name__,
+        instance_path=str(ROOT / "instance"),
+        instance_relative_config=True,
+        template_folder=str(ROOT / "templates"),
+        static_folder=str(ROOT / "static"),
+    )
+    if test_config and test_config.get("TESTING"):
+        app.testing = True
+    os.makedirs(app.instance_path, exist_ok=True)
+    load_config(app, test_config)
+
+    from . import errors, identity, views
+    from .extensions import db, migrate, sock
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    sock.init_app(app)
+    identity.init_app(app)
+    errors.init_app(app)
+    views.init_app(app)
+    _init_database(app)
+    _init_generator(app)
+    return app
+
+
+def _init_database(app: Flask) -> None:
+    from sqlalchemy import event, inspect
+
+    from .extensions import db
+
+    with app.app_context():
+        if db.engine.dialect.name == "sqlite":
+            # WAL lets readers go on while an answer is flushed; wait for locks instead of failing.
+            @event.listens_for(db.engine, "connect")
+            def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
+                cursor = dbapi_connection.cursor()
+                cursor.execute("PRAGMA journal_mode=WAL")
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("PRAGMA busy_timeout=5000")
+                cursor.execute("PRAGMA foreign_keys=ON")
+                cursor.close()
+
+        if app.config["AUTO_MIGRATE"]:
+            from flask_migrate import upgrade
+
+            upgrade(directory=str(ROOT / "migrations"))
+        from .models import mark_stale_interrupted, utcnow
+
+        # Startup recovery: answers whose generator died are marked interrupted, text kept.
+        if inspect(db.engine).has_table("message"):
+            count = mark_stale_interrupted(utcnow() - timedelta(seconds=app.config["STALE_AFTER"]))
+            if count:
+                log.warning("marked %d unfinished answers as interrupted", count)
+        db.session.remove()
+        db.engine.dispose()  # no connections carried across a fork (gunicorn --preload)
+
+
+def _init_generator(app: Flask) -> None:
+    from .broker import make_broker
+    from .generation import Generator
+    from .providers import ProviderError, make_provider
+    from .providers.unavailable import UnavailableProvider
+
+    try:
+        provider = make_provider(app)
+    except ProviderError as exc:
+        log.error("%s", exc)
+        provider = UnavailableProvider(str(exc))
+    broker = make_broker(app.config["REDIS_URL"], app.config["REDIS_PREFIX"])
+    if not app.config["REDIS_URL"] and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
+        log.warning("WEB_CONCURRENCY > 1 without REDIS_URL: stop and live streams only work within one worker")
+    app.extensions["chatapp.generator"] = Generator(app, broker, provider)

@@ -1,0 +1,241 @@
+"""Event brokers: carry an answer's deltas to its viewers, and stop requests to its generator.
+
+``MemoryBroker`` serves one process. ``RedisBroker`` (used when ``REDIS_URL`` is set) lets several
+gunicorn workers or hosts see the same events and stop signals: deltas go to a Redis stream per
+message, so a late or reconnecting viewer can replay them; stop requests go over pub/sub.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+
+KEEP_FINISHED = 60.0  # seconds a finished message's events stay readable (a viewer may be mid-read)
+
+
+@dataclass(frozen=True)
+class Event:
+    """A delta (text starting at character ``offset``) or the end of an answer."""
+
+    kind: str  # "delta" or "done"
+    offset: int = 0
+    text: str = ""
+
+
+StopHandler = Callable[[int], None]
+
+
+class Broker(Protocol):
+    """What the generator and the viewers need from a broker."""
+
+    def open(self, message_id: int) -> None: ...
+
+    def publish_delta(self, message_id: int, offset: int, text: str) -> None: ...
+
+    def publish_done(self, message_id: int) -> None: ...
+
+    def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]: ...
+
+    def request_stop(self, message_id: int) -> None: ...
+
+    def on_stop(self, handler: StopHandler) -> None: ...
+
+    def listen_for_stops(self) -> None: ...
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.cond = threading.Condition()
+        self.done_at: float | None = None
+
+
+class MemoryBroker:
+    """In-process broker: a list of events per message and a condition to wait on."""
+
+    def __init__(self) -> None:
+        self._channels: dict[int, _Channel] = {}
+        self._stop_handler: StopHandler | None = None
+
+    def open(self, message_id: int) -> None:
+        """Create the channel before anyone can ask to read it."""
+        self._channels.setdefault(message_id, _Channel())
+
+    def publish_delta(self, message_id: int, offset: int, text: str) -> None:
+        """Append a delta and wake the viewers."""
+        self._append(message_id, Event("delta", offset, text))
+
+    def publish_done(self, message_id: int) -> None:
+        """Mark the answer finished and drop channels finished long ago."""
+        channel = self._append(message_id, Event("done"))
+        channel.done_at = time.monotonic()
+        cutoff = channel.done_at - KEEP_FINISHED
+        for key, other in list(self._channels.items()):
+            if other.done_at is not None and other.done_at < cutoff:
+                self._channels.pop(key, None)
+
+    def _append(self, message_id: int, event: Event) -> _Channel:
+        channel = self._channels.setdefault(message_id, _Channel())
+        with channel.cond:
+            channel.events.append(event)
+            channel.cond.notify_all()
+        return channel
+
+    def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
+        """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` for one."""
+        index = cursor or 0
+        channel = self._channels.get(message_id)
+        if channel is None:  # not generated here: the caller falls back to the database
+            time.sleep(min(timeout, 0.25))
+            return [], index
+        with channel.cond:
+            if len(channel.events) <= index:
+                channel.cond.wait(timeout)
+            events = channel.events[index:]
+        return events, index + len(events)
+
+    def request_stop(self, message_id: int) -> None:
+        """Stop the answer; it can only be running in this process."""
+        if self._stop_handler:
+            self._stop_handler(message_id)
+
+    def on_stop(self, handler: StopHandler) -> None:
+        """Register the generator's stop handler."""
+        self._stop_handler = handler
+
+    def listen_for_stops(self) -> None:
+        """Nothing to do: stops are delivered by direct call."""
+
+
+class RedisBroker:
+    """Cross-process broker on Redis streams (events) and pub/sub (stops)."""
+
+    STOP_CHANNEL = "chatapp:stop"
+    TTL_RUNNING = 24 * 3600
+    TTL_FINISHED = int(KEEP_FINISHED)
+
+    def __init__(self, url: str, prefix: str = "chatapp") -> None:
+        import redis
+
+        self.redis = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        self.prefix = prefix
+        self.stop_channel = f"{prefix}:stop"
+        self._stop_handler: StopHandler | None = None
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pid: int | None = None
+        self._listener_pid: int | None = None
+        self._lock = threading.Lock()
+
+    def _key(self, message_id: int) -> str:
+        return f"{self.prefix}:events:{message_id}"
+
+    def open(self, message_id: int) -> None:
+        """Nothing to create: a Redis stream appears with its first entry."""
+
+    def publish_delta(self, message_id: int, offset: int, text: str) -> None:
+        """Queue a delta; the publisher thread sends queued deltas in batches."""
+        self._ensure_publisher()
+        self._queue.put((message_id, Event("delta", offset, text)))
+
+    def publish_done(self, message_id: int) -> None:
+        """Queue the end marker (after any queued deltas)."""
+        self._ensure_publisher()
+        self._queue.put((message_id, Event("done")))
+
+    def _ensure_publisher(self) -> None:
+        # Threads do not survive fork (gunicorn --preload): start one per process.
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._queue = queue.SimpleQueue()
+                    threading.Thread(target=self._publish_forever, name="redis-publisher", daemon=True).start()
+                    self._pid = os.getpid()
+
+    def _publish_forever(self) -> None:
+        # Natural batching: whatever queued up while the last batch was sent goes out in one
+        # round trip, and consecutive deltas of one message merge into one stream entry.
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                self._send(batch)
+            except Exception:
+                log.exception("could not publish %d events to Redis", len(batch))
+
+    def _send(self, batch: list[tuple[int, Event]]) -> None:
+        merged: list[tuple[int, Event]] = []
+        for message_id, event in batch:
+            if merged and event.kind == "delta":
+                last_id, last = merged[-1]
+                if last_id == message_id and last.kind == "delta" and last.offset + len(last.text) == event.offset:
+                    merged[-1] = (message_id, Event("delta", last.offset, last.text + event.text))
+                    continue
+            merged.append((message_id, event))
+        pipe = self.redis.pipeline(transaction=False)
+        for message_id, event in merged:
+            key = self._key(message_id)
+            pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text})
+            pipe.expire(key, self.TTL_FINISHED if event.kind == "done" else self.TTL_RUNNING)
+        pipe.execute()
+
+    def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
+        """Stream entries after ``cursor`` (None: from the start), blocking up to ``timeout``."""
+        key = self._key(message_id)
+        reply = self.redis.xread({key: cursor or "0-0"}, count=1000, block=max(1, int(timeout * 1000)))
+        events: list[Event] = []
+        for _key, entries in reply or []:
+            for entry_id, fields in entries:
+                events.append(Event(fields["k"], int(fields["o"]), fields["t"]))
+                cursor = entry_id
+        return events, cursor
+
+    def request_stop(self, message_id: int) -> None:
+        """Tell every process; the one generating the answer stops it."""
+        self.redis.publish(self.stop_channel, str(message_id))
+
+    def on_stop(self, handler: StopHandler) -> None:
+        """Register the generator's stop handler."""
+        self._stop_handler = handler
+
+    def listen_for_stops(self) -> None:
+        """Start this process's stop listener (once per process); returns once subscribed."""
+        if self._listener_pid == os.getpid():
+            return
+        with self._lock:
+            if self._listener_pid == os.getpid():
+                return
+            pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(self.stop_channel)
+            threading.Thread(target=self._listen, args=(pubsub,), name="redis-stops", daemon=True).start()
+            self._listener_pid = os.getpid()
+
+    def _listen(self, pubsub: Any) -> None:
+        while True:
+            try:
+                message = pubsub.get_message(timeout=5.0)
+                if message and self._stop_handler:
+                    self._stop_handler(int(message["data"]))
+            except Exception:
+                log.exception("Redis stop listener failed; resubscribing")
+                time.sleep(1.0)
+                try:
+                    pubsub.subscribe(self.stop_channel)
+                except Exception:
+                    pass
+
+
+def make_broker(redis_url: str | None, prefix: str = "chatapp") -> Broker:
+    """A Redis broker when a URL is configured, else the in-process one."""
+    return RedisBroker(redis_url, prefix) if redis_url else MemoryBroker()

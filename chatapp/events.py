@@ -1,0 +1,126 @@
+"""Following an answer as it streams: replay, live deltas, the end; and the SSE wire format."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+
+from .extensions import db
+from .generation import current_generator
+from .models import STREAMING, Message, mark_stale_interrupted, utcnow
+
+PING_EVERY = 15.0  # seconds between keep-alive comments
+COALESCE = 0.03  # seconds to let deltas pile up after sending one: fewer, larger events under load
+CHECK_EVERY = 2.0  # seconds of silence after which the database is asked whether the answer ended
+
+
+@dataclass(frozen=True)
+class Delta:
+    """New text; ``end`` is the character offset after it (the SSE event id)."""
+
+    text: str
+    end: int
+
+
+class Ping:
+    """Time for a keep-alive comment."""
+
+
+class Done:
+    """The answer has ended; its final state is in the database."""
+
+
+Update = Delta | Ping | Done
+
+
+def follow(message_id: int, after: int = 0) -> Iterator[Update]:
+    """Everything after character ``after`` of an answer, then live deltas, then Done.
+
+    Reads the broker; if the broker has nothing (the generator runs elsewhere without a shared
+    broker, or died), the database decides: a finished answer ends the stream, a stale one is
+    marked interrupted first.
+    """
+    yield Ping()
+    if _status(message_id) != STREAMING:
+        yield Done()
+        return
+    broker = current_generator().broker
+    cursor = None
+    sent = after
+    last_ping = last_news = time.monotonic()
+    while True:
+        events, cursor = broker.read(message_id, cursor, timeout=1.0)
+        pieces = []
+        done = False
+        for event in events:
+            if event.kind == "done":
+                done = True
+                continue
+            end = event.offset + len(event.text)
+            if end > sent:
+                pieces.append(event.text[max(0, sent - event.offset) :])
+                sent = end
+        now = time.monotonic()
+        if pieces:
+            yield Delta("".join(pieces), sent)
+            last_news = now
+        if done:
+            yield Done()
+            return
+        if now - last_ping >= PING_EVERY:
+            yield Ping()
+            last_ping = now
+        if not events and now - last_news >= CHECK_EVERY:
+            last_news = now
+            if _status(message_id) != STREAMING:
+                yield Done()
+                return
+        if pieces:
+            time.sleep(COALESCE)
+
+
+def _status(message_id: int) -> str | None:
+    """The stored status, marking the answer interrupted if its generator stopped heart-beating."""
+    try:
+        row = db.session.execute(select(Message.status, Message.updated_at).where(Message.id == message_id)).one_or_none()
+        if row is None:
+            return None
+        status, updated_at = row
+        stale = utcnow() - timedelta(seconds=current_app.config["STALE_AFTER"])
+        if status == STREAMING and updated_at < stale:
+            mark_stale_interrupted(stale)
+            status = db.session.scalar(select(Message.status).where(Message.id == message_id))
+        return status
+    finally:
+        db.session.close()  # hand the connection back: a stream may stay open for minutes
+
+
+def sse(data: str, event: str | None = None, event_id: str | int | None = None) -> str:
+    """One Server-Sent Event; multi-line data becomes several ``data:`` lines."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event:
+        lines.append(f"event: {event}")
+    lines.extend(f"data: {line}" for line in data.split("\n"))
+    return "\n".join(lines) + "\n\n"
+
+
+SSE_HEADERS = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache",
+    "X-Accel-Buffering": "no",
+}
+
+
+def resume_offset(last_event_id: str | None, after: str | None) -> int:
+    """Where a (re)connecting viewer's text ends: Last-Event-ID wins over ``?after=``."""
+    for value in (last_event_id, after):
+        if value and value.isdigit():
+            return int(value)
+    return 0

@@ -1,0 +1,138 @@
+"""Database models: guest users, conversations and the message tree."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import datetime, timezone
+
+from sqlalchemy import ForeignKey, Index, String, Text, select, update
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED = (
+    "streaming",
+    "complete",
+    "stopped",
+    "error",
+    "interrupted",
+)
+STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
+TITLE_LENGTH = 60
+
+
+def utcnow() -> datetime:
+    """Naive UTC now; stored naive so SQLite and PostgreSQL compare alike."""
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class User(db.Model):
+    """A guest identity, created on first visit and carried in the signed session cookie."""
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Conversation(db.Model):
+    """A conversation owned by one user; its messages form a tree."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    title: Mapped[str] = mapped_column(String(200), default="New chat")
+    # The leaf of the path the user sees; the path is found by walking parent_id up from it.
+    # No foreign key: conversation and message would reference each other, and the leaf is only
+    # ever removed together with its conversation.
+    active_leaf_id: Mapped[int | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    messages: Mapped[list[Message]] = relationship(
+        back_populates="conversation",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        foreign_keys="Message.conversation_id",
+    )
+
+    @classmethod
+    def for_user(cls, user_id: str) -> list[Conversation]:
+        """The user's conversations, most recently active first."""
+        query = select(cls).where(cls.user_id == user_id).order_by(cls.updated_at.desc(), cls.id.desc())
+        return list(db.session.scalars(query))
+
+    def path(self) -> list[Message]:
+        """The visible messages, root first, loaded in one query."""
+        return load_path(self.id, self.active_leaf_id)
+
+    def streaming_message(self) -> Message | None:
+        """The answer currently streaming in this conversation, if any."""
+        query = select(Message).where(Message.conversation_id == self.id, Message.status == STREAMING)
+        return db.session.scalars(query.limit(1)).first()
+
+    def set_title_from(self, text: str) -> None:
+        """Derive a short title from the first message: first line, cut at a word boundary."""
+        line = " ".join(text.strip().split("\n", 1)[0].split())
+        if len(line) > TITLE_LENGTH:
+            line = line[:TITLE_LENGTH].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
+        self.title = line or "New chat"
+
+
+class Message(db.Model):
+    """One message. ``parent_id`` makes the conversation a tree; siblings are alternative versions."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"))
+    role: Mapped[str] = mapped_column(String(16))  # "user" or "assistant"
+    content: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(16), default=COMPLETE)
+    error: Mapped[str | None] = mapped_column(Text)
+    token_count: Mapped[int | None]  # counted once, when the text is final
+    model: Mapped[str | None] = mapped_column(String(200))
+    provider: Mapped[str | None] = mapped_column(String(50))
+    ttft_ms: Mapped[int | None]
+    duration_ms: Mapped[int | None]
+    prompt_tokens: Mapped[int | None]
+    completion_tokens: Mapped[int | None]
+    finish_reason: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # For a streaming answer this is its heartbeat: refreshed by every flush.
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="messages", foreign_keys=[conversation_id])
+
+    __table_args__ = (
+        Index("ix_message_conversation_id", "conversation_id"),
+        Index("ix_message_status", "status"),
+    )
+
+    @property
+    def is_streaming(self) -> bool:
+        """True while the answer is still being generated."""
+        return self.status == STREAMING
+
+
+def load_path(conversation_id: int, leaf_id: int | None) -> list[Message]:
+    """The messages from the root down to ``leaf_id``, loaded in one query."""
+    if leaf_id is None:
+        return []
+    by_id = {m.id: m for m in db.session.scalars(select(Message).where(Message.conversation_id == conversation_id))}
+    path = []
+    node = by_id.get(leaf_id)
+    while node is not None:
+        path.append(node)
+        node = by_id.get(node.parent_id) if node.parent_id else None
+    return path[::-1]
+
+
+def mark_stale_interrupted(cutoff: datetime) -> int:
+    """Mark answers whose generator stopped heart-beating before ``cutoff`` as interrupted."""
+    result = db.session.execute(
+        update(Message)
+        .where(Message.status == STREAMING, Message.updated_at < cutoff)
+        .values(
+            status=INTERRUPTED,
+            error="The server stopped while this answer was being written. The text so far is kept.",
+        )
+    )
+    db.session.commit()
+    return result.rowcount

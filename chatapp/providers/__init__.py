@@ -1,0 +1,57 @@
+"""Model providers: any OpenAI-compatible server, or a local GGUF model in-process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from flask import Flask
+
+
+@dataclass
+class Chunk:
+    """A piece of a streamed answer: text, and at the end the finish reason and usage."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class ProviderError(Exception):
+    """The model could not answer; ``str(err)`` is a reason a user can read."""
+
+
+class Stream(Protocol):
+    """An answer being streamed; ``close`` aborts it from any thread."""
+
+    def __iter__(self) -> Iterator[Chunk]: ...
+
+    def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """Something that streams chat completions."""
+
+    name: str
+    model: str
+
+    def stream(self, messages: list[dict], max_tokens: int) -> Stream: ...
+
+
+def make_provider(app: Flask) -> Provider:
+    """The provider the configuration asks for: upstream when a key or URL is set, else local."""
+    config = app.config
+    if config["OPENAI_API_KEY"] or config["OPENAI_BASE_URL"]:
+        from .openai_compat import OpenAIProvider
+
+        return OpenAIProvider(
+            api_key=config["OPENAI_API_KEY"],
+            base_url=config["OPENAI_BASE_URL"],
+            model=config["CHAT_MODEL"],
+            timeout=config["UPSTREAM_TIMEOUT"],
+        )
+    from .local import LocalProvider
+
+    return LocalProvider(path=config["LOCAL_MODEL_PATH"], model=config["CHAT_MODEL"], n_ctx=config["LOCAL_CONTEXT_TOKENS"])

@@ -1,0 +1,101 @@
+"""Streaming Chat Completions from any OpenAI-compatible server through the ``openai`` package."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+
+from ..config import UPSTREAM_DEFAULT_MODEL
+from . import Chunk, ProviderError
+
+
+class OpenAIProvider:
+    """OpenAI, OpenRouter, Ollama, vLLM, llama.cpp server: anything speaking Chat Completions."""
+
+    name = "openai"
+
+    def __init__(self, api_key: str | None, base_url: str | None, model: str | None, timeout: float) -> None:
+        self.model = model or UPSTREAM_DEFAULT_MODEL
+        self.base_url = base_url
+        self.host = urlsplit(base_url).netloc if base_url else "api.openai.com"
+        self.timeout = timeout
+        # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
+        # No automatic retries: a failed answer shows its reason and a Retry button instead.
+        self.client = openai.OpenAI(
+            api_key=api_key or "not-needed",
+            base_url=base_url,
+            timeout=httpx.Timeout(timeout, connect=10.0),
+            max_retries=0,
+        )
+
+    def stream(self, messages: list[dict], max_tokens: int) -> OpenAIStream:
+        """Start a streamed completion; errors before the first byte raise ProviderError."""
+        try:
+            response = self.client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=max_tokens,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+        except openai.OpenAIError as exc:
+            raise ProviderError(self.describe(exc)) from exc
+        return OpenAIStream(self, response)
+
+    def describe(self, exc: BaseException) -> str:
+        """A reason a user can act on, for an exception from the client."""
+        detail = _upstream_message(exc)
+        if isinstance(exc, openai.AuthenticationError):
+            return f"The model provider rejected the API key (401). Check OPENAI_API_KEY.{detail}"
+        if isinstance(exc, openai.NotFoundError):
+            return f"The model “{self.model}” was not found at {self.host} (404). Check CHAT_MODEL.{detail}"
+        if isinstance(exc, openai.RateLimitError):
+            return f"{self.host} is rate limiting requests (429). Wait a moment, then retry.{detail}"
+        if isinstance(exc, openai.APIStatusError):
+            if exc.status_code >= 500:
+                return f"{self.host} had an error ({exc.status_code}). Retry in a moment.{detail}"
+            return f"{self.host} refused the request ({exc.status_code}).{detail}"
+        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
+            return f"{self.host} sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
+        if isinstance(exc, openai.APIConnectionError):
+            return f"Could not connect to {self.host}. Is the model server running? Retry when it is."
+        return f"The connection to {self.host} dropped in the middle of the answer. The text so far is kept; retry."
+
+
+class OpenAIStream:
+    """Iterates an upstream stream as Chunks; ``close`` ends it from another thread."""
+
+    def __init__(self, provider: OpenAIProvider, response: openai.Stream) -> None:
+        self.provider = provider
+        self.response = response
+
+    def __iter__(self) -> Iterator[Chunk]:
+        try:
+            for event in self.response:
+                usage = event.usage
+                if usage is not None:
+                    yield Chunk(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+                for choice in event.choices:
+                    text = choice.delta.content if choice.delta else None
+                    if text or choice.finish_reason:
+                        yield Chunk(text=text or "", finish_reason=choice.finish_reason)
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
+            raise ProviderError(self.provider.describe(exc)) from exc
+
+    def close(self) -> None:
+        """Close the HTTP response, which unblocks a reader waiting on it."""
+        try:
+            self.response.close()
+        except Exception:  # closing a half-dead socket may raise; it is closed either way
+            pass
+
+
+def _upstream_message(exc: BaseException) -> str:
+    body = getattr(exc, "body", None)
+    message = None
+    if isinstance(body, dict):
+        message = body.get("message") or (body.get("error") or {}).get("message")
+    return f" The provider said: “{str(message)[:300]}”" if message else ""

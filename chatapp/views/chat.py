@@ -1,0 +1,156 @@
+"""The chat pages: every action is a plain form; HTMX requests get just the fragments."""
+
+from __future__ import annotations
+
+from markupsafe import escape
+from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+
+from .. import conversations
+from ..errors import wants_fragment
+from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
+from ..extensions import db
+from ..generation import current_generator
+from ..identity import current_user
+from ..models import Conversation, Message
+
+bp = Blueprint("chat", __name__)
+
+
+@bp.after_request
+def _vary(response: Response) -> Response:
+    response.vary.add("HX-Request")
+    return response
+
+
+def _conversation_or_404(conversation_id: int) -> Conversation:
+    conversation = conversations.get_conversation(current_user().id, conversation_id)
+    if conversation is None:
+        abort(404)
+    return conversation
+
+
+def _message_or_404(message_id: int) -> Message:
+    message = conversations.get_message(current_user().id, message_id)
+    if message is None:
+        abort(404)
+    return message
+
+
+def render_chat(conversation: Conversation | None, status: int = 200, draft: str = "") -> tuple[str, int]:
+    """The whole page: sidebar, the visible path of messages, composer."""
+    streaming = conversation.streaming_message() if conversation else None
+    html = render_template(
+        "chat.html",
+        conversation=conversation,
+        conversations=Conversation.for_user(current_user().id),
+        messages=conversation.path() if conversation else [],
+        streaming=streaming,
+        draft=draft,
+        provider=current_generator().provider,
+    )
+    return html, status
+
+
+@bp.get("/")
+def index():  # noqa: ANN201
+    """A new, empty chat."""
+    return render_chat(None)
+
+
+@bp.post("/conversations")
+def create():  # noqa: ANN201
+    """Start a conversation with its first message."""
+    conversation, sent = conversations.start_conversation(current_user(), request.form.get("content", ""))
+    if sent.answer is None:
+        return render_chat(conversation, 422, draft=sent.user_message.content)
+    return redirect(url_for(".conversation", conversation_id=conversation.id), 303)
+
+
+@bp.get("/c/<int:conversation_id>")
+def conversation(conversation_id: int):  # noqa: ANN201
+    """One conversation."""
+    return render_chat(_conversation_or_404(conversation_id))
+
+
+@bp.post("/c/<int:conversation_id>/messages")
+def send(conversation_id: int):  # noqa: ANN201
+    """Send a message; the answer streams in the background."""
+    conversation = _conversation_or_404(conversation_id)
+    sent = conversations.send(conversation, request.form.get("content", ""))
+    status = 422 if sent.answer is None else 200
+    if wants_fragment():
+        html = render_template(
+            "partials/sent.html",
+            sent=sent,
+            conversation=conversation,
+            conversations=Conversation.for_user(current_user().id),
+        )
+        return html, status
+    if sent.answer is None:
+        return render_chat(conversation, status, draft=sent.user_message.content)
+    return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor=f"message-{sent.answer.id}"), 303)
+
+
+@bp.post("/messages/<int:message_id>/stop")
+def stop(message_id: int):  # noqa: ANN201
+    """Stop an answer; it keeps exactly the text shown so far."""
+    message = conversations.stop(_message_or_404(message_id))
+    if wants_fragment():
+        return render_template("partials/finished.html", message=message)
+    return redirect(url_for(".conversation", conversation_id=message.conversation_id), 303)
+
+
+@bp.post("/messages/<int:message_id>/retry")
+def retry(message_id: int):  # noqa: ANN201
+    """Write a new answer in place of this one (the old one is kept as a sibling)."""
+    answer = conversations.retry(_message_or_404(message_id))
+    if wants_fragment():
+        return render_template("partials/started.html", message=answer)
+    return redirect(url_for(".conversation", conversation_id=answer.conversation_id, _anchor=f"message-{answer.id}"), 303)
+
+
+@bp.get("/messages/<int:message_id>/events")
+def events(message_id: int):  # noqa: ANN201
+    """Server-Sent Events for an answer: the text so far, live deltas, then the rendered message."""
+    _message_or_404(message_id)
+    after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    db.session.close()
+
+    def stream():  # noqa: ANN202
+        for update in follow(message_id, after):
+            if isinstance(update, Delta):
+                # Wrapped in a span: HTMX would otherwise trim a token's leading space.
+                yield sse(f"<span>{escape(update.text)}</span>", "delta", update.end)
+            elif isinstance(update, Done):
+                message = db.session.get(Message, message_id)
+                yield sse(render_template("partials/finished.html", message=message), "done")
+                db.session.close()
+            else:
+                yield ": ping\n\n"
+
+    return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+@bp.post("/c/<int:conversation_id>/rename")
+def rename(conversation_id: int):  # noqa: ANN201
+    """Give the conversation a new title."""
+    conversation = _conversation_or_404(conversation_id)
+    conversations.rename(conversation, request.form.get("title", ""))
+    return redirect(url_for(".conversation", conversation_id=conversation.id), 303)
+
+
+@bp.get("/c/<int:conversation_id>/delete")
+def confirm_delete(conversation_id: int):  # noqa: ANN201
+    """Ask before deleting (works without JavaScript)."""
+    conversation = _conversation_or_404(conversation_id)
+    return render_template(
+        "confirm_delete.html", conversation=conversation, conversations=Conversation.for_user(current_user().id)
+    )
+
+
+@bp.post("/c/<int:conversation_id>/delete")
+def delete(conversation_id: int):  # noqa: ANN201
+    """Delete the conversation and all its messages."""
+    conversations.delete(_conversation_or_404(conversation_id))
+    return redirect(url_for(".index"), 303)
+

@@ -1,0 +1,33 @@
+"""``/healthz``: is the app up, can it reach its database, what answers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from sqlalchemy import text
+
+from ..extensions import db
+from ..generation import current_generator
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz():  # noqa: ANN201
+    """Status, database reachability, provider and model, answers generating in this process."""
+    generator = current_generator()
+    try:
+        db.session.execute(text("SELECT 1"))
+        database = True
+    except Exception:
+        database = False
+    finally:
+        db.session.close()
+    body = {
+        "status": "ok" if database else "degraded",
+        "database": database,
+        "provider": generator.provider.name,
+        "model": generator.provider.model,
+        "broker": type(generator.broker).__name__,
+        "generations_running": len(generator.running),
+    }
+    return jsonify(body), 200 if database else 503
