@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from datetime import timedelta
@@ -89,4 +90,6 @@ def _init_generator(app: Flask) -> None:
     broker = make_broker(app.config["REDIS_URL"], app.config["REDIS_PREFIX"])
     if not app.config["REDIS_URL"] and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
         log.warning("WEB_CONCURRENCY > 1 without REDIS_URL: stop and live streams only work within one worker")
-    app.extensions["chatapp.generator"] = Generator(app, broker, provider)
+    generator = Generator(app, broker, provider)
+    app.extensions["chatapp.generator"] = generator
+    atexit.register(generator.close)

@@ -7,6 +7,7 @@ message, so a late or reconnecting viewer can replay them; stop requests go over
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -230,10 +231,8 @@ class RedisBroker:
             except Exception:
                 log.exception("Redis stop listener failed; resubscribing")
                 time.sleep(1.0)
-                try:
+                with contextlib.suppress(Exception):
                     pubsub.subscribe(self.stop_channel)
-                except Exception:
-                    pass
 
 
 def make_broker(redis_url: str | None, prefix: str = "chatapp") -> Broker:

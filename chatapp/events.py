@@ -87,7 +87,9 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
 def _status(message_id: int) -> str | None:
     """The stored status, marking the answer interrupted if its generator stopped heart-beating."""
     try:
-        row = db.session.execute(select(Message.status, Message.updated_at).where(Message.id == message_id)).one_or_none()
+        row = db.session.execute(
+            select(Message.status, Message.updated_at).where(Message.id == message_id)
+        ).one_or_none()
         if row is None:
             return None
         status, updated_at = row

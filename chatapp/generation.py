@@ -21,7 +21,17 @@ from sqlalchemy import bindparam, update
 
 from .broker import Broker
 from .extensions import db
-from .models import COMPLETE, ERROR, STOPPED, STREAMING, Conversation, Message, mark_stale_interrupted, utcnow
+from .models import (
+    COMPLETE,
+    ERROR,
+    INTERRUPTED,
+    STOPPED,
+    STREAMING,
+    Conversation,
+    Message,
+    mark_stale_interrupted,
+    utcnow,
+)
 from .providers import Provider, ProviderError, Stream
 from .tokens import count_tokens
 
@@ -65,6 +75,7 @@ class Generator:
         self.max_tokens = app.config["MAX_RESPONSE_TOKENS"]
         self._pid: int | None = None
         self._lock = threading.Lock()
+        self._closed = threading.Event()
         broker.on_stop(self._on_stop)
 
     def start(self, message: Message, prompt: list[dict], prompt_tokens: int) -> None:
@@ -89,11 +100,21 @@ class Generator:
                 threading.Thread(target=self._flush_forever, name="flusher", daemon=True).start()
                 self._pid = os.getpid()
 
+    def close(self) -> None:
+        """Shut down: answers still running end as interrupted (text kept); the flusher stops."""
+        self._closed.set()
+        for generation in list(self.running.values()):
+            self._end(generation, INTERRUPTED, "The server shut down while this answer was being written.")
+
     def _on_stop(self, message_id: int) -> None:
         generation = self.running.get(message_id)
-        if generation is not None and self._finish(generation, STOPPED):
-            if generation.stream is not None:
-                generation.stream.close()
+        if generation is not None:
+            self._end(generation, STOPPED)
+
+    def _end(self, generation: Generation, status: str, error: str | None = None) -> None:
+        """Finish from outside the generation's thread, and unblock that thread."""
+        if self._finish(generation, status, error) and generation.stream is not None:
+            generation.stream.close()
 
     def _run(self, generation: Generation, prompt: list[dict]) -> None:
         try:
@@ -173,8 +194,7 @@ class Generator:
 
     def _flush_forever(self) -> None:
         last_sweep = 0.0
-        while True:
-            time.sleep(self.flush_interval)
+        while not self._closed.wait(self.flush_interval):
             with self.app.app_context():
                 try:
                     self.flush()

@@ -14,7 +14,13 @@ from pygments.util import ClassNotFound
 
 _FORMATTER = HtmlFormatter(nowrap=True)
 _ALLOWED_TAGS = nh3.ALLOWED_TAGS | {"pre", "code", "span", "div", "table", "thead", "tbody", "tr", "th", "td", "hr"}
-_ALLOWED_ATTRIBUTES = {**nh3.ALLOWED_ATTRIBUTES, "span": {"class"}, "code": {"class"}, "pre": {"class"}, "div": {"class"}}
+_ALLOWED_ATTRIBUTES = {
+    **nh3.ALLOWED_ATTRIBUTES,
+    "span": {"class"},
+    "code": {"class"},
+    "pre": {"class"},
+    "div": {"class"},
+}
 
 
 def _highlight(code: str, lang: str, _attrs: str) -> str:
@@ -25,8 +31,10 @@ def _highlight(code: str, lang: str, _attrs: str) -> str:
     return highlight(code, lexer, _FORMATTER)
 
 
-_MD = MarkdownIt("commonmark", {"highlight": _highlight, "html": False, "linkify": False}).enable("table").enable(
-    "strikethrough"
+_MD = (
+    MarkdownIt("commonmark", {"highlight": _highlight, "html": False, "linkify": False})
+    .enable("table")
+    .enable("strikethrough")
 )
 
 

@@ -54,4 +54,6 @@ def make_provider(app: Flask) -> Provider:
         )
     from .local import LocalProvider
 
-    return LocalProvider(path=config["LOCAL_MODEL_PATH"], model=config["CHAT_MODEL"], n_ctx=config["LOCAL_CONTEXT_TOKENS"])
+    return LocalProvider(
+        path=config["LOCAL_MODEL_PATH"], model=config["CHAT_MODEL"], n_ctx=config["LOCAL_CONTEXT_TOKENS"]
+    )

@@ -91,7 +91,9 @@ class LocalStream:
             llama = self.provider.llama()
             try:
                 chunks = call_blocking(
-                    lambda: llama.create_chat_completion(messages=self.messages, max_tokens=self.max_tokens, stream=True)
+                    lambda: llama.create_chat_completion(
+                        messages=self.messages, max_tokens=self.max_tokens, stream=True
+                    )
                 )
                 while not self.closed.is_set():
                     chunk = call_blocking(next, chunks, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -45,7 +46,7 @@ class OpenAIProvider:
             raise ProviderError(self.describe(exc)) from exc
         return OpenAIStream(self, response)
 
-    def describe(self, exc: BaseException) -> str:
+    def describe(self, exc: BaseException, mid_stream: bool = False) -> str:
         """A reason a user can act on, for an exception from the client."""
         detail = _upstream_message(exc)
         if isinstance(exc, openai.AuthenticationError):
@@ -60,7 +61,7 @@ class OpenAIProvider:
             return f"{self.host} refused the request ({exc.status_code}).{detail}"
         if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
             return f"{self.host} sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, openai.APIConnectionError) and not mid_stream:
             return f"Could not connect to {self.host}. Is the model server running? Retry when it is."
         return f"The connection to {self.host} dropped in the middle of the answer. The text so far is kept; retry."
 
@@ -83,14 +84,12 @@ class OpenAIStream:
                     if text or choice.finish_reason:
                         yield Chunk(text=text or "", finish_reason=choice.finish_reason)
         except (openai.OpenAIError, httpx.HTTPError) as exc:
-            raise ProviderError(self.provider.describe(exc)) from exc
+            raise ProviderError(self.provider.describe(exc, mid_stream=True)) from exc
 
     def close(self) -> None:
         """Close the HTTP response, which unblocks a reader waiting on it."""
-        try:
+        with contextlib.suppress(Exception):  # closing a half-dead socket may raise; it is closed anyway
             self.response.close()
-        except Exception:  # closing a half-dead socket may raise; it is closed either way
-            pass
 
 
 def _upstream_message(exc: BaseException) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from markupsafe import escape
 from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from markupsafe import escape
 
 from .. import conversations
 from ..errors import wants_fragment
@@ -63,7 +63,7 @@ def create():  # noqa: ANN201
     conversation, sent = conversations.start_conversation(current_user(), request.form.get("content", ""))
     if sent.answer is None:
         return render_chat(conversation, 422, draft=sent.user_message.content)
-    return redirect(url_for(".conversation", conversation_id=conversation.id), 303)
+    return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor=f"message-{sent.answer.id}"), 303)
 
 
 @bp.get("/c/<int:conversation_id>")
@@ -106,7 +106,9 @@ def retry(message_id: int):  # noqa: ANN201
     answer = conversations.retry(_message_or_404(message_id))
     if wants_fragment():
         return render_template("partials/started.html", message=answer)
-    return redirect(url_for(".conversation", conversation_id=answer.conversation_id, _anchor=f"message-{answer.id}"), 303)
+    return redirect(
+        url_for(".conversation", conversation_id=answer.conversation_id, _anchor=f"message-{answer.id}"), 303
+    )
 
 
 @bp.get("/messages/<int:message_id>/events")
@@ -153,4 +155,3 @@ def delete(conversation_id: int):  # noqa: ANN201
     """Delete the conversation and all its messages."""
     conversations.delete(_conversation_or_404(conversation_id))
     return redirect(url_for(".index"), 303)
-

@@ -1,0 +1,133 @@
+"""In a real headless Chromium: type, watch tokens arrive, stop, reload mid-answer."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chatapp.extensions import db
+from chatapp.models import Message
+from tests.conftest import skip_or_fail
+from tests.fake_upstream import Reply
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201
+    if not os.path.exists(CHROMIUM):
+        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):  # noqa: ANN001, ANN201
+    context = browser.new_context(base_url=live_server)
+    page = context.new_page()
+    page.set_default_timeout(10_000)
+    yield page
+    context.close()
+
+
+def answer_text(page, index: int = -1) -> str:  # noqa: ANN001
+    return page.locator("article.assistant .content").nth(index).inner_text()
+
+
+def stored(app, message_id: int) -> Message:  # noqa: ANN001
+    with app.app_context():
+        message = db.session.get(Message, message_id)
+        db.session.expunge_all()
+        return message
+
+
+def test_tokens_stream_in_then_stop(page, app, upstream) -> None:  # noqa: ANN001
+    words = [f" word{i}" for i in range(30)]
+    upstream.script(Reply(tokens=words, delay=0.05))
+    page.goto("/")
+    page.fill("#content", "Tell me a story")
+    page.press("#content", "Enter")
+
+    page.wait_for_selector('article.assistant[data-status="streaming"]')
+    assert page.locator("#composer-actions .stop").is_visible()  # Stop replaces Send
+    page.wait_for_function("document.querySelector('article.assistant .content').textContent.includes('word5')")
+    partial = answer_text(page)
+    assert "word29" not in partial  # arriving token by token, not all at the end
+
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    final = answer_text(page)
+    assert final == "".join(words).strip()  # rendered once, nothing left over from streaming
+    assert page.locator("#composer-actions .send").is_visible()
+    assert page.locator(".details").first.inner_text().count("fake-model") == 1
+
+    # A second answer, stopped half-way: it keeps exactly what was shown.
+    upstream.script(Reply(tokens=[f" more{i}" for i in range(200)], delay=0.04))
+    page.fill("#content", "Keep going")
+    page.press("#content", "Enter")
+    page.wait_for_function(
+        "document.querySelectorAll('article.assistant').length === 2 && "
+        "document.querySelectorAll('article.assistant')[1].textContent.includes('more5')"
+    )
+    assert page.input_value("#content") == ""  # the box was cleared after sending
+    page.click("#composer-actions .stop")
+    page.wait_for_selector('article.assistant[data-status="stopped"]')
+    shown = answer_text(page, 1)
+    message_id = int(page.locator("article.assistant").nth(1).get_attribute("id").split("-")[1])
+    assert stored(app, message_id).content.strip() == shown
+    assert 5 < len(shown.split()) < 200
+    assert page.locator("#composer-actions .send").is_visible()
+    assert "Stopped." in page.locator("article.assistant").nth(1).inner_text()
+
+
+def test_reload_mid_answer_reattaches(page, app, upstream) -> None:  # noqa: ANN001
+    words = [f" part{i}" for i in range(60)]
+    upstream.script(Reply(tokens=words, delay=0.04))
+    page.goto("/")
+    page.fill("#content", "A long answer please")
+    page.press("#content", "Enter")
+    page.wait_for_function("document.querySelector('article.assistant .content').textContent.includes('part10')")
+    page.reload()
+    page.wait_for_selector('article.assistant[data-status="streaming"]')
+    page.wait_for_selector('article.assistant[data-status="complete"]', timeout=15_000)
+    assert answer_text(page) == "".join(words).strip()
+
+
+def test_error_shows_reason_and_retry(page, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(status=429, error_message="slow down"))
+    page.goto("/")
+    page.fill("#content", "hello")
+    page.press("#content", "Enter")
+    page.wait_for_selector('article.assistant[data-status="error"]')
+    assert "rate limiting" in page.locator("article.assistant").inner_text()
+    page.click("article.assistant form.retry button")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    assert answer_text(page) == "Echo: hello"
+
+
+def test_refused_send_keeps_the_text(page, upstream) -> None:  # noqa: ANN001
+    page.goto("/")
+    page.fill("#content", "first")
+    page.press("#content", "Enter")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    page.fill("#content", "   ")
+    page.click("#composer-actions .send")
+    page.wait_for_selector("#composer-error .error")
+    assert "Type a message" in page.inner_text("#composer-error")
+    page.fill("#content", "x " * 5000)
+    page.click("#composer-actions .send")
+    page.wait_for_selector('article.user[data-status="error"]')
+    assert page.input_value("#content").startswith("x x x")  # nothing typed is lost

@@ -1,0 +1,359 @@
+"""The chat loop: send, stream, persist, budgets, errors, stop, resume, reload."""
+
+from __future__ import annotations
+
+import time
+
+from chatapp.extensions import db
+from chatapp.models import Message
+from tests.conftest import Chat
+from tests.fake_upstream import Reply
+from tests.sse import collect, parse
+
+WORDS = [f" w{i}" for i in range(60)]
+
+
+def events_of(chat: Chat, message_id: int, **headers: str):  # noqa: ANN201
+    response = chat.client.get(f"/messages/{message_id}/events", headers=headers, buffered=False)
+    assert response.status_code == 200
+    assert response.headers["Cache-Control"] == "no-cache"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    return response
+
+
+def test_answer_streams_and_is_stored(chat: Chat, upstream) -> None:  # noqa: ANN001
+    conversation_id, answer_id = chat.start("hello there")
+    response = events_of(chat, answer_id)
+    chunks = response.response
+    first = next(iter(chunks))
+    assert first.startswith(b": ping")
+    text, events = collect(chunks)
+    assert text == "Echo: hello there"
+    assert events[-1].event == "done"
+    assert 'data-status="complete"' in events[-1].data
+    assert "<p>Echo: hello there</p>" in events[-1].data
+    # Every delta carries an id: the character offset after it.
+    assert [e.id for e in events if e.event == "delta"][-1] == str(len("Echo: hello there"))
+
+    sent = upstream.requests[0]
+    assert sent["stream"] is True
+    assert sent["messages"][0]["role"] == "system"
+    assert sent["messages"][-1] == {"role": "user", "content": "hello there"}
+
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "<p>Echo: hello there</p>" in page
+    assert "fake-model" in page
+
+
+def test_answer_records_model_timing_and_usage(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=["one", " two", " three"], first_delay=0.05))
+    _, answer_id = chat.start("count")
+    message = chat.wait(answer_id)
+    assert message.status == "complete"
+    assert (message.model, message.provider) == ("fake-model", "openai")
+    assert message.ttft_ms >= 50
+    assert message.duration_ms >= message.ttft_ms
+    assert message.completion_tokens == 3  # from the upstream's usage chunk
+    assert message.prompt_tokens > 0
+    assert message.finish_reason == "stop"
+    page = chat.get(f"/c/{message.conversation_id}").get_data(as_text=True)
+    assert "first token" in page and "3 tokens" in page
+
+
+def test_usage_counted_when_upstream_sends_none(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=["alpha", " beta"], usage=False))
+    _, answer_id = chat.start("x")
+    message = chat.wait(answer_id)
+    assert message.completion_tokens == 2  # counted with tiktoken
+    assert message.prompt_tokens > 0
+
+
+def test_conversation_survives_restart(make_app, chat: Chat) -> None:  # noqa: ANN001
+    conversation_id, answer_id = chat.start("remember me")
+    assert chat.wait(answer_id).status == "complete"
+    restarted = Chat(make_app())
+    restarted.client.set_cookie("session", chat.client.get_cookie("session").value)
+    page = restarted.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "remember me" in page and "<p>Echo: remember me</p>" in page
+
+
+def test_too_long_message_is_saved_not_sent(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(MAX_USER_MESSAGE_TOKENS=10))
+    conversation_id, first_answer = chat.start("short question")
+    chat.wait(first_answer)
+    long_text = "word " * 40
+    response = chat.post(f"/c/{conversation_id}/messages", {"content": long_text})
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "40 tokens long; the limit is 10" in page
+    assert long_text.strip() in page.split('id="content"', 1)[1]  # still in the composer, to edit
+    assert len(upstream.requests) == 1  # only the first question went upstream
+    with chat.app.app_context():
+        refused = db.session.scalars(db.select(Message).filter_by(content=long_text.strip())).one()
+        assert refused.status == "error"
+
+    # The shortened message takes its place and is answered.
+    answer_id = chat.send(conversation_id, "shorter")
+    assert chat.wait(answer_id).content == "Echo: shorter"
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "tokens long" not in page
+    assert [m["content"] for m in upstream.requests[-1]["messages"] if m["role"] == "user"] == [
+        "short question",
+        "shorter",
+    ]
+
+
+def test_history_is_trimmed_oldest_first(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(MAX_HISTORY_TOKENS=60, SYSTEM_PROMPT="Be brief."))
+    conversation_id, answer_id = chat.start("first question about apples")
+    chat.wait(answer_id)
+    for question in ["second question about pears", "third question about plums", "fourth question about figs"]:
+        chat.wait(chat.send(conversation_id, question))
+    sent = upstream.requests[-1]["messages"]
+    contents = [m["content"] for m in sent]
+    assert sent[0] == {"role": "system", "content": "Be brief."}
+    assert sent[-1] == {"role": "user", "content": "fourth question about figs"}
+    assert "first question about apples" not in contents
+    assert "third question about plums" in contents
+    # Whatever was kept is a contiguous, most-recent run of the conversation.
+    full = [m["content"] for m in upstream.requests[-1]["messages"][1:]]
+    assert full == contents[1:]
+    assert len(sent) < 1 + 7
+
+
+def test_newest_message_kept_even_if_history_budget_is_tiny(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(MAX_HISTORY_TOKENS=5))
+    conversation_id, answer_id = chat.start("one two three four five six seven")
+    chat.wait(answer_id)
+    chat.wait(chat.send(conversation_id, "eight nine ten"))
+    roles = [m["role"] for m in upstream.requests[-1]["messages"]]
+    assert roles == ["system", "user"]
+
+
+def test_response_is_capped(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(MAX_RESPONSE_TOKENS=3))
+    _, answer_id = chat.start("a b c d e f g")
+    message = chat.wait(answer_id)
+    assert upstream.requests[0]["max_tokens"] == 3
+    assert message.content == "Echo: a"
+    assert message.finish_reason == "length"
+
+
+def test_upstream_errors_show_reason_and_retry_works(chat: Chat, upstream) -> None:  # noqa: ANN001
+    cases = [
+        (401, "rejected the API key"),
+        (404, "was not found"),
+        (429, "rate limiting"),
+        (503, "had an error (503)"),
+    ]
+    conversation_id = None
+    for status, reason in cases:
+        upstream.script(Reply(status=status, error_message="nope"))
+        if conversation_id is None:
+            conversation_id, answer_id = chat.start("hi")
+        else:
+            answer_id = chat.send(conversation_id, "hi")
+        message = chat.wait(answer_id)
+        assert message.status == "error"
+        assert reason in message.error
+        page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+        assert f'id="message-{answer_id}" class="message assistant" data-status="error"' in page
+        assert reason in page and f"/messages/{answer_id}/retry" in page
+
+    response = chat.post(f"/messages/{answer_id}/retry")
+    assert response.status_code == 303
+    retried = chat.latest_answer(conversation_id)
+    assert retried != answer_id
+    assert chat.wait(retried).content == "Echo: hi"
+
+
+def test_upstream_timeout_is_an_error(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(UPSTREAM_TIMEOUT=0.5))
+    upstream.script(Reply(hang=True))
+    _, answer_id = chat.start("hello")
+    message = chat.wait(answer_id)
+    assert message.status == "error"
+    assert "sent nothing for 0.5 seconds" in message.error
+
+
+def test_unreachable_upstream_is_an_error(make_app) -> None:  # noqa: ANN001
+    chat = Chat(make_app(OPENAI_BASE_URL="http://127.0.0.1:9/v1"))
+    _, answer_id = chat.start("hello")
+    message = chat.wait(answer_id)
+    assert message.status == "error"
+    assert "Could not connect" in message.error
+
+
+def test_dropped_stream_keeps_partial_text(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=["a", "b", "c", "d", "e"], drop_after=3, delay=0.01))
+    _, answer_id = chat.start("hello")
+    message = chat.wait(answer_id)
+    assert message.status == "error"
+    assert message.content == "abc"
+    assert "dropped" in message.error
+
+
+def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=WORDS, delay=0.03))
+    conversation_id, answer_id = chat.start("talk")
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert f'action="/messages/{answer_id}/stop"' in page  # Stop replaces Send while streaming
+    stream = events_of(chat, answer_id).response
+    seen, _ = collect(stream, stop_after=3)
+
+    started = time.monotonic()
+    response = chat.post(f"/messages/{answer_id}/stop")
+    took = time.monotonic() - started
+    assert response.status_code == 303
+    assert took < 0.25
+    message = chat.wait(answer_id)
+    assert message.status == "stopped"
+
+    rest, events = collect(stream)  # the viewer gets what was published before the stop, then done
+    assert events[-1].event == "done" and 'data-status="stopped"' in events[-1].data
+    assert message.content == seen + rest
+    assert 0 < len(message.content) < len("".join(WORDS))
+    time.sleep(0.1)
+    assert chat.wait(answer_id).content == message.content  # nothing more was written
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "Stopped." in page and 'class="send"' in page
+
+
+def test_resume_with_last_event_id(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=WORDS[:30], delay=0.02))
+    _, answer_id = chat.start("go")
+    first, events = collect(events_of(chat, answer_id).response, stop_after=4)
+    last_id = [e.id for e in events if e.event == "delta"][-1]
+    assert last_id == str(len(first))
+    rest, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}).response)
+    assert first + rest == "".join(WORDS[:30])
+    assert events[-1].event == "done"
+
+
+def test_reload_reattaches_to_answer_in_progress(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=WORDS[:40], delay=0.03))
+    conversation_id, answer_id = chat.start("go")
+    time.sleep(0.8)  # past a flush: the page shows part of the answer
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert f'id="message-{answer_id}" class="message assistant" data-status="streaming"' in page
+    shown = page.split('class="content streaming" sse-swap="delta" hx-swap="beforeend">', 1)[1].split("</div>", 1)[0]
+    assert shown, "the page shows the text generated so far"
+    assert f'sse-connect="/messages/{answer_id}/events?after={len(shown)}"' in page
+    rest, _ = collect(chat.client.get(f"/messages/{answer_id}/events?after={len(shown)}", buffered=False).response)
+    assert shown + rest == "".join(WORDS[:40])
+
+
+def test_finished_answer_sends_final_event_at_once(chat: Chat) -> None:
+    _, answer_id = chat.start("hi")
+    chat.wait(answer_id)
+    events = [e for e in parse(events_of(chat, answer_id).response) if not isinstance(e, str)]
+    assert [e.event for e in events] == ["done"]
+    assert "Echo: hi" in events[0].data
+
+
+def test_second_conversation_and_sidebar(chat: Chat) -> None:
+    first, answer = chat.start("apples are red")
+    chat.wait(answer)
+    second, answer = chat.start("bananas are yellow")
+    chat.wait(answer)
+    page = chat.get(f"/c/{first}").get_data(as_text=True)
+    sidebar = page.split('id="sidebar"', 1)[1].split("</nav>", 1)[0]
+    assert sidebar.index("bananas are yellow") < sidebar.index("apples are red")  # newest first
+    assert "Echo: bananas" not in page  # only this conversation's messages
+
+
+def test_rename_and_delete(chat: Chat) -> None:
+    conversation_id, answer_id = chat.start("a title from the first message")
+    chat.wait(answer_id)
+    assert "<title>a title from the first message · chatapp</title>" in chat.get(f"/c/{conversation_id}").get_data(
+        as_text=True
+    )
+    assert chat.post(f"/c/{conversation_id}/rename", {"title": "  Renamed   chat "}).status_code == 303
+    assert "<title>Renamed chat · chatapp</title>" in chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert chat.post(f"/c/{conversation_id}/rename", {"title": "   "}).status_code == 400
+
+    confirm = chat.get(f"/c/{conversation_id}/delete").get_data(as_text=True)
+    assert "Delete “Renamed chat”?" in confirm and 'method="post"' in confirm
+    assert chat.post(f"/c/{conversation_id}/delete").status_code == 303
+    assert chat.get(f"/c/{conversation_id}").status_code == 404
+    with chat.app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Message.id))) == 0
+
+
+def test_long_first_message_title_is_shortened(chat: Chat) -> None:
+    conversation_id, _ = chat.start("Explain in detail how the northern lights form and why they have such colours")
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "<title>Explain in detail how the northern lights form and why they…" in page
+
+
+def test_empty_message_is_refused(chat: Chat, upstream) -> None:  # noqa: ANN001
+    response = chat.post("/conversations", {"content": "   "})
+    assert response.status_code == 400
+    assert "Type a message" in response.get_data(as_text=True)
+    assert upstream.requests == []
+
+
+def test_send_while_streaming_is_refused_and_text_kept(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=WORDS, delay=0.05))
+    conversation_id, answer_id = chat.start("long one")
+    response = chat.post(f"/c/{conversation_id}/messages", {"content": "my next question"})
+    assert response.status_code == 409
+    page = response.get_data(as_text=True)
+    assert "still being written" in page and "my next question" in page
+    chat.post(f"/messages/{answer_id}/stop")
+
+
+def test_other_identity_gets_404(app, chat: Chat) -> None:  # noqa: ANN001
+    conversation_id, answer_id = chat.start("private")
+    chat.wait(answer_id)
+    stranger = Chat(app)
+    assert stranger.get(f"/c/{conversation_id}").status_code == 404
+    assert stranger.get(f"/messages/{answer_id}/events").status_code == 404
+    assert stranger.post(f"/messages/{answer_id}/stop").status_code == 404
+    assert stranger.post(f"/messages/{answer_id}/retry").status_code == 404
+    assert stranger.post(f"/c/{conversation_id}/messages", {"content": "hi"}).status_code == 404
+    assert stranger.post(f"/c/{conversation_id}/delete").status_code == 404
+    assert "private" not in stranger.get("/").get_data(as_text=True)
+
+
+def test_csrf_token_is_required(chat: Chat, upstream) -> None:  # noqa: ANN001
+    chat.get("/")
+    response = chat.client.post("/conversations", data={"content": "no token"})
+    assert response.status_code == 400
+    assert "security token" in response.get_data(as_text=True)
+    assert "no token" in response.get_data(as_text=True)  # the text is offered back
+    response = chat.client.post("/conversations", data={"content": "x"}, headers={"X-CSRF-Token": "wrong"})
+    assert response.status_code == 400
+    assert upstream.requests == []
+
+
+def test_htmx_send_returns_fragments(chat: Chat) -> None:
+    conversation_id, answer_id = chat.start("first")
+    chat.wait(answer_id)
+    response = chat.client.post(
+        f"/c/{conversation_id}/messages",
+        data={"content": "second"},
+        headers={"HX-Request": "true", "X-CSRF-Token": chat.token},
+    )
+    assert response.status_code == 200
+    assert "HX-Request" in response.headers["Vary"]
+    html = response.get_data(as_text=True)
+    assert "<html" not in html
+    assert 'class="message user"' in html and 'data-status="streaming"' in html
+    assert 'id="composer-actions" class="composer-actions" hx-swap-oob="true"' in html and 'class="stop"' in html
+
+
+def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
+    body = chat.client.get("/healthz").get_json()
+    assert body == {
+        "status": "ok",
+        "database": True,
+        "provider": "openai",
+        "model": "fake-model",
+        "broker": "MemoryBroker",
+        "generations_running": 0,
+    }
+    upstream.script(Reply(tokens=WORDS, delay=0.05))
+    _, answer_id = chat.start("x")
+    assert chat.client.get("/healthz").get_json()["generations_running"] == 1
+    chat.post(f"/messages/{answer_id}/stop")

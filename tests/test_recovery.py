@@ -1,0 +1,126 @@
+"""Answers whose process died are marked interrupted, keeping their text; shutdown does the same."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from datetime import timedelta
+
+import httpx
+
+from chatapp.extensions import db
+from chatapp.models import Conversation, Message, User, utcnow
+from tests.conftest import Chat, wait_for_status
+from tests.fake_upstream import Reply
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_startup_marks_stale_answers_interrupted(make_app) -> None:  # noqa: ANN001
+    app = make_app()
+    with app.app_context():
+        user = User()
+        db.session.add(user)
+        db.session.flush()
+        conversation = Conversation(user_id=user.id)
+        db.session.add(conversation)
+        db.session.flush()
+        answer = Message(
+            conversation_id=conversation.id,
+            role="assistant",
+            content="half an ans",
+            status="streaming",
+            updated_at=utcnow() - timedelta(minutes=5),
+        )
+        db.session.add(answer)
+        db.session.commit()
+        answer_id = answer.id
+
+    restarted = make_app()
+    message = wait_for_status(restarted, answer_id, timeout=0)
+    assert message.status == "interrupted"
+    assert message.content == "half an ans"
+
+
+def test_killed_process_loses_at_most_a_flush(tmp_path, upstream) -> None:  # noqa: ANN001
+    """A real crash: SIGKILL the serving process mid-answer, then start again on the same database."""
+    upstream.script(Reply(tokens=[f" t{i}" for i in range(200)], delay=0.02))
+    database = f"sqlite:///{tmp_path / 'crash.sqlite3'}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database,
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "k",
+        "CHAT_MODEL": "fake-model",
+        "SECRET_KEY": "crash-test",
+        "PYTHONPATH": ROOT,
+    }
+    script = textwrap.dedent(
+        """
+        import sys
+        from werkzeug.serving import make_server
+        from chatapp import create_app
+        server = make_server("127.0.0.1", 0, create_app(), threaded=True)
+        print(server.server_port, flush=True)
+        server.serve_forever()
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        port = int(process.stdout.readline())
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", follow_redirects=False) as client:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+            response = client.post("/conversations", data={"csrf_token": token, "content": "go"})
+            assert response.status_code == 303
+            with client.stream("GET", "/messages/2/events") as stream:
+                seen = ""
+                for line in stream.iter_lines():
+                    if line.startswith("data: <span>"):
+                        seen += re.sub(r"<[^>]+>", "", line[6:])
+                    if len(seen) > 150:
+                        break
+        time.sleep(0.6)  # let at least one flush land
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()
+
+    time.sleep(1.1)
+    from chatapp import create_app
+
+    app = create_app(
+        {
+            "TESTING": True,
+            "DATABASE_URL": database,
+            "SECRET_KEY": "x",
+            "STALE_AFTER": 1.0,
+            "OPENAI_BASE_URL": upstream.base_url,
+        }
+    )
+    try:
+        message = wait_for_status(app, 2, timeout=0)
+        assert message.status == "interrupted"
+        # Everything the viewer saw was flushed before the kill: nothing of it is lost.
+        assert message.content.startswith(seen)
+    finally:
+        app.extensions["chatapp.generator"].close()
+
+
+def test_shutdown_marks_running_answers_interrupted(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(tokens=[f" t{i}" for i in range(100)], delay=0.02))
+    conversation_id, answer_id = chat.start("go")
+    time.sleep(0.2)
+    chat.app.extensions["chatapp.generator"].close()
+    message = chat.wait(answer_id)
+    assert message.status == "interrupted"
+    assert message.content.startswith(" t0")
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "Interrupted." in page and f"/messages/{answer_id}/retry" in page
