@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 from chatapp.extensions import db
@@ -357,3 +358,32 @@ def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
     _, answer_id = chat.start("x")
     assert chat.client.get("/healthz").get_json()["generations_running"] == 1
     chat.post(f"/messages/{answer_id}/stop")
+
+
+def test_javascript_off_flow(chat: Chat, upstream) -> None:  # noqa: ANN001
+    """Plain forms and redirects only: the page refreshes itself until the answer is complete."""
+    refresh = '<noscript><meta http-equiv="refresh" content="1"></noscript>'
+    page = chat.get("/").get_data(as_text=True)
+    assert 'method="post"' in page and 'action="/conversations"' in page and refresh not in page
+
+    upstream.script(Reply(tokens=WORDS, delay=0.03))
+    response = chat.post("/conversations", {"content": "no javascript here"})
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    conversation_id, answer_id = map(int, re.findall(r"\d+", location))
+    time.sleep(0.7)
+    page = chat.get(location).get_data(as_text=True)
+    assert refresh in page
+    assert f'<form method="post" action="/messages/{answer_id}/stop"' in page
+    shown = page.split('sse-swap="delta" hx-swap="beforeend">', 1)[1].split("</div>", 1)[0]
+    assert shown.startswith(" w0")  # the refreshed page shows the answer growing
+
+    assert chat.post(f"/messages/{answer_id}/stop").headers["Location"] == f"/c/{conversation_id}"
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert refresh not in page and "Stopped." in page and 'class="send"' in page
+
+    answer_id = chat.send(conversation_id, "and now **bold**")
+    chat.wait(answer_id)
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert refresh not in page
+    assert "<p>Echo: and now <strong>bold</strong></p>" in page
