@@ -44,6 +44,15 @@ def page(browser, live_server):  # noqa: ANN001, ANN201
     context.close()
 
 
+def wait_for_text(page, text: str, index: int = 0) -> None:  # noqa: ANN001
+    """Wait until the ``index``-th answer on the page contains ``text``."""
+    page.wait_for_function(
+        "([text, index]) => { const a = document.querySelectorAll('article.assistant')[index];"
+        " return !!a && a.textContent.includes(text); }",
+        arg=[text, index],
+    )
+
+
 def answer_text(page, index: int = -1) -> str:  # noqa: ANN001
     return page.locator("article.assistant .content").nth(index).inner_text()
 
@@ -64,7 +73,7 @@ def test_tokens_stream_in_then_stop(page, app, upstream) -> None:  # noqa: ANN00
 
     page.wait_for_selector('article.assistant[data-status="streaming"]')
     assert page.locator("#composer-actions .stop").is_visible()  # Stop replaces Send
-    page.wait_for_function("document.querySelector('article.assistant .content').textContent.includes('word5')")
+    wait_for_text(page, "word5")
     partial = answer_text(page)
     assert "word29" not in partial  # arriving token by token, not all at the end
 
@@ -78,10 +87,7 @@ def test_tokens_stream_in_then_stop(page, app, upstream) -> None:  # noqa: ANN00
     upstream.script(Reply(tokens=[f" more{i}" for i in range(200)], delay=0.04))
     page.fill("#content", "Keep going")
     page.press("#content", "Enter")
-    page.wait_for_function(
-        "document.querySelectorAll('article.assistant').length === 2 && "
-        "document.querySelectorAll('article.assistant')[1].textContent.includes('more5')"
-    )
+    wait_for_text(page, "more5", index=1)
     assert page.input_value("#content") == ""  # the box was cleared after sending
     page.click("#composer-actions .stop")
     page.wait_for_selector('article.assistant[data-status="stopped"]')
@@ -99,7 +105,7 @@ def test_reload_mid_answer_reattaches(page, app, upstream) -> None:  # noqa: ANN
     page.goto("/")
     page.fill("#content", "A long answer please")
     page.press("#content", "Enter")
-    page.wait_for_function("document.querySelector('article.assistant .content').textContent.includes('part10')")
+    wait_for_text(page, "part10")
     page.reload()
     page.wait_for_selector('article.assistant[data-status="streaming"]')
     page.wait_for_selector('article.assistant[data-status="complete"]', timeout=15_000)
