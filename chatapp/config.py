@@ -55,6 +55,10 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "chatapp.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_db_url(app.config["DATABASE_URL"])
+    # Many streams each touch the database briefly; allow bursts, and survive database restarts.
+    app.config.setdefault(
+        "SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 300}
+    )
     app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_BYTES"]
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
