@@ -26,7 +26,7 @@ KEEP_FINISHED = 60.0  # seconds a finished message's events stay readable (a vie
 class Event:
     """A delta (text starting at character ``offset``) or the end of an answer."""
 
-    kind: str  # "delta" or "done"
+    kind: str  # "delta", "done", or (inside the Redis publisher only) "reset"
     offset: int = 0
     text: str = ""
 
@@ -67,8 +67,8 @@ class MemoryBroker:
         self._stop_handler: StopHandler | None = None
 
     def open(self, message_id: int) -> None:
-        """Create the channel before anyone can ask to read it."""
-        self._channels.setdefault(message_id, _Channel())
+        """A fresh channel (a continued answer starts over), before anyone can ask to read it."""
+        self._channels[message_id] = _Channel()
 
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Append a delta and wake the viewers."""
@@ -139,7 +139,9 @@ class RedisBroker:
         return f"{self.prefix}:events:{message_id}"
 
     def open(self, message_id: int) -> None:
-        """Nothing to create: a Redis stream appears with its first entry."""
+        """Forget earlier events of this message (a continued answer starts over)."""
+        self._ensure_publisher()
+        self._queue.put((message_id, Event("reset")))
 
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Queue a delta; the publisher thread sends queued deltas in batches."""
@@ -187,6 +189,9 @@ class RedisBroker:
         pipe = self.redis.pipeline(transaction=False)
         for message_id, event in merged:
             key = self._key(message_id)
+            if event.kind == "reset":
+                pipe.delete(key)
+                continue
             pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text})
             pipe.expire(key, self.TTL_FINISHED if event.kind == "done" else self.TTL_RUNNING)
         pipe.execute()

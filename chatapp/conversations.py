@@ -11,10 +11,13 @@ from sqlalchemy import update
 
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, STOPPED, STREAMING, Conversation, Message, User, load_path, utcnow
+from .models import ERROR, INTERRUPTED, STOPPED, STREAMING, Conversation, Message, Tree, User, utcnow
 from .tokens import PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
+# Sent after the partial answer when continuing it; portable across OpenAI-compatible servers,
+# unlike "assistant prefill", which some servers ignore.
+CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
 
 
 class ChatError(Exception):
@@ -70,7 +73,6 @@ def send(conversation: Conversation, content: str) -> Sent:
     """Save the user's message and start the answer; a too-long message is saved but not sent."""
     content = _clean(content)
     _refuse_if_streaming(conversation)
-    limit = current_app.config["MAX_USER_MESSAGE_TOKENS"]
     tokens = count_tokens(content)
     parent, replaced_id = _parent_for_new_message(conversation)
     user_message = Message(
@@ -80,12 +82,10 @@ def send(conversation: Conversation, content: str) -> Sent:
         content=content,
         token_count=tokens,
     )
-    if tokens > limit:
+    too_long = _too_long(tokens)
+    if too_long:
         user_message.status = ERROR
-        user_message.error = (
-            f"This message is {tokens:,} tokens long; the limit is {limit:,}. "
-            "It was saved but not sent: shorten it and send again."
-        )
+        user_message.error = f"{too_long} It was saved but not sent: shorten it and send again."
     if parent is None:
         conversation.set_title_from(content)
     db.session.add(user_message)
@@ -98,6 +98,30 @@ def send(conversation: Conversation, content: str) -> Sent:
     return Sent(user_message, _answer(conversation, user_message), replaced_id)
 
 
+def edit(message: Message, content: str) -> Message:
+    """A new version of a user message, beside the original, and a new answer to it.
+
+    The original and everything that followed it stay stored as the other branch.
+    """
+    if message.role != "user":
+        raise ChatError("Only your own messages can be edited; answers can be retried.", 400)
+    content = _clean(content)
+    conversation = message.conversation
+    _refuse_if_streaming(conversation)
+    tokens = count_tokens(content)
+    too_long = _too_long(tokens)
+    if too_long:
+        raise ChatError(f"{too_long} Shorten it and save again.", 422)
+    version = Message(
+        conversation_id=conversation.id, parent_id=message.parent_id, role="user", content=content, token_count=tokens
+    )
+    db.session.add(version)
+    db.session.flush()
+    if message.parent_id is None:
+        conversation.set_title_from(content)
+    return _answer(conversation, version)
+
+
 def retry(answer: Message) -> Message:
     """Generate a new answer beside ``answer``, from the same history."""
     if answer.role != "assistant" or answer.parent_id is None:
@@ -106,6 +130,33 @@ def retry(answer: Message) -> Message:
     _refuse_if_streaming(conversation)
     question = db.session.get(Message, answer.parent_id)
     return _answer(conversation, question)
+
+
+def continue_answer(answer: Message) -> Message:
+    """Let the model go on from a stopped or interrupted answer, appending to the same message."""
+    if answer.role != "assistant" or answer.status not in (STOPPED, INTERRUPTED):
+        raise ChatError("Only a stopped or interrupted answer can be continued.", 400)
+    conversation = answer.conversation
+    _refuse_if_streaming(conversation)
+    tree = Tree(conversation.id)
+    history = tree.path(answer.parent_id) + [answer]
+    answer.status, answer.error, answer.finish_reason = STREAMING, None, None
+    answer.model, answer.provider = current_generator().provider.model, current_generator().provider.name
+    conversation.active_leaf_id = tree.newest_leaf(answer).id
+    conversation.updated_at = answer.updated_at = utcnow()
+    db.session.commit()
+    prompt = build_prompt(history, extra=PromptMessage("user", CONTINUE_PROMPT, count_tokens(CONTINUE_PROMPT)))
+    current_generator().start(answer, prompt, prefix=answer.content)
+    return answer
+
+
+def show(message: Message) -> Message:
+    """Switch the conversation to this version: it and the latest path beneath it become visible."""
+    tree = Tree(message.conversation_id)
+    leaf = tree.newest_leaf(message)
+    message.conversation.active_leaf_id = leaf.id
+    db.session.commit()
+    return leaf
 
 
 def stop(answer: Message) -> Message:
@@ -157,6 +208,13 @@ def _refuse_if_streaming(conversation: Conversation) -> None:
         raise ChatError("An answer is still being written in this conversation. Stop it or wait for it to finish.", 409)
 
 
+def _too_long(tokens: int) -> str | None:
+    limit = current_app.config["MAX_USER_MESSAGE_TOKENS"]
+    if tokens <= limit:
+        return None
+    return f"This message is {tokens:,} tokens long; the limit is {limit:,}."
+
+
 def _clean(content: str) -> str:
     content = content.strip()
     if not content:
@@ -188,13 +246,13 @@ def _answer(conversation: Conversation, question: Message) -> Message:
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
     db.session.commit()
-    prompt = build_prompt(load_path(question.conversation_id, question.id))
-    generator.start(answer, [m.as_dict() for m in prompt], sum(m.tokens for m in prompt))
+    prompt = build_prompt(Tree(conversation.id).path(question.id))
+    generator.start(answer, prompt)
     return answer
 
 
-def build_prompt(path: list[Message]) -> list[PromptMessage]:
-    """System prompt plus the path, trimmed oldest-first to ``MAX_HISTORY_TOKENS``."""
+def build_prompt(path: list[Message], extra: PromptMessage | None = None) -> list[PromptMessage]:
+    """System prompt plus the path (and ``extra``), trimmed oldest-first to ``MAX_HISTORY_TOKENS``."""
     config = current_app.config
     system_text = config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
@@ -202,5 +260,5 @@ def build_prompt(path: list[Message]) -> list[PromptMessage]:
         PromptMessage(m.role, m.content, m.token_count if m.token_count is not None else count_tokens(m.content))
         for m in path
         if m.content and not (m.role == "user" and m.status == ERROR)
-    ]
+    ] + ([extra] if extra else [])
     return trim_history(system, history, config["MAX_HISTORY_TOKENS"])

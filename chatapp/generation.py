@@ -33,7 +33,7 @@ from .models import (
     utcnow,
 )
 from .providers import Provider, ProviderError, Stream
-from .tokens import count_tokens
+from .tokens import PromptMessage, count_tokens
 
 log = logging.getLogger(__name__)
 
@@ -78,13 +78,20 @@ class Generator:
         self._closed = threading.Event()
         broker.on_stop(self._on_stop)
 
-    def start(self, message: Message, prompt: list[dict], prompt_tokens: int) -> None:
-        """Generate ``message`` (saved, status streaming) from ``prompt`` in the background."""
+    def start(self, message: Message, prompt: list[PromptMessage], prefix: str = "") -> None:
+        """Generate ``message`` (saved, status streaming) from ``prompt`` in the background.
+
+        ``prefix`` is text the message already has (when continuing it); new text is appended.
+        """
         self.ensure_threads()
-        generation = Generation(message.id, message.conversation_id, prompt_tokens)
+        generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
         self.running[message.id] = generation
         self.broker.open(message.id)
-        threading.Thread(target=self._run, args=(generation, prompt), name=f"gen-{message.id}", daemon=True).start()
+        if prefix:
+            self._append(generation, prefix)
+            generation.first_token_at = None
+        messages = [m.as_dict() for m in prompt]
+        threading.Thread(target=self._run, args=(generation, messages), name=f"gen-{message.id}", daemon=True).start()
 
     def stop(self, message_id: int) -> None:
         """Stop an answer wherever it runs; it keeps exactly the text published so far."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text, select, update
@@ -61,7 +63,12 @@ class Conversation(db.Model):
 
     def path(self) -> list[Message]:
         """The visible messages, root first, loaded in one query."""
-        return load_path(self.id, self.active_leaf_id)
+        return Tree(self.id).path(self.active_leaf_id)
+
+    def visible(self) -> list[tuple[Message, Siblings]]:
+        """The visible messages with their "‹ 2 / 3 ›" positions, from one query."""
+        tree = Tree(self.id)
+        return [(message, tree.siblings(message)) for message in tree.path(self.active_leaf_id)]
 
     def streaming_message(self) -> Message | None:
         """The answer currently streaming in this conversation, if any."""
@@ -111,17 +118,70 @@ class Message(db.Model):
         return self.status == STREAMING
 
 
-def load_path(conversation_id: int, leaf_id: int | None) -> list[Message]:
-    """The messages from the root down to ``leaf_id``, loaded in one query."""
-    if leaf_id is None:
-        return []
-    by_id = {m.id: m for m in db.session.scalars(select(Message).where(Message.conversation_id == conversation_id))}
-    path = []
-    node = by_id.get(leaf_id)
-    while node is not None:
-        path.append(node)
-        node = by_id.get(node.parent_id) if node.parent_id else None
-    return path[::-1]
+@dataclass(frozen=True)
+class Siblings:
+    """Where a message stands among its versions: "‹ 2 / 3 ›"."""
+
+    index: int  # 1-based
+    count: int
+    previous_id: int | None
+    next_id: int | None
+
+
+class Tree:
+    """All messages of a conversation, loaded in one query, with parent and child lookups."""
+
+    def __init__(self, conversation_id: int) -> None:
+        query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+        self.by_id: dict[int, Message] = {}
+        self.children: dict[int | None, list[Message]] = defaultdict(list)
+        for message in db.session.scalars(query):
+            self.by_id[message.id] = message
+            self.children[message.parent_id].append(message)
+
+    def path(self, leaf_id: int | None) -> list[Message]:
+        """The messages from the root down to ``leaf_id``."""
+        path = []
+        node = self.by_id.get(leaf_id) if leaf_id else None
+        while node is not None:
+            path.append(node)
+            node = self.by_id.get(node.parent_id) if node.parent_id else None
+        return path[::-1]
+
+    def siblings(self, message: Message) -> Siblings:
+        """The message's position among the versions sharing its parent."""
+        return _siblings_of(message, [m.id for m in self.children[message.parent_id]])
+
+    def newest_leaf(self, message: Message) -> Message:
+        """The most recent message at or below ``message``: the end of its latest path.
+
+        Children are always newer than their parent, so the newest descendant is a leaf.
+        """
+        newest, stack = message, [message]
+        while stack:
+            node = stack.pop()
+            newest = node if node.id > newest.id else newest
+            stack.extend(self.children[node.id])
+        return newest
+
+
+def siblings_of(message: Message) -> Siblings:
+    """``Tree.siblings`` for one message, without loading the whole conversation."""
+    query = select(Message.id).where(
+        Message.conversation_id == message.conversation_id,
+        Message.parent_id.is_(None) if message.parent_id is None else Message.parent_id == message.parent_id,
+    )
+    return _siblings_of(message, sorted(db.session.scalars(query)))
+
+
+def _siblings_of(message: Message, ids: list[int]) -> Siblings:
+    index = ids.index(message.id)
+    return Siblings(
+        index + 1,
+        len(ids),
+        ids[index - 1] if index > 0 else None,
+        ids[index + 1] if index + 1 < len(ids) else None,
+    )
 
 
 def mark_stale_interrupted(cutoff: datetime) -> int:

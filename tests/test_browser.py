@@ -81,7 +81,7 @@ def test_tokens_stream_in_then_stop(page, app, upstream) -> None:  # noqa: ANN00
     final = answer_text(page)
     assert final == "".join(words).strip()  # rendered once, nothing left over from streaming
     assert page.locator("#composer-actions .send").is_visible()
-    assert page.locator(".details").first.inner_text().count("fake-model") == 1
+    assert page.locator("article.assistant .details").first.inner_text().count("fake-model") == 1
 
     # A second answer, stopped half-way: it keeps exactly what was shown.
     upstream.script(Reply(tokens=[f" more{i}" for i in range(200)], delay=0.04))
@@ -119,7 +119,7 @@ def test_error_shows_reason_and_retry(page, upstream) -> None:  # noqa: ANN001
     page.press("#content", "Enter")
     page.wait_for_selector('article.assistant[data-status="error"]')
     assert "rate limiting" in page.locator("article.assistant").inner_text()
-    page.click("article.assistant form.retry button")
+    page.click("article.assistant button.retry")
     page.wait_for_selector('article.assistant[data-status="complete"]')
     assert answer_text(page) == "Echo: hello"
 

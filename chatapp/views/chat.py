@@ -6,6 +6,7 @@ from flask import Blueprint, Response, abort, redirect, render_template, request
 from markupsafe import escape
 
 from .. import conversations
+from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
@@ -36,19 +37,35 @@ def _message_or_404(message_id: int) -> Message:
     return message
 
 
-def render_chat(conversation: Conversation | None, status: int = 200, draft: str = "") -> tuple[str, int]:
+def _to_message(message: Message):  # noqa: ANN202
+    """Redirect (303, after a POST) to the conversation, scrolled to ``message``."""
+    return redirect(
+        url_for(".conversation", conversation_id=message.conversation_id, _anchor=f"message-{message.id}"), 303
+    )
+
+
+def render_chat(conversation: Conversation | None, status: int = 200, **context: object) -> tuple[str, int]:
     """The whole page: sidebar, the visible path of messages, composer."""
-    streaming = conversation.streaming_message() if conversation else None
     html = render_template(
         "chat.html",
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
-        messages=conversation.path() if conversation else [],
-        streaming=streaming,
-        draft=draft,
+        visible=conversation.visible() if conversation else [],
+        streaming=conversation.streaming_message() if conversation else None,
         provider=current_generator().provider,
+        **context,
     )
     return html, status
+
+
+def render_branch(conversation: Conversation) -> str:
+    """The message list after the visible branch changed (HTMX), with the composer's button."""
+    return render_template(
+        "partials/branch.html",
+        conversation=conversation,
+        visible=conversation.visible(),
+        streaming=conversation.streaming_message(),
+    )
 
 
 @bp.get("/")
@@ -63,13 +80,13 @@ def create():  # noqa: ANN201
     conversation, sent = conversations.start_conversation(current_user(), request.form.get("content", ""))
     if sent.answer is None:
         return render_chat(conversation, 422, draft=sent.user_message.content)
-    return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor=f"message-{sent.answer.id}"), 303)
+    return _to_message(sent.answer)
 
 
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
-    """One conversation."""
-    return render_chat(_conversation_or_404(conversation_id))
+    """One conversation; ``?edit=<id>`` shows that message as an edit form (for browsers without JS)."""
+    return render_chat(_conversation_or_404(conversation_id), editing=request.args.get("edit", type=int))
 
 
 @bp.post("/c/<int:conversation_id>/messages")
@@ -79,16 +96,77 @@ def send(conversation_id: int):  # noqa: ANN201
     sent = conversations.send(conversation, request.form.get("content", ""))
     status = 422 if sent.answer is None else 200
     if wants_fragment():
+        conversations_list = Conversation.for_user(current_user().id)
         html = render_template(
-            "partials/sent.html",
-            sent=sent,
-            conversation=conversation,
-            conversations=Conversation.for_user(current_user().id),
+            "partials/sent.html", sent=sent, conversation=conversation, conversations=conversations_list
         )
         return html, status
     if sent.answer is None:
         return render_chat(conversation, status, draft=sent.user_message.content)
-    return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor=f"message-{sent.answer.id}"), 303)
+    return _to_message(sent.answer)
+
+
+@bp.get("/messages/<int:message_id>")
+def message(message_id: int):  # noqa: ANN201
+    """One message as a fragment (HTMX: e.g. to cancel an edit), else its place in the conversation."""
+    message = _message_or_404(message_id)
+    if wants_fragment():
+        return render_template("partials/message.html", message=message)
+    return redirect(url_for(".conversation", conversation_id=message.conversation_id, _anchor=f"message-{message.id}"))
+
+
+@bp.get("/messages/<int:message_id>/edit")
+def edit_form(message_id: int):  # noqa: ANN201
+    """The edit form in place of the message (HTMX), or the page with it inline."""
+    message = _message_or_404(message_id)
+    if wants_fragment():
+        return render_template("partials/edit_form.html", message=message)
+    return redirect(
+        url_for(
+            ".conversation", conversation_id=message.conversation_id, edit=message.id, _anchor=f"message-{message.id}"
+        )
+    )
+
+
+@bp.post("/messages/<int:message_id>/edit")
+def edit(message_id: int):  # noqa: ANN201
+    """Save an edited version of a message beside the original, and answer it."""
+    message = _message_or_404(message_id)
+    content = request.form.get("content", "")
+    try:
+        answer = conversations.edit(message, content)
+    except ChatError as exc:
+        if exc.status != 422:
+            raise
+        if wants_fragment():
+            html = render_template("partials/edit_form.html", message=message, draft=content, error=exc.message)
+            return html, 422, {"HX-Retarget": f"#message-{message.id}", "HX-Reswap": "outerHTML"}
+        return render_chat(message.conversation, 422, editing=message.id, edit_draft=content, edit_error=exc.message)
+    if wants_fragment():
+        return render_branch(answer.conversation)
+    return _to_message(answer)
+
+
+@bp.post("/messages/<int:message_id>/retry")
+def retry(message_id: int):  # noqa: ANN201
+    """Write a new answer beside this one (the old one is kept as a sibling)."""
+    answer = conversations.retry(_message_or_404(message_id))
+    return render_branch(answer.conversation) if wants_fragment() else _to_message(answer)
+
+
+@bp.post("/messages/<int:message_id>/continue")
+def continue_(message_id: int):  # noqa: ANN201
+    """Let a stopped or interrupted answer go on, in the same message."""
+    answer = conversations.continue_answer(_message_or_404(message_id))
+    return render_branch(answer.conversation) if wants_fragment() else _to_message(answer)
+
+
+@bp.post("/messages/<int:message_id>/show")
+def show(message_id: int):  # noqa: ANN201
+    """Switch to this version of a message and the latest path beneath it."""
+    message = _message_or_404(message_id)
+    conversations.show(message)
+    return render_branch(message.conversation) if wants_fragment() else _to_message(message)
 
 
 @bp.post("/messages/<int:message_id>/stop")
@@ -98,17 +176,6 @@ def stop(message_id: int):  # noqa: ANN201
     if wants_fragment():
         return render_template("partials/finished.html", message=message)
     return redirect(url_for(".conversation", conversation_id=message.conversation_id), 303)
-
-
-@bp.post("/messages/<int:message_id>/retry")
-def retry(message_id: int):  # noqa: ANN201
-    """Write a new answer in place of this one (the old one is kept as a sibling)."""
-    answer = conversations.retry(_message_or_404(message_id))
-    if wants_fragment():
-        return render_template("partials/started.html", message=answer)
-    return redirect(
-        url_for(".conversation", conversation_id=answer.conversation_id, _anchor=f"message-{answer.id}"), 303
-    )
 
 
 @bp.get("/messages/<int:message_id>/events")
@@ -145,13 +212,12 @@ def rename(conversation_id: int):  # noqa: ANN201
 def confirm_delete(conversation_id: int):  # noqa: ANN201
     """Ask before deleting (works without JavaScript)."""
     conversation = _conversation_or_404(conversation_id)
-    return render_template(
-        "confirm_delete.html", conversation=conversation, conversations=Conversation.for_user(current_user().id)
-    )
+    conversations_list = Conversation.for_user(current_user().id)
+    return render_template("confirm_delete.html", conversation=conversation, conversations=conversations_list)
 
 
 @bp.post("/c/<int:conversation_id>/delete")
 def delete(conversation_id: int):  # noqa: ANN201
-    """Delete the conversation and all its messages."""
+    """Delete the conversation and all its messages, every branch."""
     conversations.delete(_conversation_or_404(conversation_id))
     return redirect(url_for(".index"), 303)
