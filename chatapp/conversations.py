@@ -117,8 +117,6 @@ def edit(message: Message, content: str) -> Message:
     )
     db.session.add(version)
     db.session.flush()
-    if message.parent_id is None:
-        conversation.set_title_from(content)
     return _answer(conversation, version)
 
 

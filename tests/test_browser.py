@@ -137,3 +137,50 @@ def test_refused_send_keeps_the_text(page, upstream) -> None:  # noqa: ANN001
     page.click("#composer-actions .send")
     page.wait_for_selector('article.user[data-status="error"]')
     assert page.input_value("#content").startswith("x x x")  # nothing typed is lost
+
+
+def test_edit_retry_and_switch_versions(page, upstream) -> None:  # noqa: ANN001
+    page.goto("/")
+    page.fill("#content", "first question")
+    page.press("#content", "Enter")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    page.fill("#content", "second question")
+    page.press("#content", "Enter")
+    wait_for_text(page, "Echo: second question", index=1)
+    page.wait_for_selector('article.assistant:nth-of-type(4)[data-status="complete"]')
+
+    # Edit the first question in place; Cancel restores it, Save makes a new branch.
+    page.click("article.user >> nth=0 >> a.edit")
+    page.wait_for_selector("article.user.editing textarea")
+    page.click("article.user.editing >> text=Cancel")
+    page.wait_for_selector("article.user.editing", state="detached")
+    assert page.locator("article.user").first.inner_text().count("first question") == 1
+    page.click("article.user >> nth=0 >> a.edit")
+    page.fill("article.user.editing textarea", "edited question")
+    upstream.script(Reply(tokens=[" brand", " new", " answer"], delay=0.05))
+    page.click("article.user.editing button[type=submit]")
+    wait_for_text(page, "brand new answer")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    assert page.locator("article.message").count() == 2  # the old branch's messages are gone from view
+    body = page.inner_text("#messages")
+    assert "second question" not in body and "first question" not in body
+    assert answer_text(page) == "brand new answer"
+    assert "2 / 2" in page.locator("article.user").first.inner_text()
+
+    # Retry the answer: a second version streams into place, nothing of the first remains.
+    upstream.script(Reply(tokens=[" another", " take"], delay=0.05))
+    page.click("article.assistant button.retry")
+    wait_for_text(page, "another take")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+    assert answer_text(page) == "another take"
+    assert "2 / 2" in page.locator("article.assistant").inner_text()
+
+    # Back to the first version of the answer, then to the original question and its whole branch.
+    page.click("article.assistant button[aria-label='Previous version']")
+    wait_for_text(page, "brand new")
+    assert "1 / 2" in page.locator("article.assistant").inner_text()
+    page.click("article.user button[aria-label='Previous version']")
+    page.wait_for_function("document.querySelectorAll('article.message').length === 4")
+    assert "second question" in page.inner_text("#messages") and "brand new" not in page.inner_text("#messages")
+    page.reload()
+    assert page.locator("article.message").count() == 4  # the chosen branch is stored on the server
