@@ -45,21 +45,14 @@ def create_app(test_config: dict | None = None) -> Flask:
 
 
 def _init_database(app: Flask) -> None:
-    from sqlalchemy import event, inspect
+    from sqlalchemy import inspect
 
+    from . import sqlite
     from .extensions import db
 
     with app.app_context():
         if db.engine.dialect.name == "sqlite":
-            # WAL lets readers go on while an answer is flushed; wait for locks instead of failing.
-            @event.listens_for(db.engine, "connect")
-            def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001
-                cursor = dbapi_connection.cursor()
-                cursor.execute("PRAGMA journal_mode=WAL")
-                cursor.execute("PRAGMA synchronous=NORMAL")
-                cursor.execute("PRAGMA busy_timeout=5000")
-                cursor.execute("PRAGMA foreign_keys=ON")
-                cursor.close()
+            sqlite.configure(db.engine)
 
         if app.config["AUTO_MIGRATE"]:
             from flask_migrate import upgrade

@@ -65,7 +65,7 @@ def start_conversation(user: User, content: str) -> tuple[Conversation, Sent]:
     _clean(content)
     conversation = Conversation(user_id=user.id)
     db.session.add(conversation)
-    db.session.commit()
+    db.session.flush()
     return conversation, send(conversation, content)
 
 
@@ -92,8 +92,8 @@ def send(conversation: Conversation, content: str) -> Sent:
     db.session.flush()
     conversation.active_leaf_id = user_message.id
     conversation.updated_at = utcnow()
-    db.session.commit()
     if user_message.status == ERROR:
+        db.session.commit()
         return Sent(user_message, None, replaced_id)
     return Sent(user_message, _answer(conversation, user_message), replaced_id)
 
@@ -243,8 +243,8 @@ def _answer(conversation: Conversation, question: Message) -> Message:
     db.session.flush()
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
-    db.session.commit()
     prompt = build_prompt(Tree(conversation.id).path(question.id))
+    db.session.commit()  # one transaction for everything a send, edit or retry writes
     generator.start(answer, prompt)
     return answer
 

@@ -16,6 +16,7 @@ from chatapp import create_app
 from chatapp.extensions import db
 from chatapp.models import Message
 from tests.fake_upstream import FakeUpstream
+from tests.sse import Stream
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
 REDIS_URL = os.environ.get("TEST_REDIS_URL")
@@ -107,6 +108,11 @@ class Chat:
         response = self.post(f"/c/{conversation_id}/messages", {"content": content})
         assert response.status_code == 303, response.get_data(as_text=True)
         return int(response.headers["Location"].rsplit("message-", 1)[1])
+
+    def events(self, message_id: int, query: str = "", **headers: str) -> Stream:
+        """Open the answer's SSE stream (read in its own thread, like a browser's connection)."""
+        url = f"/messages/{message_id}/events{query}"
+        return Stream(lambda: self.client.get(url, headers=headers, buffered=False))
 
     def latest_answer(self, conversation_id: int) -> int:
         page = self.get(f"/c/{conversation_id}").get_data(as_text=True)

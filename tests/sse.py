@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import html
+import queue
 import re
-from collections.abc import Iterable, Iterator
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -18,6 +21,44 @@ class Event:
     def text(self) -> str:
         """The visible text of a delta event (its HTML, unescaped)."""
         return html.unescape(re.sub(r"<[^>]+>", "", self.data))
+
+
+class Stream:
+    """An SSE response read in a thread of its own, as a browser would on its own connection.
+
+    Flask's test client runs a streamed response in the calling thread's context; reading two
+    streams, or sending requests while one is open, from one thread would tangle their contexts.
+    """
+
+    def __init__(self, open_response: Callable[[], Any]) -> None:
+        self._chunks: queue.Queue = queue.Queue()
+        self.response = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, args=(open_response,), daemon=True).start()
+        self._ready.wait(10)
+
+    def _read(self, open_response: Callable[[], Any]) -> None:
+        try:
+            self.response = open_response()
+            self._ready.set()
+            for chunk in self.response.response:
+                self._chunks.put(chunk)
+            self.response.close()
+        finally:
+            self._ready.set()
+            self._chunks.put(None)
+
+    @property
+    def status_code(self) -> int:
+        return self.response.status_code
+
+    @property
+    def headers(self) -> Any:
+        return self.response.headers
+
+    def __iter__(self) -> Iterator[bytes]:
+        while (chunk := self._chunks.get(timeout=30)) is not None:
+            yield chunk
 
 
 def parse(chunks: Iterable[bytes | str]) -> Iterator[Event | str]:

@@ -108,7 +108,7 @@ def test_continue_after_stop_appends_to_the_same_answer(chat: Chat, upstream) ->
     words = [f" w{i}" for i in range(80)]
     upstream.script(Reply(tokens=words, delay=0.02))
     conversation_id, answer_id = chat.start("tell me")
-    stream = chat.client.get(f"/messages/{answer_id}/events", buffered=False).response
+    stream = chat.events(answer_id)
     collect(stream, stop_after=3)
     chat.post(f"/messages/{answer_id}/stop")
     collect(stream)
@@ -118,7 +118,7 @@ def test_continue_after_stop_appends_to_the_same_answer(chat: Chat, upstream) ->
     upstream.script(Reply(tokens=[" and", " the", " rest."]))
     response = chat.post(f"/messages/{answer_id}/continue")
     assert response.headers["Location"].endswith(f"#message-{answer_id}")  # the same message
-    text, events = collect(chat.client.get(f"/messages/{answer_id}/events?after={len(partial)}", buffered=False).response)
+    text, events = collect(chat.events(answer_id, f"?after={len(partial)}"))
     assert text == " and the rest."
     message = chat.wait(answer_id)
     assert message.status == "complete"
@@ -127,7 +127,7 @@ def test_continue_after_stop_appends_to_the_same_answer(chat: Chat, upstream) ->
     assert sent[-2] == {"role": "assistant", "content": partial}
     assert sent[-1]["role"] == "user" and "Continue" in sent[-1]["content"]
     # A viewer that joins late replays the whole text, once.
-    replay, _ = collect(chat.client.get(f"/messages/{answer_id}/events", buffered=False).response)
+    replay, _ = collect(chat.events(answer_id))
     assert replay == ""  # finished: the final event carries it
     assert visible_texts(chat, conversation_id)[-1] == partial.strip() + " and the rest."
 

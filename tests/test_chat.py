@@ -15,7 +15,7 @@ WORDS = [f" w{i}" for i in range(60)]
 
 
 def events_of(chat: Chat, message_id: int, **headers: str):  # noqa: ANN201
-    response = chat.client.get(f"/messages/{message_id}/events", headers=headers, buffered=False)
+    response = chat.events(message_id, **headers)
     assert response.status_code == 200
     assert response.headers["Cache-Control"] == "no-cache"
     assert response.headers["X-Accel-Buffering"] == "no"
@@ -25,8 +25,8 @@ def events_of(chat: Chat, message_id: int, **headers: str):  # noqa: ANN201
 def test_answer_streams_and_is_stored(chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id, answer_id = chat.start("hello there")
     response = events_of(chat, answer_id)
-    chunks = response.response
-    first = next(iter(chunks))
+    chunks = iter(response)
+    first = next(chunks)
     assert first.startswith(b": ping")
     text, events = collect(chunks)
     assert text == "Echo: hello there"
@@ -199,7 +199,7 @@ def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # 
     conversation_id, answer_id = chat.start("talk")
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert f'action="/messages/{answer_id}/stop"' in page  # Stop replaces Send while streaming
-    stream = events_of(chat, answer_id).response
+    stream = events_of(chat, answer_id)
     seen, _ = collect(stream, stop_after=3)
 
     started = time.monotonic()
@@ -223,10 +223,10 @@ def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # 
 def test_resume_with_last_event_id(chat: Chat, upstream) -> None:  # noqa: ANN001
     upstream.script(Reply(tokens=WORDS[:30], delay=0.02))
     _, answer_id = chat.start("go")
-    first, events = collect(events_of(chat, answer_id).response, stop_after=4)
+    first, events = collect(events_of(chat, answer_id), stop_after=4)
     last_id = [e.id for e in events if e.event == "delta"][-1]
     assert last_id == str(len(first))
-    rest, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}).response)
+    rest, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}))
     assert first + rest == "".join(WORDS[:30])
     assert events[-1].event == "done"
 
@@ -240,14 +240,14 @@ def test_reload_reattaches_to_answer_in_progress(chat: Chat, upstream) -> None: 
     shown = page.split('class="content streaming" sse-swap="delta" hx-swap="beforeend">', 1)[1].split("</div>", 1)[0]
     assert shown, "the page shows the text generated so far"
     assert f'sse-connect="/messages/{answer_id}/events?after={len(shown)}"' in page
-    rest, _ = collect(chat.client.get(f"/messages/{answer_id}/events?after={len(shown)}", buffered=False).response)
+    rest, _ = collect(chat.events(answer_id, f"?after={len(shown)}"))
     assert shown + rest == "".join(WORDS[:40])
 
 
 def test_finished_answer_sends_final_event_at_once(chat: Chat) -> None:
     _, answer_id = chat.start("hi")
     chat.wait(answer_id)
-    events = [e for e in parse(events_of(chat, answer_id).response) if not isinstance(e, str)]
+    events = [e for e in parse(events_of(chat, answer_id)) if not isinstance(e, str)]
     assert [e.event for e in events] == ["done"]
     assert "Echo: hi" in events[0].data
 

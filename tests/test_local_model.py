@@ -16,7 +16,7 @@ def test_bundled_model_answers_end_to_end(make_app) -> None:  # noqa: ANN001
     chat = Chat(make_app(OPENAI_BASE_URL=None, OPENAI_API_KEY=None, CHAT_MODEL=None, MAX_RESPONSE_TOKENS=24))
     assert chat.client.get("/healthz").get_json()["provider"] == "local"
     conversation_id, answer_id = chat.start("What is the capital of France?")
-    text, events = collect(chat.client.get(f"/messages/{answer_id}/events", buffered=False).response)
+    text, events = collect(chat.events(answer_id))
     message = chat.wait(answer_id, timeout=120)
     assert message.status == "complete", message.error
     assert message.provider == "local" and message.model == "SmolLM2-135M-Instruct.Q4_1"

@@ -18,13 +18,13 @@ def test_chat_loop_on_postgres(make_app, postgres_url: str, upstream) -> None:  
         assert db.engine.dialect.name == "postgresql"
     chat = Chat(app)
     conversation_id, answer_id = chat.start("hello postgres")
-    text, _ = collect(chat.client.get(f"/messages/{answer_id}/events", buffered=False).response)
+    text, _ = collect(chat.events(answer_id))
     assert text == "Echo: hello postgres"
     assert chat.wait(answer_id).status == "complete"
 
     upstream.script(Reply(tokens=[f" w{i}" for i in range(100)], delay=0.03))
     answer_id = chat.send(conversation_id, "long")
-    stream = chat.client.get(f"/messages/{answer_id}/events", buffered=False).response
+    stream = chat.events(answer_id)
     seen, _ = collect(stream, stop_after=3)
     chat.post(f"/messages/{answer_id}/stop")
     rest, _ = collect(stream)

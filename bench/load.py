@@ -1,0 +1,367 @@
+"""Load benchmark: N concurrent conversations, each streaming from the fake upstream at a set rate.
+
+For every target it prints p50/p99 time to first token, the p99 of each stream's largest gap between
+updates, tokens lost and aggregate tokens/s. Targets, in the same run and on the same machine:
+
+- ``direct``: the client streams from the fake upstream itself (the floor);
+- ``relay``:  a minimal Flask relay (bench/relay.py) under the same gunicorn worker class;
+- ``app``:    chatapp: POST /conversations, then GET the answer's SSE stream.
+
+It also measures time to first token with one stream at a time (no load), where the app's own
+overhead shows. Goals for the app on 2 cores: 150 concurrent streams with p99 largest gap <= 250 ms
+and 0 tokens lost; <= 15 ms added (p50) before the first token compared with the upstream directly.
+
+    python bench/load.py --streams 100 150 --tokens 250 --rate 50 --worker-class gthread
+
+Everything listens on 127.0.0.1 and every run ends by itself (per-stream and overall timeouts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import html
+import json
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlencode
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = re.compile(r"tok(\d+)")
+
+
+@dataclass
+class Result:
+    """One stream's measurements."""
+
+    ttft: float | None = None
+    times: list[float] = field(default_factory=list)
+    text: str = ""
+    error: str | None = None
+
+    @property
+    def largest_gap(self) -> float:
+        return max((b - a for a, b in zip(self.times, self.times[1:], strict=False)), default=0.0)
+
+
+# -- a small HTTP/1.1 client on asyncio streams (cheap enough for hundreds of streams) ---------------
+class Response:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, headers: dict) -> None:
+        self.reader, self.writer, self.status, self.headers = reader, writer, status, headers
+
+    async def chunks(self):  # noqa: ANN201
+        """The body as it arrives (chunked, sized, or until close)."""
+        if self.headers.get("transfer-encoding") == "chunked":
+            while True:
+                size = int((await self.reader.readline()).split(b";")[0], 16)
+                if size == 0:
+                    return
+                data = await self.reader.readexactly(size + 2)
+                yield data[:-2]
+        elif "content-length" in self.headers:
+            yield await self.reader.readexactly(int(self.headers["content-length"]))
+        else:
+            while data := await self.reader.read(65536):
+                yield data
+
+    async def body(self) -> bytes:
+        return b"".join([c async for c in self.chunks()])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Response:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", f"Content-Length: {len(body)}"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    status = int((await reader.readline()).split()[1])
+    response_headers: dict[str, str] = {}
+    while (line := await reader.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode("latin-1").partition(":")
+        key = name.strip().lower()
+        value = value.strip()
+        response_headers[key] = f"{response_headers[key]}, {value}" if key in response_headers else value
+    return Response(reader, writer, status, response_headers)
+
+
+async def sse_events(response: Response):  # noqa: ANN201
+    """(event, data) pairs of a Server-Sent Events body."""
+    buffer = b""
+    async for chunk in response.chunks():
+        buffer += chunk
+        while b"\n\n" in buffer:
+            block, buffer = buffer.split(b"\n\n", 1)
+            name, data = None, []
+            for line in block.decode().split("\n"):
+                if line.startswith("event: "):
+                    name = line[7:]
+                elif line.startswith("data: "):
+                    data.append(line[6:])
+            if data:
+                yield name, "\n".join(data)
+
+
+# -- the three targets ---------------------------------------------------------------------------------
+async def stream_direct(port: int, prompt: str, result: Result) -> None:
+    body = json.dumps({"model": "fake-model", "stream": True, "messages": [{"role": "user", "content": prompt}]})
+    start = time.perf_counter()
+    response = await request(port, "POST", "/v1/chat/completions", body.encode(), {"Content-Type": "application/json"})
+    try:
+        async for _name, data in sse_events(response):
+            if data == "[DONE]":
+                return
+            for choice in json.loads(data)["choices"]:
+                if text := choice["delta"].get("content"):
+                    record(result, start, text)
+    finally:
+        response.close()
+
+
+async def stream_relay(port: int, prompt: str, result: Result) -> None:
+    start = time.perf_counter()
+    form = urlencode({"content": prompt}).encode()
+    response = await request(port, "POST", "/relay", form, {"Content-Type": "application/x-www-form-urlencoded"})
+    try:
+        async for name, data in sse_events(response):
+            if name == "done":
+                return
+            record(result, start, data)
+    finally:
+        response.close()
+
+
+async def app_session(port: int) -> tuple[str, str]:
+    """A visitor's cookie and CSRF token (setup, not timed)."""
+    response = await request(port, "GET", "/")
+    page = (await response.body()).decode()
+    response.close()
+    cookie = response.headers["set-cookie"].split(";", 1)[0]
+    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    return cookie, token
+
+
+async def stream_app(port: int, prompt: str, result: Result, session: tuple[str, str]) -> None:
+    cookie, token = session
+    start = time.perf_counter()
+    form = urlencode({"csrf_token": token, "content": prompt}).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
+    response = await request(port, "POST", "/conversations", form, headers)
+    await response.body()
+    response.close()
+    if response.status != 303:
+        raise RuntimeError(f"send answered {response.status}")
+    answer_id = response.headers["location"].rsplit("message-", 1)[1]
+    response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie})
+    try:
+        async for name, data in sse_events(response):
+            if name == "done":
+                return
+            if name == "delta":
+                record(result, start, html.unescape(re.sub(r"<[^>]+>", "", data)))
+    finally:
+        response.close()
+
+
+def record(result: Result, start: float, text: str) -> None:
+    now = time.perf_counter()
+    if result.ttft is None:
+        result.ttft = now - start
+    result.times.append(now)
+    result.text += text
+
+
+async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[list[Result], float]:
+    sessions = await asyncio.gather(*(app_session(port) for _ in range(n))) if target == "app" else [None] * n
+    results = [Result() for _ in range(n)]
+    runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app}[target]
+
+    async def one(i: int) -> None:
+        args = (port, f"stream {i} says hello", results[i]) + ((sessions[i],) if target == "app" else ())
+        try:
+            await asyncio.wait_for(runner(*args), timeout)
+        except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
+            results[i].error = f"{type(exc).__name__}: {exc}"
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return results, time.perf_counter() - start
+
+
+async def idle_ttft(target: str, port: int, samples: int) -> float:
+    """p50 time to first token with one stream at a time."""
+    values = []
+    for _ in range(samples):
+        results, _ = await run_streams(target, port, 1, 30)
+        if results[0].ttft is not None:
+            values.append(results[0].ttft)
+    return statistics.median(values) if values else float("nan")
+
+
+# -- processes -------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def gunicorn(app: str, port: int, args: argparse.Namespace, env: dict, log: Path) -> subprocess.Popen:
+    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)]
+    if args.worker_class == "gevent":
+        command += ["--worker-class", "gevent", "--worker-connections", "4000"]
+    else:
+        command += ["--worker-class", "gthread", "--threads", str(args.threads)]
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def percentile(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+
+def summarize(target: str, n: int, tokens: int, results: list[Result], wall: float) -> dict:
+    received = [len(set(TOKEN.findall(r.text)) & set(map(str, range(tokens)))) for r in results]
+    ttfts = [r.ttft * 1000 for r in results if r.ttft is not None]
+    return {
+        "target": target,
+        "streams": n,
+        "ttft_p50_ms": percentile(ttfts, 50),
+        "ttft_p99_ms": percentile(ttfts, 99),
+        "gap_p99_ms": percentile([r.largest_gap * 1000 for r in results], 99),
+        "tokens_lost": n * tokens - sum(received),
+        "failed": sum(1 for r in results if r.error or not r.ttft),
+        "tokens_per_s": sum(received) / wall if wall else 0.0,
+        "errors": sorted({r.error for r in results if r.error})[:3],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--streams", type=int, nargs="+", default=[100, 150])
+    parser.add_argument("--tokens", type=int, default=250)
+    parser.add_argument("--rate", type=float, default=50.0, help="tokens per second per stream")
+    parser.add_argument("--worker-class", choices=["gthread", "gevent"], default="gthread")
+    parser.add_argument("--threads", type=int, default=256)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--targets", nargs="+", default=["direct", "relay", "app"])
+    parser.add_argument("--idle-samples", type=int, default=20)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
+    upstream = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "tests" / "fake_upstream.py"),
+            "--tokens",
+            str(args.tokens),
+            "--rate",
+            str(args.rate),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    processes = [upstream]
+    try:
+        base_url = upstream.stdout.readline().split()[1]
+        upstream_port = int(base_url.split(":")[2].split("/")[0])
+        env = {
+            **os.environ,
+            "OPENAI_BASE_URL": base_url,
+            "OPENAI_API_KEY": "x",
+            "CHAT_MODEL": "fake-model",
+            "SECRET_KEY": "bench",
+            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
+            "PYTHONPATH": str(ROOT),
+        }
+        ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}
+        if "relay" in args.targets:
+            processes.append(gunicorn("bench.relay:app", ports["relay"], args, env, workdir / "relay.log"))
+        if "app" in args.targets:
+            processes.append(gunicorn("wsgi:app", ports["app"], args, env, workdir / "app.log"))
+            wait_http(f"http://127.0.0.1:{ports['app']}/healthz")
+        if "relay" in args.targets:
+            wait_http(f"http://127.0.0.1:{ports['relay']}/healthz")
+
+        timeout = args.tokens / args.rate + 60
+        rows = []
+        idle = {t: asyncio.run(idle_ttft(t, ports[t], args.idle_samples)) * 1000 for t in args.targets}
+        for n in args.streams:
+            for target in args.targets:
+                results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
+                rows.append(summarize(target, n, args.tokens, results, wall))
+                time.sleep(1)
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(10)
+        upstream.stdout.close()
+
+    report(args, rows, idle, workdir)
+
+
+def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path) -> None:
+    print(f"$ python bench/load.py {' '.join(sys.argv[1:])}")
+    print(
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, gunicorn {args.worker_class}"
+        f" ({args.workers} worker{'s' if args.workers > 1 else ''}"
+        f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
+        f" {args.tokens} tokens per stream at {args.rate:g} tokens/s\n"
+    )
+    print("| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r['target']} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} "
+            f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f} |"
+        )
+        for error in r["errors"]:
+            print(f"|   error: {error[:100]} |")
+    print("\nOne stream at a time (no load), TTFT p50 ms: " + ", ".join(f"{t} {v:.1f}" for t, v in idle.items()))
+    verdicts = []
+    if "app" in idle and "direct" in idle:
+        added = idle["app"] - idle["direct"]
+        verdicts.append(
+            f"app adds {added:.1f} ms p50 TTFT over direct (goal <= 15): {'PASS' if added <= 15 else 'FAIL'}"
+        )
+    for r in rows:
+        if r["target"] == "app" and r["streams"] >= 150:
+            ok = r["gap_p99_ms"] <= 250 and r["tokens_lost"] == 0
+            verdicts.append(
+                f"app at {r['streams']} streams: p99 gap {r['gap_p99_ms']:.0f} ms, {r['tokens_lost']} lost"
+                f" (goal <= 250 ms, 0 lost): {'PASS' if ok else 'FAIL'}"
+            )
+    print("\n".join(verdicts))
+    print(f"(server logs in {workdir})")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": rows, "idle_ttft_p50_ms": idle}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
