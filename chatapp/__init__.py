@@ -74,6 +74,7 @@ def _init_generator(app: Flask) -> None:
     from .generation import Generator
     from .providers import ProviderError, make_provider
     from .providers.unavailable import UnavailableProvider
+    from .tokens import count_tokens
 
     try:
         provider = make_provider(app)
@@ -83,6 +84,7 @@ def _init_generator(app: Flask) -> None:
     broker = make_broker(app.config["REDIS_URL"], app.config["REDIS_PREFIX"])
     if not app.config["REDIS_URL"] and int(os.environ.get("WEB_CONCURRENCY", "1")) > 1:
         log.warning("WEB_CONCURRENCY > 1 without REDIS_URL: stop and live streams only work within one worker")
+    count_tokens("")  # load the encoding now, not during someone's first message
     generator = Generator(app, broker, provider)
     app.extensions["chatapp.generator"] = generator
     atexit.register(generator.close)
