@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import fcntl
 import logging
 import os
 from datetime import timedelta
@@ -57,7 +58,10 @@ def _init_database(app: Flask) -> None:
         if app.config["AUTO_MIGRATE"]:
             from flask_migrate import upgrade
 
-            upgrade(directory=str(ROOT / "migrations"))
+            # Every gunicorn worker builds the app; the lock lets one migrate while the others wait.
+            with open(os.path.join(app.instance_path, "migrate.lock"), "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                upgrade(directory=str(ROOT / "migrations"))
         from .models import mark_stale_interrupted, utcnow
 
         # Startup recovery: answers whose generator died are marked interrupted, text kept.
@@ -66,7 +70,7 @@ def _init_database(app: Flask) -> None:
             if count:
                 log.warning("marked %d unfinished answers as interrupted", count)
         db.session.remove()
-        db.engine.dispose()  # no connections carried across a fork (gunicorn --preload)
+        db.engine.dispose()  # no connections carried across a fork
 
 
 def _init_generator(app: Flask) -> None:

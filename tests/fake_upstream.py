@@ -155,7 +155,10 @@ class FakeUpstream:
         if method == "POST" and path.endswith("/chat/completions"):
             return await self._chat(json.loads(body or b"{}"), writer)
         if method == "GET" and path.endswith("/models"):
-            data = {"object": "list", "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}]}
+            data = {
+                "object": "list",
+                "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
+            }
             await self._json(writer, 200, data)
             return True
         if method == "POST" and path.endswith("/audio/transcriptions"):
@@ -190,7 +193,9 @@ class FakeUpstream:
         if not request.get("stream"):
             message = {"role": "assistant", "content": "".join(tokens)}
             choice = {"index": 0, "message": message, "finish_reason": finish}
-            await self._json(writer, 200, {"id": "chatcmpl-x", "object": "chat.completion", "model": model, "choices": [choice]})
+            await self._json(
+                writer, 200, {"id": "chatcmpl-x", "object": "chat.completion", "model": model, "choices": [choice]}
+            )
             return True
 
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -229,14 +234,19 @@ class FakeUpstream:
             name = part.get_param("name", header="content-disposition")
             filename = part.get_filename()
             if filename is not None:
-                record.update(file_name=filename, file_bytes=part.get_payload(decode=True) or b"",
-                              content_type=part.get_content_type())
+                record.update(
+                    file_name=filename,
+                    file_bytes=part.get_payload(decode=True) or b"",
+                    content_type=part.get_content_type(),
+                )
             else:
                 fields[name] = (part.get_payload(decode=True) or b"").decode()
         self.transcriptions.append(record)
         reply = self.transcription_reply
         if reply.status != 200:
-            await self._json(writer, reply.status, _error(reply.error_message, ERROR_TYPES.get(reply.status, "server_error")))
+            await self._json(
+                writer, reply.status, _error(reply.error_message, ERROR_TYPES.get(reply.status, "server_error"))
+            )
         else:
             await self._json(writer, 200, {"text": self.transcription_text})
         return True
@@ -260,8 +270,13 @@ class _Chunks:
     """Builds chat.completion.chunk events."""
 
     def __init__(self, chunk_id: str, model: str, with_usage: bool) -> None:
-        self.base = {"id": chunk_id, "object": "chat.completion.chunk", "created": int(time.time()), "model": model,
-                     "system_fingerprint": None}
+        self.base = {
+            "id": chunk_id,
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": None,
+        }
         self.with_usage = with_usage
 
     def delta(self, delta: dict, finish_reason: str | None = None) -> str:

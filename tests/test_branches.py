@@ -16,7 +16,9 @@ from tests.sse import collect
 def visible_texts(chat: Chat, conversation_id: int) -> list[str]:
     """The text of every message on the page, in order."""
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
-    return [re.sub(r"<[^>]+>", "", t).strip() for t in re.findall(r'<div class="content [^"]+">(.*?)</div>', page, re.S)]
+    return [
+        re.sub(r"<[^>]+>", "", t).strip() for t in re.findall(r'<div class="content [^"]+">(.*?)</div>', page, re.S)
+    ]
 
 
 def five_exchanges(chat: Chat) -> int:
@@ -58,7 +60,9 @@ def test_edit_first_message_makes_a_new_branch(chat: Chat, upstream) -> None:  #
 def test_edit_a_middle_message_keeps_the_history_before_it(chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id = five_exchanges(chat)
     answer_id = int(
-        chat.post(f"/messages/{message_id(chat, 'q3')}/edit", {"content": "q3 again"}).headers["Location"].split("-")[-1]
+        chat.post(f"/messages/{message_id(chat, 'q3')}/edit", {"content": "q3 again"})
+        .headers["Location"]
+        .split("-")[-1]
     )
     chat.wait(answer_id)
     assert visible_texts(chat, conversation_id) == ["q1", "Echo: q1", "q2", "Echo: q2", "q3 again", "Echo: q3 again"]
@@ -115,7 +119,7 @@ def test_continue_after_stop_appends_to_the_same_answer(chat: Chat, upstream) ->
     partial = chat.wait(answer_id).content
     assert chat.wait(answer_id).status == "stopped"
 
-    upstream.script(Reply(tokens=[" and", " the", " rest."]))
+    upstream.script(Reply(tokens=[" and", " the", " rest."], delay=0.05))
     response = chat.post(f"/messages/{answer_id}/continue")
     assert response.headers["Location"].endswith(f"#message-{answer_id}")  # the same message
     text, events = collect(chat.events(answer_id, f"?after={len(partial)}"))
@@ -194,7 +198,10 @@ def test_edit_or_retry_while_streaming_is_refused(chat: Chat, upstream) -> None:
     chat.wait(answer_id)
     upstream.script(Reply(tokens=[f" w{i}" for i in range(100)], delay=0.03))
     streaming = chat.send(conversation_id, "second")
-    for url, data in [(f"/messages/{message_id(chat, 'first')}/edit", {"content": "x"}), (f"/messages/{answer_id}/retry", {})]:
+    for url, data in [
+        (f"/messages/{message_id(chat, 'first')}/edit", {"content": "x"}),
+        (f"/messages/{answer_id}/retry", {}),
+    ]:
         response = chat.post(url, data)
         assert response.status_code == 409
         assert "still being written" in response.get_data(as_text=True)
@@ -217,7 +224,9 @@ def test_htmx_branch_actions_replace_the_whole_list(chat: Chat) -> None:
 
 def test_delete_removes_every_branch(chat: Chat) -> None:
     conversation_id = five_exchanges(chat)
-    chat.wait(int(chat.post(f"/messages/{message_id(chat, 'q2')}/edit", {"content": "b"}).headers["Location"].split("-")[-1]))
+    chat.wait(
+        int(chat.post(f"/messages/{message_id(chat, 'q2')}/edit", {"content": "b"}).headers["Location"].split("-")[-1])
+    )
     chat.post(f"/c/{conversation_id}/delete")
     with chat.app.app_context():
         assert db.session.scalar(select(func.count(Message.id))) == 0
@@ -234,7 +243,9 @@ def test_large_branchy_conversation_loads_in_two_message_queries(chat: Chat) -> 
             db.session.add(user)
             db.session.flush()
             if n % 10 == 0:
-                db.session.add(Message(conversation_id=conversation_id, parent_id=parent_id, role="user", content=f"alt{n}"))
+                db.session.add(
+                    Message(conversation_id=conversation_id, parent_id=parent_id, role="user", content=f"alt{n}")
+                )
             answer = Message(conversation_id=conversation_id, parent_id=user.id, role="assistant", content=f"a{n}")
             db.session.add(answer)
             db.session.flush()

@@ -54,7 +54,7 @@ def test_redis_broker_across_two_app_instances(make_app, upstream, redis_url: st
     worker_b = Chat(make_app(REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
     assert worker_b.client.get("/healthz").get_json()["broker"] == "RedisBroker"
 
-    upstream.script(Reply(tokens=WORDS[:20], delay=0.01))
+    upstream.script(Reply(tokens=WORDS[:20], delay=0.03))
     conversation_id, answer_id = worker_a.start("first")
     worker_b.client.set_cookie("session", worker_a.client.get_cookie("session").value)
     stream = worker_b.events(answer_id)

@@ -23,6 +23,7 @@ def events_of(chat: Chat, message_id: int, **headers: str):  # noqa: ANN201
 
 
 def test_answer_streams_and_is_stored(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.set_default(Reply(delay=0.05))  # slow enough that the viewer joins while it streams
     conversation_id, answer_id = chat.start("hello there")
     response = events_of(chat, answer_id)
     chunks = iter(response)

@@ -17,6 +17,7 @@ def test_chat_loop_on_postgres(make_app, postgres_url: str, upstream) -> None:  
     with app.app_context():
         assert db.engine.dialect.name == "postgresql"
     chat = Chat(app)
+    upstream.script(Reply(delay=0.05))
     conversation_id, answer_id = chat.start("hello postgres")
     text, _ = collect(chat.events(answer_id))
     assert text == "Echo: hello postgres"

@@ -1,0 +1,129 @@
+"""The production setup: the Procfile's web command (gunicorn, gevent workers) over real HTTP."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fake_upstream import Reply
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile_command(port: int) -> list[str]:
+    line = next(line for line in (ROOT / "Procfile").read_text().splitlines() if line.startswith("web:"))
+    command = os.path.expandvars(line.removeprefix("web:").strip().replace("$PORT", str(port)))
+    command = re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: os.environ.get(m.group(1), m.group(2)), command)
+    words = shlex.split(command)
+    env_prefix = [w for w in words if re.fullmatch(r"[A-Z_]+=.*", w)]
+    return ["env", *env_prefix, sys.executable, "-m", *words[len(env_prefix) :]]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator:  # noqa: ANN001
+    processes, clients = [], []
+
+    def start(**env: str) -> httpx.Client:
+        port = free_port()
+        full_env = {
+            **os.environ,
+            "SECRET_KEY": "gunicorn-test",
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite3'}",
+            "PYTHONPATH": str(ROOT),
+            "WEB_CONCURRENCY": "1",
+            **env,
+        }
+        process = subprocess.Popen(procfile_command(port), cwd=ROOT, env=full_env, stderr=subprocess.DEVNULL)
+        processes.append(process)
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        clients.append(client)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.get("/healthz").status_code == 200:
+                    return client
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not start"
+            time.sleep(0.1)
+
+    yield start
+    for client in clients:
+        client.close()
+    for process in processes:
+        process.terminate()
+        process.wait(20)
+
+
+def open_chat(client: httpx.Client, content: str) -> tuple[str, str, int]:
+    """Start a conversation: (CSRF token, conversation URL, answer id)."""
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+    response = client.post("/conversations", data={"csrf_token": token, "content": content})
+    assert response.status_code == 303
+    url, answer = response.headers["Location"].split("#message-")
+    return token, url, int(answer)
+
+
+def read_deltas(client: httpx.Client, answer_id: int, limit: int | None = None) -> str:
+    text = ""
+    with client.stream("GET", f"/messages/{answer_id}/events") as stream:
+        assert stream.headers["X-Accel-Buffering"] == "no"
+        deltas = 0
+        for line in stream.iter_lines():
+            if line.startswith("data: <span>"):
+                text += re.sub(r"<[^>]+>", "", line[6:])
+                deltas += 1
+                if limit and deltas >= limit:
+                    break
+            if line == "event: done":
+                break
+    return text
+
+
+def test_procfile_serves_streams_and_stops(serve, upstream) -> None:  # noqa: ANN001
+    client = serve(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="k", CHAT_MODEL="fake-model")
+    upstream.script(Reply(delay=0.05))
+    _, _, answer_id = open_chat(client, "hello gunicorn")
+    assert read_deltas(client, answer_id) == "Echo: hello gunicorn"
+
+    upstream.script(Reply(tokens=[f" w{i}" for i in range(200)], delay=0.02))
+    token, url, answer_id = open_chat(client, "long one")
+    seen = read_deltas(client, answer_id, limit=3)
+    assert client.post(f"/messages/{answer_id}/stop", data={"csrf_token": token}).status_code == 303
+    page = client.get(url).text
+    assert f'id="message-{answer_id}" class="message assistant" data-status="stopped"' in page
+    assert seen.strip() in page
+
+
+@pytest.mark.slow
+def test_local_model_does_not_block_other_requests(serve) -> None:  # noqa: ANN001
+    """Under gevent the bundled model runs in a real OS thread: the server answers meanwhile."""
+    client = serve(MAX_RESPONSE_TOKENS="300", OPENAI_BASE_URL="", OPENAI_API_KEY="")
+    assert client.get("/healthz").json()["provider"] == "local"
+    _, _, answer_id = open_chat(client, "Write a long story about a lighthouse keeper.")
+    answered_while_generating = 0
+    for _ in range(20):
+        started = time.monotonic()
+        health = client.get("/healthz").json()
+        if health["generations_running"] == 1 and time.monotonic() - started < 1.0:
+            answered_while_generating += 1
+        time.sleep(0.05)
+    assert answered_while_generating >= 5
+    assert read_deltas(client, answer_id)  # and the answer itself streams to the end
