@@ -184,7 +184,9 @@ def record(result: Result, start: float, text: str) -> None:
 
 
 async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[list[Result], float]:
-    sessions = await asyncio.gather(*(app_session(port) for _ in range(n))) if target == "app" else [None] * n
+    sessions: list = [None] * n
+    if target == "app":
+        sessions = await asyncio.wait_for(asyncio.gather(*(app_session(port) for _ in range(n))), timeout)
     results = [Result() for _ in range(n)]
     runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app}[target]
 

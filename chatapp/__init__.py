@@ -91,4 +91,6 @@ def _init_generator(app: Flask) -> None:
     count_tokens("")  # load the encoding now, not during someone's first message
     generator = Generator(app, broker, provider)
     app.extensions["chatapp.generator"] = generator
+    # The flusher also sweeps for answers whose worker died: run it from this process's first request.
+    app.before_request(generator.ensure_threads)
     atexit.register(generator.close)

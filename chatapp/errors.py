@@ -20,7 +20,8 @@ def error_response(message: str, status: int):  # noqa: ANN201
     if wants_fragment():
         html = render_template("partials/error.html", message=message)
         return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}
-    draft = request.form.get("content", "") if request.method == "POST" else ""
+    # Offer the typed text back (a 413 body is too large to read, so there is nothing to offer).
+    draft = request.form.get("content", "") if request.method == "POST" and status != 413 else ""
     return render_template("error.html", message=message, status=status, draft=draft), status
 
 

@@ -388,3 +388,10 @@ def test_javascript_off_flow(chat: Chat, upstream) -> None:  # noqa: ANN001
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert refresh not in page
     assert "<p>Echo: and now <strong>bold</strong></p>" in page
+
+
+def test_oversized_request_gets_413_with_the_limit(chat: Chat, upstream) -> None:  # noqa: ANN001
+    response = chat.post("/conversations", {"content": "x" * 1_200_000})
+    assert response.status_code == 413
+    assert "the limit is 1,000,000 bytes" in response.get_data(as_text=True)
+    assert upstream.requests == []
