@@ -184,3 +184,34 @@ def test_edit_retry_and_switch_versions(page, upstream) -> None:  # noqa: ANN001
     assert "second question" in page.inner_text("#messages") and "brand new" not in page.inner_text("#messages")
     page.reload()
     assert page.locator("article.message").count() == 4  # the chosen branch is stored on the server
+
+
+def test_javascript_off_send_watch_and_stop(browser, live_server, app, upstream) -> None:  # noqa: ANN001
+    """Chromium with JavaScript disabled: plain forms, and the page refreshes itself to show the answer."""
+    context = browser.new_context(base_url=live_server, java_script_enabled=False)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    try:
+        upstream.script(Reply(tokens=[" short", " answer"], delay=0.05))
+        page.goto("/")
+        page.fill("#content", "no script please")
+        page.click("#composer-actions .send")
+        # Nobody touches the page: it refreshes until the answer is complete and rendered.
+        page.wait_for_selector('article.assistant[data-status="complete"]')
+        assert answer_text(page) == "short answer"
+
+        upstream.script(Reply(tokens=[f" slow{i}" for i in range(300)], delay=0.05))
+        page.fill("#content", "a long one")
+        page.click("#composer-actions .send")
+        page.wait_for_selector('article.assistant[data-status="streaming"]')
+        assert not page.locator("#content").is_visible()  # nothing to type into that a refresh would wipe
+        page.wait_for_function(
+            "document.querySelectorAll('article.assistant')[1].textContent.includes('slow3')", polling=200
+        )
+        page.click("#composer-actions .stop")
+        page.wait_for_selector('article.assistant[data-status="stopped"]')
+        message_id = int(page.locator("article.assistant").nth(1).get_attribute("id").split("-")[1])
+        assert stored(app, message_id).content.strip() == answer_text(page, 1)
+        assert page.locator("#composer-actions .send").is_visible() and page.locator("#content").is_visible()
+    finally:
+        context.close()

@@ -363,7 +363,7 @@ def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
 
 def test_javascript_off_flow(chat: Chat, upstream) -> None:  # noqa: ANN001
     """Plain forms and redirects only: the page refreshes itself until the answer is complete."""
-    refresh = '<noscript><meta http-equiv="refresh" content="1"></noscript>'
+    refresh = '<noscript><meta http-equiv="refresh" content="1; url=/c/'
     page = chat.get("/").get_data(as_text=True)
     assert 'method="post"' in page and 'action="/conversations"' in page and refresh not in page
 
