@@ -69,6 +69,8 @@ def make_app(tmp_path, upstream):  # noqa: ANN001, ANN201
     yield build
     for app in apps:
         app.extensions["chatapp.generator"].close()
+        with app.app_context():
+            db.engine.dispose()  # close pooled connections now, not at interpreter exit
 
 
 @pytest.fixture
