@@ -31,12 +31,13 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     load_config(app, test_config)
 
-    from . import errors, identity, views
+    from . import errors, identity, limits, views
     from .extensions import db, migrate, sock
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     sock.init_app(app)
+    limits.init_app(app)  # before identity: the CSRF check reads the body
     identity.init_app(app)
     errors.init_app(app)
     views.init_app(app)

@@ -28,6 +28,10 @@ DEFAULTS: dict[str, object] = {
     "FLUSH_INTERVAL": 0.5,  # seconds between database writes of a streaming answer
     "STALE_AFTER": 10.0,  # seconds without a heartbeat before a streaming answer counts as dead
     "MAX_FORM_BYTES": 1_000_000,
+    "TRANSCRIBE_MODEL": "whisper-1",
+    "TRANSCRIBE_BASE_URL": None,  # None: OPENAI_BASE_URL
+    "TRANSCRIBE_API_KEY": None,  # None: OPENAI_API_KEY
+    "MAX_AUDIO_BYTES": 25_000_000,
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }
@@ -59,7 +63,8 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     app.config.setdefault(
         "SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 300}
     )
-    app.config["MAX_CONTENT_LENGTH"] = app.config["MAX_FORM_BYTES"]
+    # The largest body any endpoint takes; each request is held to its own limit (chatapp.limits).
+    app.config["MAX_CONTENT_LENGTH"] = max(app.config["MAX_FORM_BYTES"], app.config["MAX_AUDIO_BYTES"] + 100_000)
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)

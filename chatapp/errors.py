@@ -34,7 +34,8 @@ def init_app(app: Flask) -> None:
         if exc.code == 404:
             message = "There is nothing here. The page may have been deleted, or it belongs to someone else."
         if exc.code == 413:
-            message = f"That was too large: the limit is {app.config['MAX_CONTENT_LENGTH']:,} bytes per request."
+            limit = request.max_content_length or app.config["MAX_CONTENT_LENGTH"]
+            message = f"That was too large: the limit is {limit:,} bytes for this request."
         return error_response(message, exc.code or 500)
 
     @app.errorhandler(ChatError)

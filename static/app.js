@@ -82,4 +82,84 @@
       pre.appendChild(button);
     });
   }
+
+  // Voice input: record, send to /transcribe, put the text at the cursor. Never sends by itself.
+  var recorder = null, chunks = [], started = 0, timer = null;
+  function micButton() { return document.getElementById("mic"); }
+  function setMic(state, label) {
+    var mic = micButton();
+    if (!mic) return;
+    mic.classList.toggle("recording", state === "recording");
+    mic.classList.toggle("busy", state === "busy");
+    mic.disabled = state === "busy";
+    mic.textContent = label;
+  }
+  function showMic() {
+    var mic = micButton();
+    if (mic && window.MediaRecorder && navigator.mediaDevices) mic.hidden = false;
+  }
+  document.addEventListener("DOMContentLoaded", showMic);
+  document.addEventListener("htmx:afterSettle", showMic);
+
+  function insertAtCursor(text) {
+    var box = document.getElementById("content");
+    var start = box.selectionStart, end = box.selectionEnd, before = box.value.slice(0, start);
+    var spaced = (before && !/\s$/.test(before) ? " " : "") + text;
+    box.value = before + spaced + box.value.slice(end);
+    box.selectionStart = box.selectionEnd = start + spaced.length;
+    box.focus();
+  }
+
+  function transcribe(blob) {
+    var mic = micButton();
+    var data = new FormData();
+    data.append("audio", blob, "recording.webm");
+    setMic("busy", "Transcribing…");
+    fetch(mic.dataset.url, {
+      method: "POST", body: data, credentials: "same-origin",
+      headers: { "Accept": "application/json", "X-CSRF-Token": csrfToken() },
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (!response.ok) throw new Error(body.error ? body.error.message : "Transcription failed (" + response.status + ").");
+        if (body.text) insertAtCursor(body.text);
+        showError("");
+      });
+    }).catch(function (error) {
+      showError(error.message && error.message !== "Failed to fetch" ? error.message
+        : "Could not reach the server to transcribe. Try again.");
+    }).finally(function () { setMic("idle", "🎤"); });
+  }
+
+  function csrfToken() {
+    var field = document.querySelector("#composer input[name=csrf_token]");
+    return field ? field.value : "";
+  }
+
+  document.addEventListener("click", function (event) {
+    var mic = event.target.closest && event.target.closest("#mic");
+    if (!mic) return;
+    if (recorder && recorder.state === "recording") { recorder.stop(); return; }
+    navigator.mediaDevices.getUserMedia({ audio: true }).then(function (stream) {
+      chunks = [];
+      recorder = new MediaRecorder(stream);
+      recorder.ondataavailable = function (e) { if (e.data.size) chunks.push(e.data); };
+      recorder.onstop = function () {
+        clearInterval(timer);
+        stream.getTracks().forEach(function (track) { track.stop(); });
+        transcribe(new Blob(chunks, { type: recorder.mimeType || "audio/webm" }));
+      };
+      recorder.start();
+      started = Date.now();
+      var tick = function () {
+        var seconds = Math.floor((Date.now() - started) / 1000);
+        setMic("recording", "■ " + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0"));
+      };
+      tick();
+      timer = setInterval(tick, 500);
+    }).catch(function (error) {
+      showError(error && error.name === "NotAllowedError"
+        ? "Microphone permission was denied. Allow the microphone for this site to speak instead of typing."
+        : "No microphone could be opened (" + (error && error.message || error) + ").");
+    });
+  });
 })();

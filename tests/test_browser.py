@@ -18,6 +18,9 @@ ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--no-first-run",
+    # A fake microphone (a beep) that needs no permission prompt, for the voice input tests.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
 ]
 
 pytestmark = pytest.mark.browser
@@ -215,3 +218,32 @@ def test_javascript_off_send_watch_and_stop(browser, live_server, app, upstream)
         assert page.locator("#composer-actions .send").is_visible() and page.locator("#content").is_visible()
     finally:
         context.close()
+
+
+def test_voice_input_records_and_fills_the_composer(page, upstream) -> None:  # noqa: ANN001
+    page.goto("/")
+    page.fill("#content", "Before ")
+    page.click("#mic")
+    page.wait_for_selector("#mic.recording")
+    page.wait_for_function("document.querySelector('#mic').textContent.includes('0:01')")  # elapsed time shows
+    page.click("#mic")
+    page.wait_for_function("document.querySelector('#content').value.includes('fake transcriber')")
+    assert page.input_value("#content") == "Before hello from the fake transcriber"
+    assert not page.locator("#mic.recording").count()
+    recording = upstream.transcriptions[0]["file_bytes"]
+    assert recording[:4] == b"\x1a\x45\xdf\xa3" and len(recording) > 1000  # a real WebM recording
+    assert upstream.requests == []  # the text waits in the composer: nothing was sent
+    assert page.locator("article").count() == 0
+
+
+def test_voice_input_error_keeps_the_text(page, upstream) -> None:  # noqa: ANN001
+    upstream.transcription_reply = Reply(status=500)
+    page.goto("/")
+    page.fill("#content", "typed words")
+    page.click("#mic")
+    page.wait_for_selector("#mic.recording")
+    page.click("#mic")
+    page.wait_for_selector("#composer-error .error")
+    assert "answered 500" in page.inner_text("#composer-error")
+    assert page.input_value("#content") == "typed words"
+    assert page.locator("#mic").inner_text() == "🎤"  # ready to try again

@@ -6,13 +6,16 @@ from flask import Flask
 
 from ..models import siblings_of
 from ..rendering import render_markdown
+from ..voice import Transcriber
 
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import chat, health
+    from . import chat, health, voice
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(voice.bp)
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["siblings_of"] = siblings_of
+    app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None

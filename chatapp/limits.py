@@ -1,0 +1,20 @@
+"""Request body limits: small for forms, large enough for a recording on the upload endpoint."""
+
+from __future__ import annotations
+
+from flask import Flask, request
+
+UPLOAD_ENDPOINTS = {"voice.transcribe"}
+MULTIPART_OVERHEAD = 100_000
+
+
+def init_app(app: Flask) -> None:
+    """Hold each request to its endpoint's limit (registered before anything reads the body)."""
+    app.config["MAX_FORM_MEMORY_SIZE"] = app.config["MAX_FORM_BYTES"]
+
+    @app.before_request
+    def _limit_body() -> None:
+        if request.endpoint in UPLOAD_ENDPOINTS:
+            request.max_content_length = app.config["MAX_AUDIO_BYTES"] + MULTIPART_OVERHEAD
+        else:
+            request.max_content_length = app.config["MAX_FORM_BYTES"]
