@@ -32,6 +32,9 @@ DEFAULTS: dict[str, object] = {
     "TRANSCRIBE_BASE_URL": None,  # None: OPENAI_BASE_URL
     "TRANSCRIBE_API_KEY": None,  # None: OPENAI_API_KEY
     "MAX_AUDIO_BYTES": 25_000_000,
+    "MAX_IMAGE_BYTES": 10_000_000,
+    "MAX_IMAGES": 4,  # per message
+    "UPLOAD_FOLDER": None,  # None: instance/uploads
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }
@@ -64,7 +67,8 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
         "SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 300}
     )
     # The largest body any endpoint takes; each request is held to its own limit (chatapp.limits).
-    app.config["MAX_CONTENT_LENGTH"] = max(app.config["MAX_FORM_BYTES"], app.config["MAX_AUDIO_BYTES"] + 100_000)
+    images = app.config["MAX_FORM_BYTES"] + app.config["MAX_IMAGE_BYTES"] * app.config["MAX_IMAGES"]
+    app.config["MAX_CONTENT_LENGTH"] = max(images, app.config["MAX_AUDIO_BYTES"]) + 100_000
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)

@@ -7,26 +7,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import update
+from sqlalchemy import select, update
 
+from . import images as images_module
+from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, INTERRUPTED, STOPPED, STREAMING, Conversation, Message, Tree, User, utcnow
+from .models import ERROR, INTERRUPTED, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
 from .tokens import PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
 # Sent after the partial answer when continuing it; portable across OpenAI-compatible servers,
 # unlike "assistant prefill", which some servers ignore.
 CONTINUE_PROMPT = "Continue your previous answer exactly where it stopped. Do not repeat anything."
-
-
-class ChatError(Exception):
-    """A request the user can correct; ``status`` is the HTTP status to answer with."""
-
-    def __init__(self, message: str, status: int = 422) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
 
 
 @dataclass
@@ -60,18 +53,20 @@ def get_message(user_id: str, message_id: int) -> Message | None:
     return message if message and message.conversation.user_id == user_id else None
 
 
-def start_conversation(user: User, content: str) -> tuple[Conversation, Sent]:
+def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tuple[Conversation, Sent]:
     """A new conversation opened by the user's first message."""
-    _clean(content)
+    prepared = _prepare_images(images)
+    _clean(content, bool(prepared))
     conversation = Conversation(user_id=user.id)
     db.session.add(conversation)
     db.session.flush()
-    return conversation, send(conversation, content)
+    return conversation, send(conversation, content, prepared=prepared)
 
 
-def send(conversation: Conversation, content: str) -> Sent:
-    """Save the user's message and start the answer; a too-long message is saved but not sent."""
-    content = _clean(content)
+def send(conversation: Conversation, content: str, images: list[bytes] = (), prepared: list | None = None) -> Sent:
+    """Save the user's message (and images) and start the answer; a too-long one is saved, not sent."""
+    prepared = prepared if prepared is not None else _prepare_images(images)
+    content = _clean(content, bool(prepared))
     _refuse_if_streaming(conversation)
     tokens = count_tokens(content)
     parent, replaced_id = _parent_for_new_message(conversation)
@@ -87,9 +82,10 @@ def send(conversation: Conversation, content: str) -> Sent:
         user_message.status = ERROR
         user_message.error = f"{too_long} It was saved but not sent: shorten it and send again."
     if parent is None:
-        conversation.set_title_from(content)
+        conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
+    db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
     conversation.active_leaf_id = user_message.id
     conversation.updated_at = utcnow()
     if user_message.status == ERROR:
@@ -197,8 +193,12 @@ def delete(conversation: Conversation) -> None:
     streaming = conversation.streaming_message()
     if streaming is not None:
         current_generator().stop(streaming.id)
+    filenames = list(
+        db.session.scalars(select(Image.filename).join(Message).where(Message.conversation_id == conversation.id))
+    )
     db.session.delete(conversation)
     db.session.commit()
+    images_module.remove_files(filenames)
 
 
 def _refuse_if_streaming(conversation: Conversation) -> None:
@@ -213,11 +213,19 @@ def _too_long(tokens: int) -> str | None:
     return f"This message is {tokens:,} tokens long; the limit is {limit:,}."
 
 
-def _clean(content: str) -> str:
+def _clean(content: str, has_images: bool = False) -> str:
     content = content.strip()
-    if not content:
+    if not content and not has_images:
         raise ChatError("Type a message before sending.", 400)
     return content
+
+
+def _prepare_images(images: list[bytes]) -> list:
+    """Check every image before anything is saved, so a bad one changes nothing."""
+    limit = current_app.config["MAX_IMAGES"]
+    if len(images) > limit:
+        raise ChatError(f"{len(images)} images were attached; a message can carry at most {limit}.", 422)
+    return [images_module.prepare(data, number) for number, data in enumerate(images, 1)]
 
 
 def _parent_for_new_message(conversation: Conversation) -> tuple[Message | None, int | None]:
@@ -249,14 +257,22 @@ def _answer(conversation: Conversation, question: Message) -> Message:
     return answer
 
 
+def _prompt_message(message: Message) -> PromptMessage:
+    """A stored message for the model; images become ``image_url`` parts after the text."""
+    tokens = message.token_count if message.token_count is not None else count_tokens(message.content)
+    if not message.images:
+        return PromptMessage(message.role, message.content, tokens)
+    parts: list[dict] = [{"type": "text", "text": message.content}] if message.content else []
+    parts += [{"type": "image_url", "image_url": {"url": images_module.data_url(i)}} for i in message.images]
+    return PromptMessage(message.role, parts, tokens + images_module.IMAGE_TOKENS * len(message.images))
+
+
 def build_prompt(path: list[Message], extra: PromptMessage | None = None) -> list[PromptMessage]:
     """System prompt plus the path (and ``extra``), trimmed oldest-first to ``MAX_HISTORY_TOKENS``."""
     config = current_app.config
     system_text = config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
-    history = [
-        PromptMessage(m.role, m.content, m.token_count if m.token_count is not None else count_tokens(m.content))
-        for m in path
-        if m.content and not (m.role == "user" and m.status == ERROR)
-    ] + ([extra] if extra else [])
+    sendable = [m for m in path if (m.content or m.images) and not (m.role == "user" and m.status == ERROR)]
+    history = [_prompt_message(m) for m in sendable]
+    history += [extra] if extra else []
     return trim_history(system, history, config["MAX_HISTORY_TOKENS"])

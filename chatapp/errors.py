@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .conversations import ChatError
+
+class ChatError(Exception):
+    """A request the user can correct; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, message: str, status: int = 422) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
 
 
 def wants_fragment() -> bool:
@@ -20,9 +27,18 @@ def error_response(message: str, status: int):  # noqa: ANN201
     if wants_fragment():
         html = render_template("partials/error.html", message=message)
         return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}
-    # Offer the typed text back (a 413 body is too large to read, so there is nothing to offer).
-    draft = request.form.get("content", "") if request.method == "POST" and status != 413 else ""
+    draft = _typed_text()
     return render_template("error.html", message=message, status=status, draft=draft), status
+
+
+def _typed_text() -> str:
+    """What the user typed, to offer back (a body too large to read has nothing to offer)."""
+    if request.method != "POST":
+        return ""
+    try:
+        return request.form.get("content", "")
+    except RequestEntityTooLarge:
+        return ""
 
 
 def init_app(app: Flask) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-UPLOAD_ENDPOINTS = {"voice.transcribe"}
+AUDIO_ENDPOINTS = {"voice.transcribe"}
+IMAGE_ENDPOINTS = {"chat.create", "chat.send"}
 MULTIPART_OVERHEAD = 100_000
 
 
@@ -14,7 +15,10 @@ def init_app(app: Flask) -> None:
 
     @app.before_request
     def _limit_body() -> None:
-        if request.endpoint in UPLOAD_ENDPOINTS:
+        if request.endpoint in AUDIO_ENDPOINTS:
             request.max_content_length = app.config["MAX_AUDIO_BYTES"] + MULTIPART_OVERHEAD
+        elif request.endpoint in IMAGE_ENDPOINTS:
+            images = app.config["MAX_IMAGE_BYTES"] * app.config["MAX_IMAGES"]
+            request.max_content_length = app.config["MAX_FORM_BYTES"] + images + MULTIPART_OVERHEAD
         else:
             request.max_content_length = app.config["MAX_FORM_BYTES"]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text, select, update
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from .extensions import db
 
@@ -106,6 +106,9 @@ class Message(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     conversation: Mapped[Conversation] = relationship(back_populates="messages", foreign_keys=[conversation_id])
+    images: Mapped[list[Image]] = relationship(
+        back_populates="message", cascade="all, delete-orphan", passive_deletes=True, order_by="Image.id"
+    )
 
     __table_args__ = (
         Index("ix_message_conversation_id", "conversation_id"),
@@ -116,6 +119,21 @@ class Message(db.Model):
     def is_streaming(self) -> bool:
         """True while the answer is still being generated."""
         return self.status == STREAMING
+
+
+class Image(db.Model):
+    """An image attached to a user message; the file lives in ``instance/uploads/`` under a random name."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(64), unique=True)
+    mime: Mapped[str] = mapped_column(String(32))
+    width: Mapped[int]
+    height: Mapped[int]
+    size: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    message: Mapped[Message] = relationship(back_populates="images")
 
 
 @dataclass(frozen=True)
@@ -132,7 +150,12 @@ class Tree:
     """All messages of a conversation, loaded in one query, with parent and child lookups."""
 
     def __init__(self, conversation_id: int) -> None:
-        query = select(Message).where(Message.conversation_id == conversation_id).order_by(Message.id)
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id)
+            .order_by(Message.id)
+            .options(selectinload(Message.images))  # one more query for all images, not one per message
+        )
         self.by_id: dict[int, Message] = {}
         self.children: dict[int | None, list[Message]] = defaultdict(list)
         for message in db.session.scalars(query):

@@ -28,10 +28,10 @@ class PromptMessage:
     """A message ready for the model, with its (stored) token count."""
 
     role: str
-    content: str
+    content: str | list[dict]  # text, or Chat Completions content parts (text and images)
     tokens: int
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict:
         """The Chat Completions form."""
         return {"role": self.role, "content": self.content}
 

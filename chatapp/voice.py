@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import openai
 from flask import current_app
 
-from .conversations import ChatError
+from .errors import ChatError
 
 # What each accepted format starts with (the name and the browser's claimed type are not trusted).
 FORMATS = {

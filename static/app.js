@@ -162,4 +162,56 @@
         : "No microphone could be opened (" + (error && error.message || error) + ").");
     });
   });
+
+  // Images: thumbnails before sending, a way to remove one, paste and drag-and-drop into the composer.
+  // The files live in the form's own file input, so sending works the same with or without this code.
+  function imageInput() { return document.getElementById("images"); }
+  function setImages(files) {
+    var input = imageInput(), transfer = new DataTransfer();
+    files.forEach(function (file) { transfer.items.add(file); });
+    input.files = transfer.files;
+    renderPreviews();
+  }
+  function addImages(fileList) {
+    var input = imageInput();
+    if (!input) return;
+    var files = Array.from(input.files).concat(Array.from(fileList).filter(function (f) { return /^image\//.test(f.type); }));
+    setImages(files);
+  }
+  function renderPreviews() {
+    var list = document.getElementById("previews"), input = imageInput();
+    if (!list || !input) return;
+    list.textContent = "";
+    Array.from(input.files).forEach(function (file, index) {
+      var item = document.createElement("li"), img = document.createElement("img"), remove = document.createElement("button");
+      img.src = URL.createObjectURL(file);
+      img.alt = file.name;
+      remove.type = "button";
+      remove.textContent = "×";
+      remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.addEventListener("click", function () {
+        setImages(Array.from(input.files).filter(function (_f, i) { return i !== index; }));
+      });
+      item.append(img, remove);
+      list.append(item);
+    });
+  }
+  document.addEventListener("change", function (event) { if (event.target.id === "images") renderPreviews(); });
+  document.addEventListener("reset", function (event) {
+    if (event.target.id === "composer") setTimeout(renderPreviews, 0);
+  });
+  document.addEventListener("paste", function (event) {
+    if (event.target.id === "content" && event.clipboardData && event.clipboardData.files.length) {
+      addImages(event.clipboardData.files);
+    }
+  });
+  ["dragover", "dragleave", "drop"].forEach(function (type) {
+    document.addEventListener(type, function (event) {
+      var form = composer();
+      if (!form || !form.contains(event.target)) return;
+      event.preventDefault();
+      form.classList.toggle("dragging", type === "dragover");
+      if (type === "drop" && event.dataTransfer) addImages(event.dataTransfer.files);
+    });
+  });
 })();

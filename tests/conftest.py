@@ -60,6 +60,7 @@ def make_app(tmp_path, upstream):  # noqa: ANN001, ANN201
             "CHAT_MODEL": "fake-model",
             "REDIS_URL": None,
             "UPSTREAM_TIMEOUT": 5.0,
+            "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         }
         config.update(overrides)
         app = create_app(config)

@@ -247,3 +247,30 @@ def test_voice_input_error_keeps_the_text(page, upstream) -> None:  # noqa: ANN0
     assert "answered 500" in page.inner_text("#composer-error")
     assert page.input_value("#content") == "typed words"
     assert page.locator("#mic").inner_text() == "🎤"  # ready to try again
+
+
+def test_attach_preview_remove_and_send_images(page, upstream, tmp_path) -> None:  # noqa: ANN001
+    from PIL import Image as PILImage
+
+    paths = []
+    for name, colour in [("red.png", (255, 0, 0)), ("blue.png", (0, 0, 255))]:
+        PILImage.new("RGB", (32, 32), colour).save(tmp_path / name)
+        paths.append(str(tmp_path / name))
+    page.goto("/")
+    page.fill("#content", "first")
+    page.press("#content", "Enter")
+    page.wait_for_selector('article.assistant[data-status="complete"]')
+
+    page.set_input_files("#images", paths)
+    page.wait_for_function("document.querySelectorAll('#previews li').length === 2")  # thumbnails before sending
+    page.click("#previews button[aria-label='Remove red.png']")
+    page.wait_for_function("document.querySelectorAll('#previews li').length === 1")
+    page.fill("#content", "what colour is this?")
+    page.press("#content", "Enter")
+    page.wait_for_selector("article.user .images img")
+    assert page.locator("article.user").nth(1).locator(".images img").count() == 1
+    page.wait_for_function("document.querySelectorAll('#previews li').length === 0")  # cleared after sending
+    parts = upstream.wait_for_requests(2)[-1]["messages"][-1]["content"]
+    assert [p["type"] for p in parts] == ["text", "image_url"]
+    loaded = page.eval_on_selector("article.user .images img", "img => img.complete && img.naturalWidth")
+    assert loaded == 32

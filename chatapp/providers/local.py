@@ -71,7 +71,12 @@ class LocalProvider:
             return self._llama
 
     def stream(self, messages: list[dict], max_tokens: int) -> LocalStream:
-        """Start a streamed completion."""
+        """Start a streamed completion; a text-only model says so when asked about images."""
+        if any(isinstance(m["content"], list) for m in messages):
+            raise ProviderError(
+                f"{self.model} reads text only and cannot look at images. Point OPENAI_BASE_URL/CHAT_MODEL at a "
+                "vision model and retry, or send the text without the image."
+            )
         return LocalStream(self, messages, max_tokens)
 
 

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, stream_with_context, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    stream_with_context,
+    url_for,
+)
 from markupsafe import escape
 
-from .. import conversations
+from .. import conversations, images
 from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
-from ..models import Conversation, Message
+from ..models import Conversation, Image, Message
 
 bp = Blueprint("chat", __name__)
 
@@ -77,7 +87,8 @@ def index():  # noqa: ANN201
 @bp.post("/conversations")
 def create():  # noqa: ANN201
     """Start a conversation with its first message."""
-    conversation, sent = conversations.start_conversation(current_user(), request.form.get("content", ""))
+    content = request.form.get("content", "")
+    conversation, sent = conversations.start_conversation(current_user(), content, _uploaded_images())
     if sent.answer is None:
         return render_chat(conversation, 422, draft=sent.user_message.content)
     return _to_message(sent.answer)
@@ -93,7 +104,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
 def send(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer streams in the background."""
     conversation = _conversation_or_404(conversation_id)
-    sent = conversations.send(conversation, request.form.get("content", ""))
+    sent = conversations.send(conversation, request.form.get("content", ""), _uploaded_images())
     status = 422 if sent.answer is None else 200
     if wants_fragment():
         conversations_list = Conversation.for_user(current_user().id)
@@ -104,6 +115,25 @@ def send(conversation_id: int):  # noqa: ANN201
     if sent.answer is None:
         return render_chat(conversation, status, draft=sent.user_message.content)
     return _to_message(sent.answer)
+
+
+def _uploaded_images() -> list[bytes]:
+    """The files of the composer's image field (an empty field sends one nameless part: skipped)."""
+    images = []
+    for upload in request.files.getlist("images"):
+        if upload.filename:
+            with upload.stream:
+                images.append(upload.read())
+    return images
+
+
+@bp.get("/images/<int:image_id>")
+def image(image_id: int):  # noqa: ANN201
+    """An attached image, for its owner only."""
+    found = db.session.get(Image, image_id)
+    if found is None or found.message.conversation.user_id != current_user().id:
+        abort(404)
+    return send_file(images.path_of(found), mimetype=found.mime, max_age=86400)
 
 
 @bp.get("/messages/<int:message_id>")
