@@ -113,6 +113,7 @@ def edit(message: Message, content: str) -> Message:
     )
     db.session.add(version)
     db.session.flush()
+    db.session.add_all(images_module.copy(image, version.id) for image in message.images)  # images stay
     return _answer(conversation, version)
 
 

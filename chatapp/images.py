@@ -94,6 +94,13 @@ def store(prepared: Prepared, message_id: int) -> Image:
     )
 
 
+def copy(image: Image, message_id: int) -> Image:
+    """The same picture for another message (an edited version), in a file of its own."""
+    with open(path_of(image), "rb") as file:
+        data = file.read()
+    return store(Prepared(data, image.mime, image.filename.rsplit(".", 1)[1], image.width, image.height), message_id)
+
+
 def path_of(image: Image) -> str:
     """Where the image's file is."""
     return os.path.join(uploads_dir(), image.filename)

@@ -274,3 +274,23 @@ def test_attach_preview_remove_and_send_images(page, upstream, tmp_path) -> None
     assert [p["type"] for p in parts] == ["text", "image_url"]
     loaded = page.eval_on_selector("article.user .images img", "img => img.complete && img.naturalWidth")
     assert loaded == 32
+
+
+def test_denied_microphone_says_so(browser, live_server, upstream) -> None:  # noqa: ANN001
+    """A page whose microphone permission is denied says so and keeps the text."""
+    context = browser.new_context(base_url=live_server)
+    try:
+        page = context.new_page()
+        page.goto("/")
+        # Make the browser refuse, as it does when the user clicks "Block".
+        page.evaluate(
+            "() => { navigator.mediaDevices.getUserMedia ="
+            " () => Promise.reject(new DOMException('denied', 'NotAllowedError')); }"
+        )
+        page.fill("#content", "still here")
+        page.click("#mic")
+        page.wait_for_selector("#composer-error .error")
+        assert "Microphone permission was denied" in page.inner_text("#composer-error")
+        assert page.input_value("#content") == "still here"
+    finally:
+        context.close()

@@ -154,3 +154,15 @@ def test_deleting_the_conversation_removes_the_files(chat: Chat) -> None:
     conversation_id = int(response.headers["Location"].split("/c/")[1].split("#")[0])
     chat.post(f"/c/{conversation_id}/delete")
     assert not any(os.path.exists(p) for p in paths)
+
+
+def test_an_edited_message_keeps_its_images(chat: Chat, upstream) -> None:  # noqa: ANN001
+    response = send_with_images(chat, "what is this?", picture())
+    chat.wait(int(response.headers["Location"].rsplit("-", 1)[1]))
+    with chat.app.app_context():
+        user_id = db.session.scalars(db.select(Image.message_id)).one()
+    edited = chat.post(f"/messages/{user_id}/edit", {"content": "what colour is this?"})
+    chat.wait(int(edited.headers["Location"].rsplit("-", 1)[1]))
+    parts = upstream.requests[-1]["messages"][-1]["content"]
+    assert parts[0]["text"] == "what colour is this?" and parts[1]["type"] == "image_url"
+    assert len(stored_images(chat)) == 2  # one for each version, each its own file
