@@ -70,6 +70,8 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     images = app.config["MAX_FORM_BYTES"] + app.config["MAX_IMAGE_BYTES"] * app.config["MAX_IMAGES"]
     app.config["MAX_CONTENT_LENGTH"] = max(images, app.config["MAX_AUDIO_BYTES"]) + 100_000
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
+    # Production platforms serve over HTTPS: never send the session cookie in the clear there.
+    app.config.setdefault("SESSION_COOKIE_SECURE", app.config["CHATAPP_ENV"] == "production")
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", 60 * 60 * 24 * 365)

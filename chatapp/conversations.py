@@ -54,20 +54,24 @@ def get_message(user_id: str, message_id: int) -> Message | None:
 
 
 def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tuple[Conversation, Sent]:
-    """A new conversation opened by the user's first message."""
+    """A new conversation opened by the user's first message (checked before anything is saved)."""
     prepared = _prepare_images(images)
-    _clean(content, bool(prepared))
+    content = _clean(content, bool(prepared))
     conversation = Conversation(user_id=user.id)
     db.session.add(conversation)
     db.session.flush()
-    return conversation, send(conversation, content, prepared=prepared)
+    return conversation, _send(conversation, content, prepared)
 
 
-def send(conversation: Conversation, content: str, images: list[bytes] = (), prepared: list | None = None) -> Sent:
+def send(conversation: Conversation, content: str, images: list[bytes] = ()) -> Sent:
     """Save the user's message (and images) and start the answer; a too-long one is saved, not sent."""
-    prepared = prepared if prepared is not None else _prepare_images(images)
+    prepared = _prepare_images(images)
     content = _clean(content, bool(prepared))
     _refuse_if_streaming(conversation)
+    return _send(conversation, content, prepared)
+
+
+def _send(conversation: Conversation, content: str, prepared: list[images_module.Prepared]) -> Sent:
     tokens = count_tokens(content)
     parent, replaced_id = _parent_for_new_message(conversation)
     user_message = Message(
