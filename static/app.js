@@ -127,7 +127,7 @@
     }).catch(function (error) {
       showError(error.message && error.message !== "Failed to fetch" ? error.message
         : "Could not reach the server to transcribe. Try again.");
-    }).finally(function () { setMic("idle", "🎤"); });
+    }).finally(function () { setMic("idle", "Speak"); });
   }
 
   function csrfToken() {

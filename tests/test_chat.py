@@ -7,7 +7,7 @@ import time
 
 from chatapp.extensions import db
 from chatapp.models import Message
-from tests.conftest import Chat
+from tests.conftest import Chat, wait_for_status
 from tests.fake_upstream import Reply
 from tests.sse import collect, parse
 
@@ -396,3 +396,21 @@ def test_oversized_request_gets_413_with_the_limit(make_app, upstream) -> None: 
     assert response.status_code == 413
     assert "the limit is 102,000 bytes for this request" in response.get_data(as_text=True)
     assert upstream.requests == []
+
+
+def test_closing_the_tab_does_not_stop_the_answer(live_server: str, app, upstream) -> None:  # noqa: ANN001
+    """The viewer's connection drops mid-answer; the answer is still written to the end."""
+    import httpx
+
+    upstream.script(Reply(tokens=WORDS[:30], delay=0.02))
+    with httpx.Client(base_url=live_server) as client:
+        token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/").text).group(1)
+        location = client.post("/conversations", data={"csrf_token": token, "content": "go"}).headers["Location"]
+        answer_id = int(location.rsplit("message-", 1)[1])
+        with client.stream("GET", f"/messages/{answer_id}/events") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: <span>"):
+                    break  # the tab closes after the first words
+    message = wait_for_status(app, answer_id)
+    assert message.status == "complete"
+    assert message.content == "".join(WORDS[:30])
