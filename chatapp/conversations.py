@@ -63,17 +63,27 @@ def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tu
     return conversation, _send(conversation, content, prepared)
 
 
-def send(conversation: Conversation, content: str, images: list[bytes] = ()) -> Sent:
-    """Save the user's message (and images) and start the answer; a too-long one is saved, not sent."""
+def send(conversation: Conversation, content: str, images: list[bytes] = (), parent_id: int | None = None) -> Sent:
+    """Save the user's message (and images) and start the answer; a too-long one is saved, not sent.
+
+    The message follows the visible path, or ``parent_id`` (a message of this conversation) if given.
+    """
     prepared = _prepare_images(images)
     content = _clean(content, bool(prepared))
     _refuse_if_streaming(conversation)
-    return _send(conversation, content, prepared)
+    parent = None
+    if parent_id is not None:
+        parent = db.session.get(Message, parent_id)
+        if parent is None or parent.conversation_id != conversation.id:
+            raise ChatError(f"parent_id {parent_id} is not a message of this conversation.", 422, "invalid_parent")
+    return _send(conversation, content, prepared, parent)
 
 
-def _send(conversation: Conversation, content: str, prepared: list[images_module.Prepared]) -> Sent:
+def _send(
+    conversation: Conversation, content: str, prepared: list[images_module.Prepared], parent: Message | None = None
+) -> Sent:
     tokens = count_tokens(content)
-    parent, replaced_id = _parent_for_new_message(conversation)
+    parent, replaced_id = (parent, None) if parent is not None else _parent_for_new_message(conversation)
     user_message = Message(
         conversation_id=conversation.id,
         parent_id=parent.id if parent else None,
@@ -111,7 +121,10 @@ def edit(message: Message, content: str) -> Message:
     tokens = count_tokens(content)
     too_long = _too_long(tokens)
     if too_long:
-        raise ChatError(f"{too_long} Shorten it and save again.", 422)
+        limit = current_app.config["MAX_USER_MESSAGE_TOKENS"]
+        raise ChatError(
+            f"{too_long} Shorten it and save again.", 422, "message_too_long", {"tokens": tokens, "limit": limit}
+        )
     version = Message(
         conversation_id=conversation.id, parent_id=message.parent_id, role="user", content=content, token_count=tokens
     )
@@ -180,6 +193,14 @@ def stop(answer: Message) -> Message:
     db.session.commit()
     db.session.refresh(answer)
     return answer
+
+
+def give_feedback(message: Message, rating: str | None, comment: str | None) -> None:
+    """Thumbs up or down (or neither) on an answer, with an optional comment."""
+    if message.role != "assistant":
+        raise ChatError("Feedback is for answers only.", 422, "not_an_answer")
+    message.feedback_rating, message.feedback_comment = rating, comment
+    db.session.commit()
 
 
 def rename(conversation: Conversation, title: str) -> None:

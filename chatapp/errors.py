@@ -9,10 +9,12 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 class ChatError(Exception):
     """A request the user can correct; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 422) -> None:
+    def __init__(self, message: str, status: int = 422, code: str | None = None, details: dict | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
+        self.code = code  # for the JSON API; None: derived from the status
+        self.details = details or {}
 
 
 def wants_fragment() -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -33,6 +34,32 @@ class User(db.Model):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(db.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(100), default="API token")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @staticmethod
+    def hash(token: str) -> str:
+        """The stored form of a token."""
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, user_id: str, name: str = "API token") -> tuple[ApiToken, str]:
+        """A new token for the user: the row (unsaved) and the token itself, shown once."""
+        token = "chat_" + secrets.token_urlsafe(32)
+        return cls(user_id=user_id, token_hash=cls.hash(token), name=name), token
+
+    @classmethod
+    def user_for(cls, token: str) -> str | None:
+        """The user a token belongs to, or None."""
+        return db.session.scalar(select(cls.user_id).where(cls.token_hash == cls.hash(token)))
 
 
 class Conversation(db.Model):
@@ -101,6 +128,8 @@ class Message(db.Model):
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
     finish_reason: Mapped[str | None] = mapped_column(String(50))
+    feedback_rating: Mapped[str | None] = mapped_column(String(8))  # "up" or "down"
+    feedback_comment: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # For a streaming answer this is its heartbeat: refreshed by every flush.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,96 @@
+"""Request and response shapes of the JSON API: validated with pydantic, published as OpenAPI."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors, so a typo does not pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConversationCreate(Strict):
+    title: str | None = Field(None, min_length=1, max_length=200)
+
+
+class ConversationUpdate(Strict):
+    title: str = Field(min_length=1, max_length=200)
+
+
+class MessageCreate(Strict):
+    content: str = Field(min_length=1)
+    parent_id: int | None = None
+
+
+class MessageEdit(Strict):
+    content: str = Field(min_length=1)
+
+
+class Feedback(Strict):
+    rating: Literal["up", "down"] | None
+    comment: str | None = Field(None, max_length=2000)
+
+
+class GuestToken(BaseModel):
+    token: str
+    user_id: str
+
+
+class ConversationOut(BaseModel):
+    id: int
+    title: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class MessageOut(BaseModel):
+    id: int
+    conversation_id: int
+    parent_id: int | None
+    role: Literal["user", "assistant"]
+    content: str
+    status: Literal["streaming", "complete", "stopped", "error", "interrupted"]
+    model: str | None
+    provider: str | None
+    created_at: datetime
+    updated_at: datetime
+    ttft_ms: int | None
+    duration_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    error: str | None
+    sibling_index: int
+    sibling_count: int
+    feedback: Feedback | None
+
+
+class ConversationPage(BaseModel):
+    items: list[ConversationOut]
+    next_cursor: str | None
+
+
+class MessagePage(BaseModel):
+    items: list[MessageOut]
+    next_cursor: str | None
+
+
+class Sent(BaseModel):
+    user_message: MessageOut
+    assistant_message: MessageOut | None
+    stream_url: str | None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict = {}
+
+
+class Error(BaseModel):
+    error: ErrorBody

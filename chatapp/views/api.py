@@ -1,0 +1,420 @@
+"""JSON API for programs, ``/api/v1``: bearer tokens, conversations, messages, streams as SSE or NDJSON.
+
+Every route is declared with the pydantic schemas it validates and answers with; the OpenAPI
+document at ``/api/v1/openapi.json`` is generated from those same declarations.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context, url_for
+from pydantic import BaseModel, ValidationError
+from pydantic.json_schema import models_json_schema
+from sqlalchemy import and_, or_, select
+from werkzeug.exceptions import HTTPException
+
+from .. import conversations, schemas
+from ..errors import ChatError
+from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
+from ..extensions import db
+from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+PUBLIC = {"api.guest", "api.openapi"}
+
+
+@dataclass
+class Route:
+    """One documented route: what it takes and what it answers."""
+
+    path: str
+    method: str
+    summary: str
+    body: type[BaseModel] | None
+    response: type[BaseModel] | None
+    status: int
+    streams: bool = False
+
+
+ROUTES: list[Route] = []
+
+
+def route(
+    path: str,
+    method: str,
+    body: type[BaseModel] | None = None,
+    response: type[BaseModel] | None = None,
+    status: int = 200,
+    streams: bool = False,
+) -> Callable:
+    """Register a view and its schemas (for validation and for the OpenAPI document)."""
+
+    def register(view: Callable) -> Callable:
+        ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams))
+        bp.add_url_rule(path.replace("{", "<int:").replace("}", ">"), view_func=view, methods=[method])
+        return view
+
+    return register
+
+
+def error(status: int, message: str, code: str | None = None, details: dict | None = None) -> tuple[Response, int]:
+    """``{"error": {"code", "message", "details"}}`` with the status."""
+    body = {"error": {"code": code or CODES.get(status, "error"), "message": message, "details": details or {}}}
+    return jsonify(body), status
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(exc: HTTPException):  # noqa: ANN202
+    message = "Not found, or not yours." if exc.code == 404 else (exc.description or exc.name)
+    return error(exc.code or 500, message)
+
+
+@bp.errorhandler(ChatError)
+def _chat_error(exc: ChatError):  # noqa: ANN202
+    return error(exc.status, exc.message, exc.code, exc.details)
+
+
+@bp.errorhandler(ValidationError)
+def _invalid(exc: ValidationError):  # noqa: ANN202
+    fields = [{"field": ".".join(map(str, e["loc"])) or "(body)", "problem": e["msg"]} for e in exc.errors()]
+    return error(
+        422,
+        "Some fields are invalid: " + "; ".join(f"{f['field']}: {f['problem']}" for f in fields),
+        details={"fields": fields},
+    )
+
+
+@bp.before_request
+def _authenticate():  # noqa: ANN202
+    if request.endpoint in PUBLIC:
+        return None
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.startswith("Bearer ") else ""
+    user_id = ApiToken.user_for(token) if token else None
+    if user_id is None:
+        return error(401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one.")
+    g.api_user_id = user_id
+    return None
+
+
+def parse(schema: type[BaseModel]) -> BaseModel:
+    """The JSON body, validated (400 if it is not JSON, 422 if a field is wrong)."""
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw) if raw.strip() else {}
+    except ValueError:
+        raise ChatError("The body is not valid JSON.", 400, "malformed_json") from None
+    return schema.model_validate(data)
+
+
+def own_conversation(conversation_id: int) -> Conversation:
+    found = conversations.get_conversation(g.api_user_id, conversation_id)
+    if found is None:
+        raise ChatError("Conversation not found.", 404)
+    return found
+
+
+def own_message(message_id: int) -> Message:
+    found = conversations.get_message(g.api_user_id, message_id)
+    if found is None:
+        raise ChatError("Message not found.", 404)
+    return found
+
+
+def limit_arg() -> int:
+    value = request.args.get("limit", "20")
+    if not value.isdigit() or not 1 <= int(value) <= 100:
+        raise ChatError("limit must be a whole number from 1 to 100.", 422, details={"fields": [{"field": "limit"}]})
+    return int(value)
+
+
+def conversation_json(c: Conversation) -> dict:
+    return schemas.ConversationOut.model_validate(c, from_attributes=True).model_dump(mode="json")
+
+
+def message_json(m: Message, tree: Tree | None = None) -> dict:
+    position = tree.siblings(m) if tree else siblings_of(m)
+    feedback = (
+        {"rating": m.feedback_rating, "comment": m.feedback_comment}
+        if m.feedback_rating or m.feedback_comment
+        else None
+    )
+    return schemas.MessageOut(
+        **{f: getattr(m, f) for f in schemas.MessageOut.model_fields if hasattr(Message, f)},
+        sibling_index=position.index,
+        sibling_count=position.count,
+        feedback=feedback,
+    ).model_dump(mode="json")
+
+
+# -- identity --------------------------------------------------------------------------------------------
+@route("/auth/guest", "POST", response=schemas.GuestToken, status=201)
+def guest():  # noqa: ANN201
+    """Create a guest identity and a bearer token for it (the token is shown only here)."""
+    user = User()
+    db.session.add(user)
+    db.session.flush()
+    row, token = ApiToken.issue(user.id, "guest")
+    db.session.add(row)
+    db.session.commit()
+    return jsonify(token=token, user_id=user.id), 201
+
+
+# -- conversations ---------------------------------------------------------------------------------------
+@route("/conversations", "GET", response=schemas.ConversationPage)
+def list_conversations():  # noqa: ANN201
+    """The identity's conversations, most recently active first (``?limit=&cursor=``)."""
+    limit = limit_arg()
+    query = select(Conversation).where(Conversation.user_id == g.api_user_id)
+    if cursor := request.args.get("cursor"):
+        updated_at, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Conversation.updated_at < updated_at,
+                and_(Conversation.updated_at == updated_at, Conversation.id < last_id),
+            )
+        )
+    rows = list(
+        db.session.scalars(query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit + 1))
+    )
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return jsonify(items=[conversation_json(c) for c in rows[:limit]], next_cursor=next_cursor)
+
+
+@route("/conversations", "POST", body=schemas.ConversationCreate, response=schemas.ConversationOut, status=201)
+def create_conversation():  # noqa: ANN201
+    """Create an empty conversation."""
+    data = parse(schemas.ConversationCreate)
+    conversation = Conversation(user_id=g.api_user_id, title=data.title or "New chat")
+    db.session.add(conversation)
+    db.session.commit()
+    return jsonify(conversation_json(conversation)), 201
+
+
+@route("/conversations/{conversation_id}", "GET", response=schemas.ConversationOut)
+def get_conversation(conversation_id: int):  # noqa: ANN201
+    """One conversation."""
+    return jsonify(conversation_json(own_conversation(conversation_id)))
+
+
+@route("/conversations/{conversation_id}", "PATCH", body=schemas.ConversationUpdate, response=schemas.ConversationOut)
+def update_conversation(conversation_id: int):  # noqa: ANN201
+    """Rename a conversation."""
+    conversation = own_conversation(conversation_id)
+    conversations.rename(conversation, parse(schemas.ConversationUpdate).title)
+    return jsonify(conversation_json(conversation))
+
+
+@route("/conversations/{conversation_id}", "DELETE", status=204)
+def delete_conversation(conversation_id: int):  # noqa: ANN201
+    """Delete a conversation with every message and branch in it."""
+    conversations.delete(own_conversation(conversation_id))
+    return "", 204
+
+
+# -- messages --------------------------------------------------------------------------------------------
+@route("/conversations/{conversation_id}/messages", "GET", response=schemas.MessagePage)
+def list_messages(conversation_id: int):  # noqa: ANN201
+    """The visible path, oldest first, paged backwards with ``?before=<message id>``; ``?branches=all``."""
+    conversation = own_conversation(conversation_id)
+    limit = limit_arg()
+    tree = Tree(conversation.id)
+    if request.args.get("branches") == "all":
+        messages = list(tree.by_id.values())
+    else:
+        messages = tree.path(conversation.active_leaf_id)
+    if before := request.args.get("before", type=int):
+        messages = (
+            [m for m in messages if m.id < before]
+            if request.args.get("branches") == "all"
+            else messages[: next((i for i, m in enumerate(messages) if m.id == before), len(messages))]
+        )
+    page = messages[-limit:]
+    next_cursor = str(page[0].id) if len(messages) > limit else None
+    return jsonify(items=[message_json(m, tree) for m in page], next_cursor=next_cursor)
+
+
+@route(
+    "/conversations/{conversation_id}/messages",
+    "POST",
+    body=schemas.MessageCreate,
+    response=schemas.Sent,
+    status=202,
+    streams=True,
+)
+def send_message(conversation_id: int):  # noqa: ANN201
+    """Send a message; the answer is written in the background (or streamed here with Accept: SSE/NDJSON)."""
+    data = parse(schemas.MessageCreate)
+    sent = conversations.send(own_conversation(conversation_id), data.content, parent_id=data.parent_id)
+    if sent.answer is None:
+        tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
+        details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
+        return error(422, sent.user_message.error, "message_too_long", details)
+    return started(sent.answer, sent.user_message)
+
+
+@route("/messages/{message_id}", "GET", response=schemas.MessageOut)
+def get_message(message_id: int):  # noqa: ANN201
+    """One message."""
+    return jsonify(message_json(own_message(message_id)))
+
+
+@route("/messages/{message_id}/stream", "GET", streams=True)
+def stream_message(message_id: int):  # noqa: ANN201
+    """The answer as SSE (default) or NDJSON (Accept: application/x-ndjson); Last-Event-ID resumes."""
+    return stream(own_message(message_id).id)
+
+
+@route("/messages/{message_id}/edit", "POST", body=schemas.MessageEdit, response=schemas.Sent, status=202, streams=True)
+def edit_message(message_id: int):  # noqa: ANN201
+    """A new version of a user message beside the original, and a new answer to it."""
+    answer = conversations.edit(own_message(message_id), parse(schemas.MessageEdit).content)
+    return started(answer, db.session.get(Message, answer.parent_id))
+
+
+@route("/messages/{message_id}/retry", "POST", response=schemas.Sent, status=202, streams=True)
+def retry_message(message_id: int):  # noqa: ANN201
+    """A new answer beside this one, from the same history."""
+    answer = conversations.retry(own_message(message_id))
+    return started(answer, db.session.get(Message, answer.parent_id))
+
+
+@route("/messages/{message_id}/stop", "POST", response=schemas.MessageOut)
+def stop_message(message_id: int):  # noqa: ANN201
+    """Stop an answer; it keeps exactly the text streamed so far."""
+    return jsonify(message_json(conversations.stop(own_message(message_id))))
+
+
+@route("/messages/{message_id}/feedback", "POST", body=schemas.Feedback, response=schemas.MessageOut)
+def feedback(message_id: int):  # noqa: ANN201
+    """Rate an answer up or down (null clears), with an optional comment."""
+    message = own_message(message_id)
+    data = parse(schemas.Feedback)
+    conversations.give_feedback(message, data.rating, data.comment)
+    return jsonify(message_json(message))
+
+
+@route("/openapi.json", "GET")
+def openapi():  # noqa: ANN201
+    """This API's OpenAPI 3.1 document."""
+    return jsonify(openapi_document())
+
+
+# -- streaming -------------------------------------------------------------------------------------------
+def started(answer: Message, question: Message):  # noqa: ANN201
+    """202 with both messages and the stream URL, or the stream itself if the client asked for one."""
+    if request.accept_mimetypes.best in ("text/event-stream", "application/x-ndjson"):
+        return stream(answer.id)
+    stream_url = url_for(".stream_message", message_id=answer.id)
+    body = {"user_message": message_json(question), "assistant_message": message_json(answer), "stream_url": stream_url}
+    return jsonify(body), 202
+
+
+def stream(message_id: int) -> Response:
+    """Deltas then the final message, as SSE events or NDJSON lines; each carries its offset."""
+    ndjson = request.accept_mimetypes.best == "application/x-ndjson"
+    after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    db.session.close()
+
+    def events() -> Iterator[str]:
+        for update in follow(message_id, after):
+            if isinstance(update, Delta):
+                data = {"message_id": message_id, "seq": update.end, "content": update.text}
+                yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)
+            elif isinstance(update, Done):
+                message = message_json(db.session.get(Message, message_id))
+                db.session.close()
+                kind = "error" if message["status"] == ERROR else "done"
+                data = (
+                    {"message": message}
+                    if kind == "done"
+                    else {"code": "generation_failed", "message": message["error"], "detail": message}
+                )
+                yield _line(kind, data) if ndjson else sse(json.dumps(message if kind == "done" else data), kind)
+            elif not ndjson:
+                yield ": ping\n\n"
+
+    headers = {**SSE_HEADERS, "Content-Type": "application/x-ndjson"} if ndjson else SSE_HEADERS
+    return Response(stream_with_context(events()), headers=headers)
+
+
+def _line(kind: str, data: dict) -> str:
+    return json.dumps({"type": kind, **data}) + "\n"
+
+
+def _encode_cursor(conversation: Conversation) -> str:
+    raw = f"{conversation.updated_at.isoformat()}|{conversation.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        updated_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(updated_at), int(last_id)
+    except ValueError:
+        raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
+
+
+# -- OpenAPI ---------------------------------------------------------------------------------------------
+def openapi_document() -> dict:
+    """OpenAPI 3.1, from the routes' own schemas."""
+    models = {schemas.Error} | {s for r in ROUTES for s in (r.body, r.response) if s}
+    _, definitions = models_json_schema(
+        [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
+    )
+    paths: dict = {}
+    for r in ROUTES:
+        operation: dict = {"summary": r.summary, "responses": {}}
+        parameters = [p.strip("{}") for p in r.path.split("/") if p.startswith("{")]
+        if parameters:
+            operation["parameters"] = [
+                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}} for p in parameters
+            ]
+        if r.body:
+            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(r.body)}}}
+        success: dict = {"description": "Success"}
+        if r.response:
+            success["content"] = {"application/json": {"schema": _ref(r.response)}}
+        if r.streams:
+            success.setdefault("content", {})
+            success["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+            success["content"]["application/x-ndjson"] = {"schema": {"type": "string"}}
+        operation["responses"][str(r.status)] = success
+        operation["responses"]["default"] = {
+            "description": "Error",
+            "content": {"application/json": {"schema": _ref(schemas.Error)}},
+        }
+        if r.path != "/auth/guest" and r.path != "/openapi.json":
+            operation["security"] = [{"bearer": []}]
+        paths.setdefault(f"/api/v1{r.path}", {})[r.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "chatapp API", "version": "1"},
+        "paths": paths,
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _ref(model: type[BaseModel]) -> dict:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}

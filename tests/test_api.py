@@ -1,0 +1,203 @@
+"""The JSON API: tokens, conversations, messages, streams (SSE and NDJSON), errors, OpenAPI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.fake_upstream import Reply
+from tests.sse import Stream, collect
+
+WORDS = [f" w{i}" for i in range(40)]
+
+
+class Api:
+    """A program using the API with its bearer token."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+        self.client = app.test_client()
+        response = self.client.post("/api/v1/auth/guest")
+        assert response.status_code == 201
+        self.token = response.get_json()["token"]
+        self.user_id = response.get_json()["user_id"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def call(self, method: str, path: str, body: object = None, **headers: str):  # noqa: ANN201
+        data = json.dumps(body) if body is not None else None
+        return self.client.open(
+            f"/api/v1{path}",
+            method=method,
+            data=data,
+            content_type="application/json",
+            headers={**self.headers, **headers},
+        )
+
+    def stream(self, path: str, **headers: str) -> Stream:
+        return Stream(lambda: self.client.get(f"/api/v1{path}", headers={**self.headers, **headers}, buffered=False))
+
+    def wait(self, message_id: int) -> dict:
+        from tests.conftest import wait_for_status
+
+        wait_for_status(self.app, message_id)
+        return self.call("GET", f"/messages/{message_id}").get_json()
+
+
+@pytest.fixture
+def api(app) -> Api:  # noqa: ANN001
+    return Api(app)
+
+
+def test_tokens_are_required_and_stored_hashed(app, api: Api) -> None:  # noqa: ANN001
+    assert api.client.get("/api/v1/conversations").status_code == 401
+    response = api.client.get("/api/v1/conversations", headers={"Authorization": "Bearer wrong"})
+    assert response.status_code == 401 and response.get_json()["error"]["code"] == "unauthorized"
+    assert api.call("GET", "/conversations").status_code == 200
+    from chatapp.extensions import db
+    from chatapp.models import ApiToken
+
+    with app.app_context():
+        stored = db.session.scalars(db.select(ApiToken.token_hash)).all()
+    assert api.token not in stored and len(stored[0]) == 64
+
+
+def test_browser_cookies_do_not_authorize_the_api(chat) -> None:  # noqa: ANN001
+    chat.get("/")
+    assert chat.client.get("/api/v1/conversations").status_code == 401
+
+
+def test_conversation_crud_and_cursor_pagination(api: Api) -> None:
+    ids = [api.call("POST", "/conversations", {"title": f"c{i}"}).get_json()["id"] for i in range(5)]
+    page = api.call("GET", "/conversations?limit=2").get_json()
+    assert [c["title"] for c in page["items"]] == ["c4", "c3"]
+    seen = [c["id"] for c in page["items"]]
+    while page["next_cursor"]:
+        page = api.call("GET", f"/conversations?limit=2&cursor={page['next_cursor']}").get_json()
+        seen += [c["id"] for c in page["items"]]
+    assert seen == ids[::-1]
+    assert api.call("PATCH", f"/conversations/{ids[0]}", {"title": "renamed"}).get_json()["title"] == "renamed"
+    assert api.call("DELETE", f"/conversations/{ids[0]}").status_code == 204
+    assert api.call("GET", f"/conversations/{ids[0]}").status_code == 404
+
+
+def test_send_stream_and_read_back(api: Api, upstream) -> None:  # noqa: ANN001
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    upstream.script(Reply(tokens=WORDS[:10], delay=0.03))
+    response = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "hello api"})
+    assert response.status_code == 202
+    body = response.get_json()
+    assert body["user_message"]["content"] == "hello api" and body["assistant_message"]["status"] == "streaming"
+    _, events = collect(api.stream(body["stream_url"].removeprefix("/api/v1")))
+    deltas = [json.loads(e.data) for e in events if e.event == "delta"]
+    assert "".join(d["content"] for d in deltas) == "".join(WORDS[:10])
+    assert all(str(d["seq"]) == e.id for d, e in zip(deltas, [e for e in events if e.event == "delta"], strict=True))
+    done = json.loads(events[-1].data)
+    assert events[-1].event == "done" and done["status"] == "complete" and done["content"] == "".join(WORDS[:10])
+    listed = api.call("GET", f"/conversations/{conversation['id']}/messages").get_json()
+    assert [m["role"] for m in listed["items"]] == ["user", "assistant"]
+    assert listed["items"][1]["sibling_count"] == 1
+
+
+def test_ndjson_and_resume(api: Api, upstream) -> None:  # noqa: ANN001
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    upstream.script(Reply(tokens=WORDS[:20], delay=0.02))
+    answer = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "x"}).get_json()[
+        "assistant_message"
+    ]
+    lines = [
+        json.loads(line)
+        for line in b"".join(api.stream(f"/messages/{answer['id']}/stream", Accept="application/x-ndjson")).splitlines()
+    ]
+    assert lines[-1]["type"] == "done"
+    full = "".join(line["content"] for line in lines if line["type"] == "delta")
+    assert full == "".join(WORDS[:20])
+    # Resuming from an offset sends only what follows it (the answer is finished: just the end).
+    events = [e for e in collect(api.stream(f"/messages/{answer['id']}/stream", **{"Last-Event-ID": "5"}))[1]]
+    assert [e.event for e in events] == ["done"]
+
+
+def test_stop_edit_retry_feedback(api: Api, upstream) -> None:  # noqa: ANN001
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    upstream.script(Reply(tokens=WORDS, delay=0.03))
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "long"}).get_json()
+    answer_id = sent["assistant_message"]["id"]
+    collect(api.stream(f"/messages/{answer_id}/stream"), stop_after=2)
+    # A second send while one streams is refused.
+    refused = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "again"})
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "conflict"
+    stopped = api.call("POST", f"/messages/{answer_id}/stop").get_json()
+    assert stopped["status"] == "stopped" and stopped["content"]
+
+    retried = api.call("POST", f"/messages/{answer_id}/retry")
+    assert retried.status_code == 202
+    new_answer = api.wait(retried.get_json()["assistant_message"]["id"])
+    assert new_answer["sibling_index"] == 2 and new_answer["sibling_count"] == 2
+
+    edited = api.call("POST", f"/messages/{sent['user_message']['id']}/edit", {"content": "short"}).get_json()
+    assert api.wait(edited["assistant_message"]["id"])["content"] == "Echo: short"
+    everything = api.call("GET", f"/conversations/{conversation['id']}/messages?branches=all").get_json()["items"]
+    assert len(everything) == 5 and all("parent_id" in m for m in everything)
+
+    rated = api.call("POST", f"/messages/{answer_id}/feedback", {"rating": "up", "comment": "nice"}).get_json()
+    assert rated["feedback"] == {"rating": "up", "comment": "nice"}
+    assert api.call("POST", f"/messages/{answer_id}/feedback", {"rating": "meh"}).status_code == 422
+
+
+def test_errors_say_what_to_change(make_app, upstream) -> None:  # noqa: ANN001
+    api = Api(make_app(MAX_USER_MESSAGE_TOKENS=5))
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    bad_json = api.client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        data="{nope",
+        headers=api.headers,
+        content_type="application/json",
+    )
+    assert bad_json.status_code == 400 and bad_json.get_json()["error"]["code"] == "malformed_json"
+    invalid = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "", "extra": 1})
+    assert invalid.status_code == 422
+    fields = {f["field"] for f in invalid.get_json()["error"]["details"]["fields"]}
+    assert fields == {"content", "extra"}
+    too_long = api.call(
+        "POST", f"/conversations/{conversation['id']}/messages", {"content": "one two three four five six seven"}
+    )
+    assert too_long.status_code == 422
+    error = too_long.get_json()["error"]
+    assert error["code"] == "message_too_long" and error["details"]["limit"] == 5 and error["details"]["tokens"] == 7
+    assert error["details"]["message"]["content"] == "one two three four five six seven"  # kept
+    assert upstream.requests == []
+    assert api.call("GET", "/conversations?limit=0").status_code == 422
+
+
+def test_identities_are_isolated(app, api: Api) -> None:  # noqa: ANN001
+    other = Api(app)
+    conversation = api.call("POST", "/conversations", {"title": "private"}).get_json()
+    assert other.call("GET", f"/conversations/{conversation['id']}").status_code == 404
+    assert other.call("GET", f"/conversations/{conversation['id']}/messages").status_code == 404
+    assert other.call("GET", "/conversations").get_json()["items"] == []
+
+
+def test_openapi_lists_every_path_with_its_schemas(api: Api) -> None:
+    document = api.client.get("/api/v1/openapi.json").get_json()
+    assert document["openapi"] == "3.1.0"
+    for path in [
+        "/api/v1/auth/guest",
+        "/api/v1/conversations",
+        "/api/v1/conversations/{conversation_id}",
+        "/api/v1/conversations/{conversation_id}/messages",
+        "/api/v1/messages/{message_id}",
+        "/api/v1/messages/{message_id}/stream",
+        "/api/v1/messages/{message_id}/edit",
+        "/api/v1/messages/{message_id}/retry",
+        "/api/v1/messages/{message_id}/stop",
+        "/api/v1/messages/{message_id}/feedback",
+    ]:
+        assert path in document["paths"], path
+    send = document["paths"]["/api/v1/conversations/{conversation_id}/messages"]["post"]
+    assert send["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/MessageCreate"
+    }
+    schema = document["components"]["schemas"]["MessageCreate"]
+    assert schema["required"] == ["content"] and schema["additionalProperties"] is False
+    for ref in json.dumps(document).split('"$ref": "#/components/schemas/')[1:]:
+        assert ref.split('"')[0] in document["components"]["schemas"]
