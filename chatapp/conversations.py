@@ -13,7 +13,7 @@ from . import images as images_module
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, INTERRUPTED, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
+from .models import ERROR, INTERRUPTED, NEW_TITLE, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
 from .tokens import PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
@@ -95,7 +95,7 @@ def _send(
     if too_long:
         user_message.status = ERROR
         user_message.error = f"{too_long} It was saved but not sent: shorten it and send again."
-    if parent is None:
+    if parent is None and conversation.title == NEW_TITLE:  # a title given on creation stays
         conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
@@ -153,12 +153,12 @@ def continue_answer(answer: Message) -> Message:
     tree = Tree(conversation.id)
     history = tree.path(answer.parent_id) + [answer]
     answer.status, answer.error, answer.finish_reason = STREAMING, None, None
-    answer.model, answer.provider = current_generator().provider.model, current_generator().provider.name
+    answer.model, answer.provider = _model_for(conversation), current_generator().provider.name
     conversation.active_leaf_id = tree.newest_leaf(answer).id
     conversation.updated_at = answer.updated_at = utcnow()
     db.session.commit()
-    prompt = build_prompt(history, extra=PromptMessage("user", CONTINUE_PROMPT, count_tokens(CONTINUE_PROMPT)))
-    current_generator().start(answer, prompt, prefix=answer.content)
+    prompt = build_prompt(history, conversation, PromptMessage("user", CONTINUE_PROMPT, count_tokens(CONTINUE_PROMPT)))
+    current_generator().start(answer, prompt, prefix=answer.content, options=_options(conversation))
     return answer
 
 
@@ -270,16 +270,16 @@ def _answer(conversation: Conversation, question: Message) -> Message:
         parent_id=question.id,
         role="assistant",
         status=STREAMING,
-        model=generator.provider.model,
+        model=_model_for(conversation),
         provider=generator.provider.name,
     )
     db.session.add(answer)
     db.session.flush()
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
-    prompt = build_prompt(Tree(conversation.id).path(question.id))
+    prompt = build_prompt(Tree(conversation.id).path(question.id), conversation)
     db.session.commit()  # one transaction for everything a send, edit or retry writes
-    generator.start(answer, prompt)
+    generator.start(answer, prompt, options=_options(conversation))
     return answer
 
 
@@ -293,10 +293,22 @@ def _prompt_message(message: Message) -> PromptMessage:
     return PromptMessage(message.role, parts, tokens + images_module.IMAGE_TOKENS * len(message.images))
 
 
-def build_prompt(path: list[Message], extra: PromptMessage | None = None) -> list[PromptMessage]:
+def _model_for(conversation: Conversation) -> str:
+    provider = current_generator().provider
+    return conversation.model if conversation.model and provider.name != "local" else provider.model
+
+
+def _options(conversation: Conversation) -> dict:
+    """The conversation's own generation settings."""
+    return {"model": conversation.model, "temperature": conversation.temperature, "max_tokens": conversation.max_tokens}
+
+
+def build_prompt(
+    path: list[Message], conversation: Conversation | None = None, extra: PromptMessage | None = None
+) -> list[PromptMessage]:
     """System prompt plus the path (and ``extra``), trimmed oldest-first to ``MAX_HISTORY_TOKENS``."""
     config = current_app.config
-    system_text = config["SYSTEM_PROMPT"]
+    system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
     sendable = [m for m in path if (m.content or m.images) and not (m.role == "user" and m.status == ERROR)]
     history = [_prompt_message(m) for m in sendable]

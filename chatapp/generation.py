@@ -78,10 +78,13 @@ class Generator:
         self._closed = threading.Event()
         broker.on_stop(self._on_stop)
 
-    def start(self, message: Message, prompt: list[PromptMessage], prefix: str = "") -> None:
+    def start(
+        self, message: Message, prompt: list[PromptMessage], prefix: str = "", options: dict | None = None
+    ) -> None:
         """Generate ``message`` (saved, status streaming) from ``prompt`` in the background.
 
         ``prefix`` is text the message already has (when continuing it); new text is appended.
+        ``options`` are the conversation's own ``model``, ``temperature`` and ``max_tokens``.
         """
         self.ensure_threads()
         generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
@@ -91,7 +94,10 @@ class Generator:
             self._append(generation, prefix)
             generation.first_token_at = None
         messages = [m.as_dict() for m in prompt]
-        threading.Thread(target=self._run, args=(generation, messages), name=f"gen-{message.id}", daemon=True).start()
+        thread = threading.Thread(
+            target=self._run, args=(generation, messages, options or {}), name=f"gen-{message.id}", daemon=True
+        )
+        thread.start()
 
     def stop(self, message_id: int) -> None:
         """Stop an answer wherever it runs; it keeps exactly the text published so far."""
@@ -123,9 +129,10 @@ class Generator:
         if self._finish(generation, status, error) and generation.stream is not None:
             generation.stream.close()
 
-    def _run(self, generation: Generation, prompt: list[dict]) -> None:
+    def _run(self, generation: Generation, prompt: list[dict], options: dict) -> None:
         try:
-            stream = self.provider.stream(prompt, self.max_tokens)
+            max_tokens = options.get("max_tokens") or self.max_tokens
+            stream = self.provider.stream(prompt, max_tokens, options.get("model"), options.get("temperature"))
             generation.stream = stream
             if generation.finished:  # stopped while connecting
                 stream.close()

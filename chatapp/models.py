@@ -22,6 +22,7 @@ STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED = (
 )
 STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
 TITLE_LENGTH = 60
+NEW_TITLE = "New chat"
 
 
 def utcnow() -> datetime:
@@ -67,7 +68,12 @@ class Conversation(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
-    title: Mapped[str] = mapped_column(String(200), default="New chat")
+    title: Mapped[str] = mapped_column(String(200), default=NEW_TITLE)
+    # Per-conversation choices (set through the API); None: the app's configuration.
+    model: Mapped[str | None] = mapped_column(String(200))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None]
+    max_tokens: Mapped[int | None]
     # The leaf of the path the user sees; the path is found by walking parent_id up from it.
     # No foreign key: conversation and message would reference each other, and the leaf is only
     # ever removed together with its conversation.
@@ -107,7 +113,7 @@ class Conversation(db.Model):
         line = " ".join(text.strip().split("\n", 1)[0].split())
         if len(line) > TITLE_LENGTH:
             line = line[:TITLE_LENGTH].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
-        self.title = line or "New chat"
+        self.title = line or NEW_TITLE
 
 
 class Message(db.Model):

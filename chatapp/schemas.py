@@ -14,12 +14,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class Settings(Strict):
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+
+
 class ConversationCreate(Strict):
     title: str | None = Field(None, min_length=1, max_length=200)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(None, max_length=20000)
+    settings: Settings | None = None
 
 
-class ConversationUpdate(Strict):
-    title: str = Field(min_length=1, max_length=200)
+class ConversationUpdate(ConversationCreate):
+    """Any of the fields; those left out stay as they are."""
 
 
 class MessageCreate(Strict):
@@ -44,6 +52,9 @@ class GuestToken(BaseModel):
 class ConversationOut(BaseModel):
     id: int
     title: str
+    model: str | None
+    system_prompt: str | None
+    settings: Settings
     created_at: datetime
     updated_at: datetime
 

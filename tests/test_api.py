@@ -201,3 +201,23 @@ def test_openapi_lists_every_path_with_its_schemas(api: Api) -> None:
     assert schema["required"] == ["content"] and schema["additionalProperties"] is False
     for ref in json.dumps(document).split('"$ref": "#/components/schemas/')[1:]:
         assert ref.split('"')[0] in document["components"]["schemas"]
+
+
+def test_conversation_model_system_prompt_and_settings_are_used(api: Api, upstream) -> None:  # noqa: ANN001
+    body = {
+        "title": "tuned",
+        "model": "other-model",
+        "system_prompt": "Answer in French.",
+        "settings": {"temperature": 0.2, "max_tokens": 3},
+    }
+    conversation = api.call("POST", "/conversations", body).get_json()
+    assert conversation["settings"] == {"temperature": 0.2, "max_tokens": 3} and conversation["model"] == "other-model"
+    answer = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "a b c d e"}).get_json()
+    done = api.wait(answer["assistant_message"]["id"])
+    sent = upstream.requests[-1]
+    assert (sent["model"], sent["temperature"], sent["max_tokens"]) == ("other-model", 0.2, 3)
+    assert sent["messages"][0] == {"role": "system", "content": "Answer in French."}
+    assert done["model"] == "other-model" and done["finish_reason"] == "length"
+    patched = api.call("PATCH", f"/conversations/{conversation['id']}", {"settings": {"temperature": 1.0}}).get_json()
+    assert patched["settings"]["temperature"] == 1.0 and patched["title"] == "tuned"
+    assert api.call("POST", "/conversations", {"settings": {"temperature": 5}}).status_code == 422

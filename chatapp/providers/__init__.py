@@ -37,7 +37,9 @@ class Provider(Protocol):
     name: str
     model: str
 
-    def stream(self, messages: list[dict], max_tokens: int) -> Stream: ...
+    def stream(
+        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+    ) -> Stream: ...
 
 
 def make_provider(app: Flask) -> Provider:

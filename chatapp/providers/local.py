@@ -70,21 +70,29 @@ class LocalProvider:
                 )
             return self._llama
 
-    def stream(self, messages: list[dict], max_tokens: int) -> LocalStream:
-        """Start a streamed completion; a text-only model says so when asked about images."""
+    def stream(
+        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+    ) -> LocalStream:
+        """Start a streamed completion; a text-only model says so when asked about images.
+
+        ``model`` is ignored: there is one local model (LOCAL_MODEL_PATH).
+        """
         if any(isinstance(m["content"], list) for m in messages):
             raise ProviderError(
                 f"{self.model} reads text only and cannot look at images. Point OPENAI_BASE_URL/CHAT_MODEL at a "
                 "vision model and retry, or send the text without the image."
             )
-        return LocalStream(self, messages, max_tokens)
+        return LocalStream(self, messages, max_tokens, temperature)
 
 
 class LocalStream:
     """Iterates llama.cpp's streamed chunks; ``close`` stops after the current token."""
 
-    def __init__(self, provider: LocalProvider, messages: list[dict], max_tokens: int) -> None:
+    def __init__(
+        self, provider: LocalProvider, messages: list[dict], max_tokens: int, temperature: float | None = None
+    ) -> None:
         self.provider = provider
+        self.temperature = temperature
         self.messages = messages
         self.max_tokens = max_tokens
         self.closed = threading.Event()

@@ -147,7 +147,19 @@ def limit_arg() -> int:
 
 
 def conversation_json(c: Conversation) -> dict:
-    return schemas.ConversationOut.model_validate(c, from_attributes=True).model_dump(mode="json")
+    settings = {"temperature": c.temperature, "max_tokens": c.max_tokens}
+    fields = {f: getattr(c, f) for f in ("id", "title", "model", "system_prompt", "created_at", "updated_at")}
+    return schemas.ConversationOut(**fields, settings=settings).model_dump(mode="json")
+
+
+def apply(conversation: Conversation, data: schemas.ConversationCreate) -> None:
+    """Set the fields the client sent (and only those)."""
+    sent = data.model_dump(exclude_unset=True)
+    for name in ("title", "model", "system_prompt"):
+        if name in sent:
+            setattr(conversation, name, sent[name])
+    for name, value in (sent.get("settings") or {}).items():
+        setattr(conversation, name, value)
 
 
 def message_json(m: Message, tree: Tree | None = None) -> dict:
@@ -202,8 +214,8 @@ def list_conversations():  # noqa: ANN201
 @route("/conversations", "POST", body=schemas.ConversationCreate, response=schemas.ConversationOut, status=201)
 def create_conversation():  # noqa: ANN201
     """Create an empty conversation."""
-    data = parse(schemas.ConversationCreate)
-    conversation = Conversation(user_id=g.api_user_id, title=data.title or "New chat")
+    conversation = Conversation(user_id=g.api_user_id)
+    apply(conversation, parse(schemas.ConversationCreate))
     db.session.add(conversation)
     db.session.commit()
     return jsonify(conversation_json(conversation)), 201
@@ -217,9 +229,10 @@ def get_conversation(conversation_id: int):  # noqa: ANN201
 
 @route("/conversations/{conversation_id}", "PATCH", body=schemas.ConversationUpdate, response=schemas.ConversationOut)
 def update_conversation(conversation_id: int):  # noqa: ANN201
-    """Rename a conversation."""
+    """Change a conversation's title, model, system prompt or settings."""
     conversation = own_conversation(conversation_id)
-    conversations.rename(conversation, parse(schemas.ConversationUpdate).title)
+    apply(conversation, parse(schemas.ConversationUpdate))
+    db.session.commit()
     return jsonify(conversation_json(conversation))
 
 
