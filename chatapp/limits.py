@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Flask, request
 
-AUDIO_ENDPOINTS = {"voice.transcribe"}
-IMAGE_ENDPOINTS = {"chat.create", "chat.send"}
+AUDIO_ENDPOINTS = {"voice.transcribe", "api.transcriptions"}
+IMAGE_ENDPOINTS = {"chat.create", "chat.send", "api.send_message"}
 MULTIPART_OVERHEAD = 100_000
 
 

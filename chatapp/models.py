@@ -8,7 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text, select, update
+from sqlalchemy import ForeignKey, Index, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from .extensions import db
@@ -240,6 +240,38 @@ def _siblings_of(message: Message, ids: list[int]) -> Siblings:
         ids[index - 1] if index > 0 else None,
         ids[index + 1] if index + 1 < len(ids) else None,
     )
+
+
+def user_stats(user_id: str) -> dict:
+    """Totals for one identity: conversations, messages, today's, timings, tokens, favourite model."""
+    mine = select(Message).join(Conversation).where(Conversation.user_id == user_id).subquery()
+    answers = select(mine).where(mine.c.role == "assistant").subquery()
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    row = db.session.execute(
+        select(
+            select(func.count()).select_from(Conversation).where(Conversation.user_id == user_id).scalar_subquery(),
+            select(func.count()).select_from(mine).scalar_subquery(),
+            select(func.count()).select_from(mine).where(mine.c.created_at >= midnight).scalar_subquery(),
+            select(func.avg(answers.c.ttft_ms)).scalar_subquery(),
+            select(func.avg(answers.c.duration_ms)).scalar_subquery(),
+            select(
+                func.coalesce(func.sum(answers.c.prompt_tokens), 0)
+                + func.coalesce(func.sum(answers.c.completion_tokens), 0)
+            ).scalar_subquery(),
+        )
+    ).one()
+    favourite = db.session.execute(
+        select(answers.c.model).group_by(answers.c.model).order_by(func.count().desc()).limit(1)
+    ).scalar()
+    return {
+        "conversations": row[0],
+        "messages": row[1],
+        "messages_today": row[2],
+        "average_ttft_ms": float(row[3]) if row[3] is not None else None,
+        "average_duration_ms": float(row[4]) if row[4] is not None else None,
+        "tokens_used": int(row[5]),
+        "most_used_model": favourite,
+    }
 
 
 def mark_stale_interrupted(cutoff: datetime) -> int:

@@ -31,7 +31,7 @@ class ConversationUpdate(ConversationCreate):
 
 
 class MessageCreate(Strict):
-    content: str = Field(min_length=1)
+    content: str  # may be empty only when images come with it (multipart)
     parent_id: int | None = None
 
 
@@ -105,3 +105,26 @@ class ErrorBody(BaseModel):
 
 class Error(BaseModel):
     error: ErrorBody
+
+
+class Transcription(BaseModel):
+    text: str
+
+
+class ModelInfo(BaseModel):
+    id: str
+    provider: str
+
+
+class ModelList(BaseModel):
+    items: list[ModelInfo]
+
+
+class Stats(BaseModel):
+    conversations: int
+    messages: int
+    messages_today: int
+    average_ttft_ms: float | None
+    average_duration_ms: float | None
+    tokens_used: int
+    most_used_model: str | None

@@ -157,7 +157,9 @@ def test_errors_say_what_to_change(make_app, upstream) -> None:  # noqa: ANN001
     invalid = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "", "extra": 1})
     assert invalid.status_code == 422
     fields = {f["field"] for f in invalid.get_json()["error"]["details"]["fields"]}
-    assert fields == {"content", "extra"}
+    assert fields == {"extra"}
+    empty = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "  "})
+    assert empty.status_code == 422 and empty.get_json()["error"]["details"]["fields"] == [{"field": "content"}]
     too_long = api.call(
         "POST", f"/conversations/{conversation['id']}/messages", {"content": "one two three four five six seven"}
     )
@@ -199,6 +201,8 @@ def test_openapi_lists_every_path_with_its_schemas(api: Api) -> None:
     }
     schema = document["components"]["schemas"]["MessageCreate"]
     assert schema["required"] == ["content"] and schema["additionalProperties"] is False
+    for path in ["/api/v1/transcriptions", "/api/v1/models", "/api/v1/stats", "/api/v1/openapi.json"]:
+        assert path in document["paths"], path
     for ref in json.dumps(document).split('"$ref": "#/components/schemas/')[1:]:
         assert ref.split('"')[0] in document["components"]["schemas"]
 
@@ -221,3 +225,45 @@ def test_conversation_model_system_prompt_and_settings_are_used(api: Api, upstre
     patched = api.call("PATCH", f"/conversations/{conversation['id']}", {"settings": {"temperature": 1.0}}).get_json()
     assert patched["settings"]["temperature"] == 1.0 and patched["title"] == "tuned"
     assert api.call("POST", "/conversations", {"settings": {"temperature": 5}}).status_code == 422
+
+
+def test_models_stats_transcriptions_and_images(api: Api, upstream) -> None:  # noqa: ANN001
+    import io
+
+    from PIL import Image as PILImage
+
+    assert api.call("GET", "/models").get_json() == {"items": [{"id": "fake-model", "provider": "openai"}]}
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    png = io.BytesIO()
+    PILImage.new("RGB", (8, 8)).save(png, format="PNG")
+    response = api.client.post(
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        data={"content": "see", "images": [(io.BytesIO(png.getvalue()), "a.png")]},
+        headers=api.headers,
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 202
+    api.wait(response.get_json()["assistant_message"]["id"])
+    assert upstream.requests[-1]["messages"][-1]["content"][1]["type"] == "image_url"
+
+    stats = api.call("GET", "/stats").get_json()
+    assert stats["conversations"] == 1 and stats["messages"] == 2 and stats["messages_today"] == 2
+    assert (
+        stats["most_used_model"] == "fake-model" and stats["tokens_used"] > 0 and stats["average_ttft_ms"] is not None
+    )
+
+    webm = b"\x1a\x45\xdf\xa3" + b"\x00" * 100
+    heard = api.client.post(
+        "/api/v1/transcriptions",
+        data={"file": (io.BytesIO(webm), "a.webm")},
+        headers=api.headers,
+        content_type="multipart/form-data",
+    )
+    assert heard.get_json() == {"text": "hello from the fake transcriber"}
+    bad = api.client.post(
+        "/api/v1/transcriptions",
+        data={"file": (io.BytesIO(b"nope"), "a.txt")},
+        headers=api.headers,
+        content_type="multipart/form-data",
+    )
+    assert bad.status_code == 415 and bad.get_json()["error"]["code"] == "unsupported_media_type"

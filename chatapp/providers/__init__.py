@@ -41,6 +41,8 @@ class Provider(Protocol):
         self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
     ) -> Stream: ...
 
+    def models(self) -> list[str]: ...
+
 
 def make_provider(app: Flask) -> Provider:
     """The provider the configuration asks for: upstream when a key or URL is set, else local."""

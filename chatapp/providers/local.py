@@ -59,6 +59,10 @@ class LocalProvider:
         # A llama.cpp context is not safe for two generations at once: answers queue here.
         self.busy = threading.Lock()
 
+    def models(self) -> list[str]:
+        """The one local model."""
+        return [self.model]
+
     def llama(self) -> Any:
         """The loaded model (loaded on first use)."""
         with self._load_lock:

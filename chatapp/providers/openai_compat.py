@@ -58,6 +58,13 @@ class OpenAIProvider:
             raise ProviderError(self.describe(exc)) from exc
         return OpenAIStream(self, response)
 
+    def models(self) -> list[str]:
+        """The upstream's model list, or the configured model if it cannot be listed."""
+        try:
+            return sorted(m.id for m in self.client.models.list()) or [self.model]
+        except openai.OpenAIError:
+            return [self.model]
+
     def describe(self, exc: BaseException, mid_stream: bool = False) -> str:
         """A reason a user can act on, for an exception from the client."""
         detail = _upstream_message(exc)

@@ -14,6 +14,10 @@ class UnavailableProvider:
     def __init__(self, reason: str) -> None:
         self.reason = reason
 
+    def models(self) -> list[str]:
+        """None can answer."""
+        return []
+
     def stream(self, messages: list[dict], max_tokens: int, **_options: object) -> Stream:
         """Always fails with the reason."""
         raise ProviderError(self.reason)

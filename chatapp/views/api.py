@@ -22,7 +22,9 @@ from .. import conversations, schemas
 from ..errors import ChatError
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
-from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of
+from ..generation import current_generator
+from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
+from ..voice import transcribe_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -275,8 +277,19 @@ def list_messages(conversation_id: int):  # noqa: ANN201
 )
 def send_message(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer is written in the background (or streamed here with Accept: SSE/NDJSON)."""
-    data = parse(schemas.MessageCreate)
-    sent = conversations.send(own_conversation(conversation_id), data.content, parent_id=data.parent_id)
+    images: list[bytes] = []
+    if request.mimetype == "multipart/form-data":  # fields content and parent_id, files images
+        data = schemas.MessageCreate.model_validate({"content": "", **request.form.to_dict()})
+        for upload in request.files.getlist("images"):
+            with upload.stream:
+                images.append(upload.read())
+    else:
+        data = parse(schemas.MessageCreate)
+    if not data.content.strip() and not images:
+        raise ChatError(
+            "content is empty: send some text (or images).", 422, details={"fields": [{"field": "content"}]}
+        )
+    sent = conversations.send(own_conversation(conversation_id), data.content, images, parent_id=data.parent_id)
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
         details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
@@ -323,6 +336,32 @@ def feedback(message_id: int):  # noqa: ANN201
     data = parse(schemas.Feedback)
     conversations.give_feedback(message, data.rating, data.comment)
     return jsonify(message_json(message))
+
+
+@route("/transcriptions", "POST", response=schemas.Transcription)
+def transcriptions():  # noqa: ANN201
+    """Speech to text: multipart ``file`` (webm, ogg, wav, mp3, m4a) → ``{"text"}``."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise ChatError(
+            "Send the recording as a multipart field named 'file'.", 422, details={"fields": [{"field": "file"}]}
+        )
+    with upload.stream:
+        data = upload.read()
+    return jsonify(text=transcribe_upload(data))
+
+
+@route("/models", "GET", response=schemas.ModelList)
+def models():  # noqa: ANN201
+    """The models the upstream offers (or the configured one, if it cannot list them)."""
+    provider = current_generator().provider
+    return jsonify(items=[{"id": name, "provider": provider.name} for name in provider.models()])
+
+
+@route("/stats", "GET", response=schemas.Stats)
+def stats():  # noqa: ANN201
+    """The identity's totals."""
+    return jsonify(user_stats(g.api_user_id))
 
 
 @route("/openapi.json", "GET")
