@@ -35,6 +35,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_IMAGE_BYTES": 10_000_000,
     "MAX_IMAGES": 4,  # per message
     "UPLOAD_FOLDER": None,  # None: instance/uploads
+    "API_ANSWERS_PER_MINUTE": 30,  # per identity and process; 0 turns the limit off
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }

@@ -267,3 +267,16 @@ def test_models_stats_transcriptions_and_images(api: Api, upstream) -> None:  # 
         content_type="multipart/form-data",
     )
     assert bad.status_code == 415 and bad.get_json()["error"]["code"] == "unsupported_media_type"
+
+
+def test_rate_limit_answers_429_with_retry_after(make_app) -> None:  # noqa: ANN001
+    api = Api(make_app(API_ANSWERS_PER_MINUTE=2))
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    for _ in range(2):
+        answer = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "hi"}).get_json()
+        api.wait(answer["assistant_message"]["id"])
+    limited = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "hi"})
+    assert limited.status_code == 429
+    assert 1 <= int(limited.headers["Retry-After"]) <= 60
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert api.call("GET", "/conversations").status_code == 200  # reading is not limited
