@@ -74,6 +74,8 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     # Production platforms serve over HTTPS: never send the session cookie in the clear there.
     app.config.setdefault("SESSION_COOKIE_SECURE", app.config["CHATAPP_ENV"] == "production")
     app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
+    # WebSocket pings every 25 s keep idle sockets alive through proxies and expose dead ones.
+    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": 25})
     app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
     app.config.setdefault("PERMANENT_SESSION_LIFETIME", 60 * 60 * 24 * 365)
 

@@ -127,3 +127,26 @@ def test_local_model_does_not_block_other_requests(serve) -> None:  # noqa: ANN0
         time.sleep(0.05)
     assert answered_while_generating >= 5
     assert read_deltas(client, answer_id)  # and the answer itself streams to the end
+
+
+def test_websocket_under_the_procfile_worker(serve, upstream) -> None:  # noqa: ANN001
+    import json
+
+    from simple_websocket import Client
+
+    client = serve(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="k", CHAT_MODEL="fake-model")
+    token = client.post("/api/v1/auth/guest").json()["token"]
+    upstream.script(Reply(tokens=[f" g{i}" for i in range(10)], delay=0.02))
+    ws = Client.connect(str(client.base_url).rstrip("/").replace("http://", "ws://") + f"/api/v1/ws?token={token}")
+    try:
+        ws.send(json.dumps({"type": "send_message", "request_id": "1", "conversation_id": None, "content": "hi"}))
+        chunks = ""
+        while True:
+            message = json.loads(ws.receive(timeout=10))
+            if message["type"] == "chunk":
+                chunks += message["content"]
+            if message["type"] == "done":
+                break
+        assert chunks == message["message"]["content"] == "".join(f" g{i}" for i in range(10))
+    finally:
+        ws.close()

@@ -118,6 +118,8 @@ def _authenticate():  # noqa: ANN202
         return None
     header = request.headers.get("Authorization", "")
     token = header[7:].strip() if header.startswith("Bearer ") else ""
+    if not token and request.blueprint == "ws":  # browsers cannot set headers on a WebSocket
+        token = request.args.get("token", "")
     user_id = ApiToken.user_for(token) if token else None
     if user_id is None:
         return error(401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one.")

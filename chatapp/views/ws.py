@@ -1,0 +1,251 @@
+"""WebSocket API at ``/api/v1/ws``: JSON messages with request and conversation ids.
+
+Several requests may run at once on one socket; every chunk carries its request id, message id and
+offset, and is sent by the follower of that one message, so chunks never mix. Subscribers of a
+conversation also get the chunks of answers started elsewhere (the page, REST, another socket).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+from flask import Blueprint, Flask, current_app, g
+from simple_websocket import ConnectionClosed
+from sqlalchemy import select
+
+from .. import conversations
+from ..errors import ChatError
+from ..events import Delta, Done, follow
+from ..extensions import db, sock
+from ..models import ERROR, STREAMING, Conversation, Message
+from . import api
+
+bp = Blueprint("ws", __name__)
+bp.before_request(api._authenticate)  # the same bearer token as the REST API (header or ?token=)
+
+WATCH_EVERY = 0.3  # seconds between looks for new answers in a subscribed conversation
+# conversation id -> open connections subscribed to it (this process)
+SUBSCRIBERS: dict[int, set[Connection]] = defaultdict(set)
+SUBSCRIBERS_LOCK = threading.Lock()
+
+
+class Connection:
+    """One client socket."""
+
+    def __init__(self, ws: Any, user_id: str, app: Flask) -> None:
+        self.ws = ws
+        self.user_id = user_id
+        self.app = app
+        self.lock = threading.Lock()
+        self.following: set[int] = set()  # message ids this socket already streams
+        self.subscriptions: set[int] = set()
+        self.open = True
+
+    def send(self, kind: str, **data: Any) -> None:
+        """Send one JSON message (from any thread)."""
+        with self.lock:
+            if self.open:
+                try:
+                    self.ws.send(json.dumps({"type": kind, **data}))
+                except ConnectionClosed:
+                    self.open = False
+
+    def run(self) -> None:
+        """Read and answer client messages until the socket closes."""
+        self.send("connection_established", user_id=self.user_id)
+        try:
+            while self.open:
+                raw = self.ws.receive(timeout=None)
+                if raw is None:
+                    break
+                self.handle(raw)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.open = False
+            for conversation_id in list(self.subscriptions):
+                self.unsubscribe(conversation_id)
+
+    def handle(self, raw: str | bytes) -> None:
+        """Dispatch one client message; problems become ``error`` messages, never a closed socket."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            self.send("error", code="invalid_json", message="That was not valid JSON.")
+            return
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            self.send("error", code="invalid_message", message='Send an object with a "type" field.')
+            return
+        handler = HANDLERS.get(message["type"])
+        request_id = message.get("request_id")
+        if handler is None:
+            known = ", ".join(sorted(HANDLERS))
+            self.send(
+                "error", request_id=request_id, code="unknown_type", message=f"Unknown type; use one of: {known}."
+            )
+            return
+        with self.app.app_context():
+            try:
+                handler(self, message)
+            except ChatError as exc:
+                self.send(
+                    "error",
+                    request_id=request_id,
+                    code=exc.code or api.CODES.get(exc.status, "error"),
+                    message=exc.message,
+                )
+            finally:
+                db.session.remove()
+
+    # -- following answers ---------------------------------------------------------------------------
+    def follow(self, message_id: int, request_id: Any, conversation_id: int) -> None:
+        """Stream one answer's chunks and its end to this socket, in a thread of its own."""
+        if message_id in self.following:
+            return
+        self.following.add(message_id)
+        threading.Thread(target=self._follow, args=(message_id, request_id, conversation_id), daemon=True).start()
+
+    def _follow(self, message_id: int, request_id: Any, conversation_id: int) -> None:
+        ids = {"request_id": request_id, "conversation_id": conversation_id}
+        with self.app.app_context():
+            try:
+                for update in follow(message_id):
+                    if not self.open:
+                        return
+                    if isinstance(update, Delta):
+                        self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
+                    elif isinstance(update, Done):
+                        message = db.session.get(Message, message_id)
+                        if message.status == ERROR:
+                            self.send("error", request_id=request_id, code="generation_failed", message=message.error)
+                        self.send("done", **ids, message=api.message_json(message))
+            finally:
+                db.session.remove()
+                self.following.discard(message_id)
+
+    def watch(self, conversation_id: int) -> None:
+        """While subscribed, start following every answer that begins in the conversation."""
+        with self.app.app_context():
+            try:
+                while self.open and conversation_id in self.subscriptions:
+                    query = select(Message.id).where(
+                        Message.conversation_id == conversation_id, Message.status == STREAMING
+                    )
+                    for message_id in db.session.scalars(query):
+                        self.follow(message_id, None, conversation_id)
+                    db.session.close()
+                    time.sleep(WATCH_EVERY)
+            finally:
+                db.session.remove()
+
+    def unsubscribe(self, conversation_id: int) -> None:
+        self.subscriptions.discard(conversation_id)
+        with SUBSCRIBERS_LOCK:
+            SUBSCRIBERS[conversation_id].discard(self)
+            others = list(SUBSCRIBERS[conversation_id])
+        for other in others:
+            other.send("user_left", conversation_id=conversation_id, user_id=self.user_id)
+
+
+def require(message: dict, *fields: str) -> None:
+    """ChatError naming the missing fields."""
+    missing = [f for f in fields if f not in message]
+    if missing:
+        raise ChatError(f"Missing field(s): {', '.join(missing)}.", 422, "missing_field")
+
+
+def own(connection: Connection, conversation_id: Any) -> Conversation:
+    if not isinstance(conversation_id, int):
+        raise ChatError("conversation_id must be a number.", 422, "invalid_field")
+    conversation = conversations.get_conversation(connection.user_id, conversation_id)
+    if conversation is None:
+        raise ChatError("Conversation not found.", 404, "not_found")
+    return conversation
+
+
+def on_send_message(connection: Connection, message: dict) -> None:
+    require(message, "request_id", "conversation_id", "content")
+    if not isinstance(message["content"], str) or not message["content"].strip():
+        raise ChatError("content must be non-empty text.", 422, "invalid_field")
+    if message["conversation_id"] is None:
+        conversation = Conversation(user_id=connection.user_id)
+        db.session.add(conversation)
+        db.session.flush()
+    else:
+        conversation = own(connection, message["conversation_id"])
+    sent = conversations.send(conversation, message["content"], parent_id=message.get("parent_id"))
+    ids = {"request_id": message["request_id"], "conversation_id": conversation.id}
+    connection.send("message_created", **ids, message=api.message_json(sent.user_message))
+    if sent.answer is None:
+        raise ChatError(sent.user_message.error, 422, "message_too_long")
+    connection.send("message_created", **ids, message=api.message_json(sent.answer))
+    connection.follow(sent.answer.id, message["request_id"], conversation.id)
+
+
+def on_stop(connection: Connection, message: dict) -> None:
+    require(message, "message_id")
+    found = (
+        conversations.get_message(connection.user_id, message["message_id"])
+        if isinstance(message["message_id"], int)
+        else None
+    )
+    if found is None:
+        raise ChatError("Message not found.", 404, "not_found")
+    conversations.stop(found)
+
+
+def on_subscribe(connection: Connection, message: dict) -> None:
+    require(message, "conversation_id")
+    conversation_id = own(connection, message["conversation_id"]).id
+    if conversation_id in connection.subscriptions:
+        return
+    connection.subscriptions.add(conversation_id)
+    with SUBSCRIBERS_LOCK:
+        others = list(SUBSCRIBERS[conversation_id])
+        SUBSCRIBERS[conversation_id].add(connection)
+    for other in others:
+        other.send("user_joined", conversation_id=conversation_id, user_id=connection.user_id)
+    threading.Thread(target=connection.watch, args=(conversation_id,), daemon=True).start()
+
+
+def on_unsubscribe(connection: Connection, message: dict) -> None:
+    require(message, "conversation_id")
+    connection.unsubscribe(message["conversation_id"])
+
+
+def on_typing(connection: Connection, message: dict) -> None:
+    require(message, "conversation_id", "is_typing")
+    conversation_id = own(connection, message["conversation_id"]).id
+    with SUBSCRIBERS_LOCK:
+        others = [c for c in SUBSCRIBERS[conversation_id] if c is not connection]
+    for other in others:
+        other.send(
+            "typing_indicator",
+            conversation_id=conversation_id,
+            user_id=connection.user_id,
+            is_typing=bool(message["is_typing"]),
+        )
+
+
+def on_ping(connection: Connection, message: dict) -> None:
+    connection.send("pong", request_id=message.get("request_id"))
+
+
+HANDLERS = {
+    "send_message": on_send_message,
+    "stop": on_stop,
+    "subscribe": on_subscribe,
+    "unsubscribe": on_unsubscribe,
+    "typing": on_typing,
+    "ping": on_ping,
+}
+
+
+@sock.route("/api/v1/ws", bp=bp)
+def socket(ws: Any) -> None:
+    """The WebSocket endpoint (bearer token in the Authorization header or ``?token=``)."""
+    Connection(ws, g.api_user_id, current_app._get_current_object()).run()
