@@ -18,6 +18,8 @@ class UnavailableProvider:
         """None can answer."""
         return []
 
-    def stream(self, messages: list[dict], max_tokens: int, **_options: object) -> Stream:
+    def stream(
+        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+    ) -> Stream:
         """Always fails with the reason."""
         raise ProviderError(self.reason)
