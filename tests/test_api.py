@@ -280,3 +280,22 @@ def test_rate_limit_answers_429_with_retry_after(make_app) -> None:  # noqa: ANN
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
     assert limited.get_json()["error"]["code"] == "rate_limited"
     assert api.call("GET", "/conversations").status_code == 200  # reading is not limited
+
+
+def test_page_visitor_creates_and_revokes_tokens(chat) -> None:  # noqa: ANN001
+    import re
+
+    conversation_id, answer_id = chat.start("seen from both sides")
+    chat.wait(answer_id)
+    response = chat.post("/settings/tokens", {"name": "my script"})
+    assert response.status_code == 201
+    token = re.search(r'<code id="new-token">([^<]+)</code>', response.get_data(as_text=True)).group(1)
+    headers = {"Authorization": f"Bearer {token}"}
+    listed = chat.client.get("/api/v1/conversations", headers=headers).get_json()
+    assert [c["id"] for c in listed["items"]] == [conversation_id]  # the same identity as the page
+    page = chat.get("/settings").get_data(as_text=True)
+    assert "my script" in page and token not in page  # shown once, stored hashed
+    token_id = re.search(r"/settings/tokens/(\d+)/revoke", page).group(1)
+    assert chat.post(f"/settings/tokens/{token_id}/revoke").status_code == 303
+    assert chat.client.get("/api/v1/conversations", headers=headers).status_code == 401
+    assert chat.post("/settings/tokens/999/revoke").status_code == 404
