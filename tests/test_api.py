@@ -299,3 +299,40 @@ def test_page_visitor_creates_and_revokes_tokens(chat) -> None:  # noqa: ANN001
     assert chat.post(f"/settings/tokens/{token_id}/revoke").status_code == 303
     assert chat.client.get("/api/v1/conversations", headers=headers).status_code == 401
     assert chat.post("/settings/tokens/999/revoke").status_code == 404
+
+
+def test_send_can_stream_directly_and_failures_arrive_as_error_events(make_app, upstream) -> None:  # noqa: ANN001
+    api = Api(make_app(MAX_FORM_BYTES=2000))
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    upstream.script(Reply(tokens=[" x", " y"], delay=0.05))
+    stream = Stream(
+        lambda: api.client.post(
+            f"/api/v1/conversations/{conversation['id']}/messages",
+            data=json.dumps({"content": "stream it"}),
+            content_type="application/json",
+            headers={**api.headers, "Accept": "text/event-stream"},
+            buffered=False,
+        )
+    )
+    _, events = collect(stream)
+    assert events[-1].event == "done" and events[:-1] and all(e.event == "delta" for e in events[:-1])
+    assert json.loads(events[-1].data)["content"] == " x y"
+
+    upstream.script(Reply(status=503, error_message="down"))
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "fail"}).get_json()
+    lines = [
+        json.loads(line)
+        for line in b"".join(
+            api.stream(f"/messages/{sent['assistant_message']['id']}/stream", Accept="application/x-ndjson")
+        ).splitlines()
+    ]
+    assert lines[-1]["type"] == "error" and "had an error (503)" in lines[-1]["message"]
+
+    too_big = api.call("PATCH", f"/conversations/{conversation['id']}", {"title": "x" * 200_000})
+    assert too_big.status_code == 413 and too_big.get_json()["error"]["code"] == "too_large"
+
+
+def test_openapi_document_is_valid(api: Api) -> None:
+    from openapi_spec_validator import validate
+
+    validate(api.client.get("/api/v1/openapi.json").get_json())
