@@ -45,3 +45,17 @@ def test_postgres_url_from_platform_is_accepted(make_app, postgres_url: str) -> 
     """Heroku and Render hand out postgres:// URLs."""
     app = make_app(DATABASE_URL=postgres_url.replace("postgresql://", "postgres://"))
     assert Chat(app).client.get("/healthz").get_json()["database"] is True
+
+
+def test_api_pages_and_stats_on_postgres(make_app, postgres_url: str, upstream) -> None:  # noqa: ANN001
+    from tests.test_api import Api
+
+    api = Api(make_app(DATABASE_URL=postgres_url))
+    ids = [api.call("POST", "/conversations", {"title": f"c{i}"}).get_json()["id"] for i in range(3)]
+    page = api.call("GET", "/conversations?limit=2").get_json()
+    rest = api.call("GET", f"/conversations?limit=2&cursor={page['next_cursor']}").get_json()
+    assert [c["id"] for c in page["items"] + rest["items"]] == ids[::-1] and rest["next_cursor"] is None
+    sent = api.call("POST", f"/conversations/{ids[0]}/messages", {"content": "hi"}).get_json()
+    api.wait(sent["assistant_message"]["id"])
+    stats = api.call("GET", "/stats").get_json()
+    assert stats["conversations"] == 3 and stats["messages"] == 2 and stats["most_used_model"] == "fake-model"
