@@ -336,3 +336,27 @@ def test_openapi_document_is_valid(api: Api) -> None:
     from openapi_spec_validator import validate
 
     validate(api.client.get("/api/v1/openapi.json").get_json())
+
+
+def test_message_pages_and_resume_mid_stream(api: Api, upstream) -> None:  # noqa: ANN001
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    for n in range(3):
+        sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": f"q{n}"}).get_json()
+        api.wait(sent["assistant_message"]["id"])
+    page = api.call("GET", f"/conversations/{conversation['id']}/messages?limit=4").get_json()
+    assert [m["content"] for m in page["items"]] == ["q1", "Echo: q1", "q2", "Echo: q2"]
+    older = api.call(
+        "GET", f"/conversations/{conversation['id']}/messages?limit=4&before={page['next_cursor']}"
+    ).get_json()
+    assert [m["content"] for m in older["items"]] == ["q0", "Echo: q0"] and older["next_cursor"] is None
+
+    words = [f" r{i}" for i in range(30)]
+    upstream.script(Reply(tokens=words, delay=0.02))
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "resume"}).get_json()
+    url = f"/messages/{sent['assistant_message']['id']}/stream"
+    _, first = collect(api.stream(url), stop_after=3)
+    deltas = [e for e in first if e.event == "delta"]
+    _, rest = collect(api.stream(url, **{"Last-Event-ID": deltas[-1].id}))
+    text = "".join(json.loads(e.data)["content"] for e in deltas + [e for e in rest if e.event == "delta"])
+    assert text == "".join(words)
+    assert rest[-1].event == "done" and rest[-1].id == str(len("".join(words)))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import httpx
 import pytest
-from simple_websocket import Client
+from simple_websocket import Client, ConnectionClosed
 
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -41,7 +42,8 @@ class Socket:
         raise AssertionError(f"not received; got {self.received[-5:]}")
 
     def close(self) -> None:
-        self.ws.close()
+        with contextlib.suppress(ConnectionClosed):
+            self.ws.close()
 
 
 def guest_token(live_server: str) -> str:
@@ -99,28 +101,32 @@ def test_two_concurrent_requests_on_one_socket_never_mix(socket, upstream) -> No
 
 
 def test_subscriber_sees_an_answer_started_on_the_page(app, live_server: str, socket, upstream) -> None:  # noqa: ANN001
-    token = guest_token(live_server)
-    api_headers = {"Authorization": f"Bearer {token}"}
-    conversation = httpx.post(f"{live_server}/api/v1/conversations", json={}, headers=api_headers).json()
+    """The page visitor makes a token for their identity; a socket with it watches the page's answer."""
+    import re
+
+    page = Chat(app)
+    conversation_id, answer_id = page.start("on the page")
+    page.wait(answer_id)
+    created = page.post("/settings/tokens", {"name": "watcher"}).get_data(as_text=True)
+    token = re.search(r'<code id="new-token">([^<]+)</code>', created).group(1)
+
     watcher = socket(token)
-    watcher.send(type="subscribe", conversation_id=conversation["id"])
+    watcher.send(type="subscribe", conversation_id=conversation_id)
     time.sleep(0.1)
     other_tab = socket(token)
-    other_tab.send(type="subscribe", conversation_id=conversation["id"])
+    other_tab.send(type="subscribe", conversation_id=conversation_id)
     watcher.until(lambda m: m["type"] == "user_joined")
-    other_tab.send(type="typing", conversation_id=conversation["id"], is_typing=True)
+    other_tab.send(type="typing", conversation_id=conversation_id, is_typing=True)
     assert watcher.until(lambda m: m["type"] == "typing_indicator")["is_typing"] is True
 
     upstream.script(Reply(tokens=[f" p{i}" for i in range(20)], delay=0.02))
-    sent = httpx.post(
-        f"{live_server}/api/v1/conversations/{conversation['id']}/messages",
-        json={"content": "from REST"},
-        headers=api_headers,
-    ).json()
+    new_answer = page.send(conversation_id, "typed on the page")
     done = watcher.until(lambda m: m["type"] == "done")
-    assert done["message"]["id"] == sent["assistant_message"]["id"]
+    assert done["message"]["id"] == new_answer and done["conversation_id"] == conversation_id
     text = "".join(m["content"] for m in watcher.received if m["type"] == "chunk")
     assert text == "".join(f" p{i}" for i in range(20)) == done["message"]["content"]
+    other_tab.close()
+    watcher.until(lambda m: m["type"] == "user_left")
 
 
 def test_stop_over_the_socket(socket, upstream) -> None:  # noqa: ANN001

@@ -419,7 +419,8 @@ def stream(message_id: int) -> Response:
                     if kind == "done"
                     else {"code": "generation_failed", "message": message["error"], "detail": message}
                 )
-                yield _line(kind, data) if ndjson else sse(json.dumps(message if kind == "done" else data), kind)
+                end = len(message["content"])  # the final offset: resuming from it just ends the stream
+                yield _line(kind, data) if ndjson else sse(json.dumps(message if kind == "done" else data), kind, end)
             elif not ndjson:
                 yield ": ping\n\n"
 
