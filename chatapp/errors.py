@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+API_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 class ChatError(Exception):
@@ -22,10 +35,16 @@ def wants_fragment() -> bool:
     return bool(request.headers.get("HX-Request")) and not request.headers.get("HX-Boosted")
 
 
+def api_error(status: int, message: str, code: str | None = None, details: dict | None = None) -> tuple[Response, int]:
+    """The JSON API's error: ``{"error": {"code", "message", "details"}}`` with the status."""
+    body = {"error": {"code": code or API_CODES.get(status, "error"), "message": message, "details": details or {}}}
+    return jsonify(body), status
+
+
 def error_response(message: str, status: int):  # noqa: ANN201
     """The error in the form the client asked for."""
-    if request.blueprint == "api" or (request.accept_mimetypes.best == "application/json"):
-        return jsonify(error={"code": str(status), "message": message}), status
+    if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
+        return api_error(status, message)
     if wants_fragment():
         html = render_template("partials/error.html", message=message)
         return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}

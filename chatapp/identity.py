@@ -34,7 +34,7 @@ def csrf_token() -> str:
 
 def check_csrf() -> None:
     """Refuse a state-changing request without this session's token (form field or header)."""
-    if request.method in SAFE_METHODS or request.blueprint == "api":
+    if request.method in SAFE_METHODS or request.path.startswith("/api/"):  # bearer tokens, never cookies
         return
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
     expected = session.get(CSRF_FIELD)

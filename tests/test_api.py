@@ -169,6 +169,10 @@ def test_errors_say_what_to_change(make_app, upstream) -> None:  # noqa: ANN001
     assert error["details"]["message"]["content"] == "one two three four five six seven"  # kept
     assert upstream.requests == []
     assert api.call("GET", "/conversations?limit=0").status_code == 422
+    unknown = api.call("GET", "/no-such-thing")  # no route matched: still the API's JSON error
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"
+    wrong_method = api.call("PUT", f"/conversations/{conversation['id']}")
+    assert wrong_method.status_code == 405 and wrong_method.get_json()["error"]["code"] == "method_not_allowed"
 
 
 def test_identities_are_isolated(app, api: Api) -> None:  # noqa: ANN001

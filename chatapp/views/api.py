@@ -19,7 +19,7 @@ from sqlalchemy import and_, or_, select
 from werkzeug.exceptions import HTTPException
 
 from .. import conversations, schemas
-from ..errors import ChatError
+from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
@@ -35,18 +35,6 @@ def _limiter(state) -> None:  # noqa: ANN001
     state.app.extensions["chatapp.ratelimit"] = RateLimiter(state.app.config["API_ANSWERS_PER_MINUTE"])
 
 
-CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    404: "not_found",
-    405: "method_not_allowed",
-    409: "conflict",
-    413: "too_large",
-    415: "unsupported_media_type",
-    422: "invalid",
-    429: "rate_limited",
-    503: "unavailable",
-}
 PUBLIC = {"api.guest", "api.openapi"}
 STARTS_AN_ANSWER = {"api.send_message", "api.edit_message", "api.retry_message"}
 
@@ -85,27 +73,21 @@ def route(
     return register
 
 
-def error(status: int, message: str, code: str | None = None, details: dict | None = None) -> tuple[Response, int]:
-    """``{"error": {"code", "message", "details"}}`` with the status."""
-    body = {"error": {"code": code or CODES.get(status, "error"), "message": message, "details": details or {}}}
-    return jsonify(body), status
-
-
 @bp.errorhandler(HTTPException)
 def _http_error(exc: HTTPException):  # noqa: ANN202
     message = "Not found, or not yours." if exc.code == 404 else (exc.description or exc.name)
-    return error(exc.code or 500, message)
+    return api_error(exc.code or 500, message)
 
 
 @bp.errorhandler(ChatError)
 def _chat_error(exc: ChatError):  # noqa: ANN202
-    return error(exc.status, exc.message, exc.code, exc.details)
+    return api_error(exc.status, exc.message, exc.code, exc.details)
 
 
 @bp.errorhandler(ValidationError)
 def _invalid(exc: ValidationError):  # noqa: ANN202
     fields = [{"field": ".".join(map(str, e["loc"])) or "(body)", "problem": e["msg"]} for e in exc.errors()]
-    return error(
+    return api_error(
         422,
         "Some fields are invalid: " + "; ".join(f"{f['field']}: {f['problem']}" for f in fields),
         details={"fields": fields},
@@ -122,13 +104,15 @@ def _authenticate():  # noqa: ANN202
         token = request.args.get("token", "")
     user_id = ApiToken.user_for(token) if token else None
     if user_id is None:
-        return error(401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one.")
+        return api_error(
+            401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one."
+        )
     g.api_user_id = user_id
     if request.endpoint in STARTS_AN_ANSWER:
         wait = current_app.extensions["chatapp.ratelimit"].check(user_id)
         if wait:
             limit = current_app.config["API_ANSWERS_PER_MINUTE"]
-            response, status = error(
+            response, status = api_error(
                 429, f"At most {limit} answers a minute; try again in {wait} s.", details={"retry_after": wait}
             )
             response.headers["Retry-After"] = str(wait)
@@ -312,7 +296,7 @@ def send_message(conversation_id: int):  # noqa: ANN201
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
         details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
-        return error(422, sent.user_message.error, "message_too_long", details)
+        return api_error(422, sent.user_message.error, "message_too_long", details)
     return started(sent.answer, sent.user_message)
 
 
