@@ -42,5 +42,8 @@ def configure(engine: Engine) -> None:
 
     event.listen(engine, "commit", lambda conn: _give(conn.info))
     event.listen(engine, "rollback", lambda conn: _give(conn.info))
-    # A connection returned to the pool without commit/rollback (e.g. after an error) is reset.
-    event.listen(engine, "reset", lambda _dbapi, record, *_: _give(record.info))
+
+    @event.listens_for(engine, "reset")
+    def _reset(_dbapi_connection: Any, record: Any, _reset_state: Any) -> None:
+        # A connection returned to the pool without commit/rollback (e.g. after an error).
+        _give(record.info)

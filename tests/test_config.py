@@ -52,3 +52,18 @@ def test_platform_postgres_urls_get_a_driver(tmp_path, monkeypatch) -> None:  # 
     app = bare_app(tmp_path)
     load_config(app)
     assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u:p@db.example:5432/chat"
+
+
+def test_startup_migrations_keep_the_apps_own_logging(make_app, caplog) -> None:  # noqa: ANN001
+    # The app runs its migrations at startup; Alembic's logging set-up once silenced every logger
+    # that already existed, so a failed answer left no trace in the server log.
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app = make_app()
+        app.test_client().get("/")  # a request checks a database connection out and back in
+    logging.getLogger("chatapp.generation").error("an answer failed")
+    assert "an answer failed" in caplog.text
+    assert not [w for w in caught if "deprecat" in str(w.message).lower()], [str(w.message) for w in caught]
