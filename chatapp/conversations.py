@@ -58,6 +58,7 @@ def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tu
     prepared = _prepare_images(images)
     content = _clean(content, bool(prepared))
     conversation = Conversation(user_id=user.id)
+    conversation.set_title_from(content or "Image")
     db.session.add(conversation)
     db.session.flush()
     return conversation, _send(conversation, content, prepared)
@@ -100,9 +101,9 @@ def _send(
     db.session.add(user_message)
     db.session.flush()
     db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
-    conversation.active_leaf_id = user_message.id
-    conversation.updated_at = utcnow()
     if user_message.status == ERROR:
+        conversation.active_leaf_id = user_message.id
+        conversation.updated_at = utcnow()
         db.session.commit()
         return Sent(user_message, None, replaced_id)
     return Sent(user_message, _answer(conversation, user_message), replaced_id)

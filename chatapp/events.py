@@ -15,7 +15,7 @@ from .generation import current_generator
 from .models import STREAMING, Message, mark_stale_interrupted, utcnow
 
 PING_EVERY = 15.0  # seconds between keep-alive comments
-COALESCE = 0.03  # seconds to let deltas pile up after sending one: fewer, larger events under load
+COALESCE = 0.05  # seconds to let deltas pile up after sending one: fewer, larger events under load
 CHECK_EVERY = 2.0  # seconds of silence after which the database is asked whether the answer ended
 
 
