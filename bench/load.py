@@ -229,12 +229,39 @@ def wait_http(url: str, timeout: float = 30) -> None:
 
 
 def gunicorn(app: str, port: int, args: argparse.Namespace, env: dict, log: Path) -> subprocess.Popen:
-    command = [sys.executable, "-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers)]
+    command = [sys.executable, "-m", "gunicorn", app, "--config", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}"]
+    command += ["--workers", str(args.workers)]
     if args.worker_class == "gevent":
         command += ["--worker-class", "gevent", "--worker-connections", "4000"]
     else:
         command += ["--worker-class", "gthread", "--threads", str(args.threads)]
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """CPU time (clock ticks) the processes and their children (gunicorn's workers) have used."""
+    stats = {}
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = path.read_text().rsplit(")", 1)[1].split()
+            stats[int(path.parent.name)] = (int(fields[1]), int(fields[11]) + int(fields[12]))  # ppid, utime+stime
+    wanted = set(pids)
+    wanted |= {pid for pid, (ppid, _) in stats.items() if ppid in wanted}
+    return sum(ticks for pid, (_, ticks) in stats.items() if pid in wanted)
+
+
+def settle(pids: list[int], limit: float = 15.0) -> None:
+    """Wait until the servers are idle (under 5% of a CPU for half a second): a target that just
+    finished may still be closing connections, and must not eat into the next one's measurement."""
+    if not Path("/proc/self/stat").exists():
+        time.sleep(2)
+        return
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        before = cpu_ticks(pids)
+        time.sleep(0.5)
+        if cpu_ticks(pids) - before <= 0.05 * 0.5 * os.sysconf("SC_CLK_TCK"):
+            return
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -316,7 +343,7 @@ def main() -> None:
             for target in args.targets:
                 results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
                 rows.append(summarize(target, n, args.tokens, results, wall))
-                time.sleep(1)
+                settle([p.pid for p in processes])
     finally:
         for process in processes:
             process.terminate()
