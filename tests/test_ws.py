@@ -135,6 +135,9 @@ def test_stop_over_the_socket(socket, upstream) -> None:  # noqa: ANN001
     ws.send(type="send_message", request_id="long", conversation_id=None, content="go on")
     answer = ws.until(lambda m: m["type"] == "message_created" and m["message"]["role"] == "assistant")["message"]
     ws.until(lambda m: m["type"] == "chunk")
+    ws.send(type="send_message", request_id="race", conversation_id=answer["conversation_id"], content="and?")
+    refused = ws.until(lambda m: m["type"] == "error")  # one answer at a time in a conversation
+    assert refused["code"] == "conflict" and refused["request_id"] == "race" and "Stop it" in refused["message"]
     ws.send(type="stop", message_id=answer["id"])
     done = ws.until(lambda m: m["type"] == "done")
     assert done["message"]["status"] == "stopped"

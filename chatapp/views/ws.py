@@ -18,7 +18,7 @@ from simple_websocket import ConnectionClosed
 from sqlalchemy import select
 
 from .. import conversations
-from ..errors import ChatError
+from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, follow
 from ..extensions import db, sock
 from ..models import ERROR, STREAMING, Conversation, Message
@@ -95,7 +95,7 @@ class Connection:
                 self.send(
                     "error",
                     request_id=request_id,
-                    code=exc.code or api.CODES.get(exc.status, "error"),
+                    code=exc.code or API_CODES.get(exc.status, "error"),
                     message=exc.message,
                 )
             finally:
