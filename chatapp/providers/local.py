@@ -5,10 +5,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..blocking import call_blocking
 from . import Chunk, ProviderError
 
 BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -21,23 +22,6 @@ def bundled_model_path() -> str | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_FILE
     return str(path) if path.exists() else None
-
-
-def call_blocking(func: Callable[..., Any], *args: Any) -> Any:
-    """Run a CPU-bound call so it cannot stall other requests.
-
-    Under gthread or sync workers the caller already is a real OS thread. Under gevent,
-    ``threading`` is patched into greenlets, so hand the call to gevent's pool of real threads.
-    """
-    try:
-        from gevent import monkey
-    except ImportError:
-        return func(*args)
-    if not monkey.is_module_patched("threading"):
-        return func(*args)
-    import gevent
-
-    return gevent.get_hub().threadpool.apply(func, args)
 
 
 class LocalProvider:
