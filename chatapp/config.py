@@ -20,7 +20,9 @@ DEFAULTS: dict[str, object] = {
     "LOCAL_CONTEXT_TOKENS": 8192,
     "MAX_USER_MESSAGE_TOKENS": 4000,
     "MAX_HISTORY_TOKENS": 6000,
-    "MAX_RESPONSE_TOKENS": 1024,
+    "MAX_RESPONSE_TOKENS": 1024,  # also the largest max_tokens a conversation may ask for
+    "MAX_MESSAGE_CHARS": 100_000,  # longer messages are refused (413), not saved
+    "ALLOWED_MODELS": "",  # comma-separated; empty: any model name
     "SYSTEM_PROMPT": "You are a helpful assistant.",
     "REDIS_URL": None,
     "REDIS_PREFIX": "chatapp",  # key prefix, so several apps can share one Redis

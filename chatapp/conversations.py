@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from . import images as images_module
 from .errors import ChatError
@@ -41,22 +42,126 @@ def get_user(user_id: str | None) -> User:
     return user
 
 
-def get_conversation(user_id: str, conversation_id: int) -> Conversation | None:
-    """The conversation if it belongs to ``user_id``; None otherwise (the caller answers 404)."""
+NOT_FOUND = "Not found: it may have been deleted, or it belongs to someone else."
+
+
+def owned_conversation(user_id: str | None, conversation_id: int) -> Conversation:
+    """The conversation if it belongs to ``user_id``; a 404 ChatError otherwise (the same for every door)."""
     conversation = db.session.get(Conversation, conversation_id)
-    return conversation if conversation and conversation.user_id == user_id else None
+    if conversation is None or user_id is None or conversation.user_id != user_id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    return conversation
 
 
-def get_message(user_id: str, message_id: int) -> Message | None:
-    """The message if its conversation belongs to ``user_id``."""
+def owned_message(user_id: str | None, message_id: int) -> Message:
+    """The message if its conversation belongs to ``user_id``; a 404 ChatError otherwise."""
     message = db.session.get(Message, message_id)
-    return message if message and message.conversation.user_id == user_id else None
+    if message is None or user_id is None or message.conversation.user_id != user_id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    return message
+
+
+def create_conversation(user: User, fields: dict | None = None) -> Conversation:
+    """An empty conversation with the given title, model, system prompt and settings."""
+    conversation = Conversation(user_id=user.id)
+    _apply(conversation, fields or {})
+    db.session.add(conversation)
+    db.session.commit()
+    return conversation
+
+
+def update_conversation(conversation: Conversation, fields: dict) -> Conversation:
+    """Change the fields sent (title, model, system_prompt, settings.temperature/max_tokens)."""
+    _apply(conversation, fields)
+    db.session.commit()
+    return conversation
+
+
+def _apply(conversation: Conversation, fields: dict) -> None:
+    """Check the operator's bounds, then set only the fields that were sent."""
+    if "title" in fields:
+        title = " ".join((fields["title"] or "").split())
+        if not title:
+            raise ChatError("A title cannot be empty.", 422, "invalid", {"fields": [{"field": "title"}]})
+        if len(title) > 200:
+            raise ChatError(f"A title can be at most 200 characters; this one has {len(title)}.", 422)
+        conversation.title = title
+    if "model" in fields:
+        conversation.model = _allowed_model(fields["model"])
+    if "system_prompt" in fields:
+        conversation.system_prompt = fields["system_prompt"]
+    settings = fields.get("settings") or {}
+    if "temperature" in settings:
+        conversation.temperature = settings["temperature"]
+    if "max_tokens" in settings:
+        conversation.max_tokens = _capped_max_tokens(settings["max_tokens"])
+
+
+def _allowed_model(model: str | None) -> str | None:
+    allowed = allowed_models()
+    if model is not None and allowed and model not in allowed:
+        raise ChatError(
+            f"The model {model!r} is not offered here. Choose one of: {', '.join(allowed)}.",
+            422,
+            "model_not_allowed",
+            {"fields": [{"field": "model"}], "allowed": allowed},
+        )
+    return model
+
+
+def allowed_models() -> list[str]:
+    """``ALLOWED_MODELS`` as a list (empty: any model name the upstream accepts)."""
+    raw = current_app.config["ALLOWED_MODELS"] or ""
+    names = raw if isinstance(raw, list | tuple) else raw.split(",")
+    return [name.strip() for name in names if name.strip()]
+
+
+def _capped_max_tokens(max_tokens: int | None) -> int | None:
+    cap = current_app.config["MAX_RESPONSE_TOKENS"]
+    if max_tokens is not None and max_tokens > cap:
+        raise ChatError(
+            f"max_tokens can be at most {cap:,} here (MAX_RESPONSE_TOKENS); {max_tokens:,} was asked for.",
+            422,
+            "invalid",
+            {"fields": [{"field": "settings.max_tokens"}], "limit": cap},
+        )
+    return max_tokens
+
+
+def list_conversations(user_id: str, limit: int, cursor: str | None = None) -> tuple[list[Conversation], str | None]:
+    """A page of the user's conversations, most recently active first, and the cursor of the next page."""
+    query = select(Conversation).where(Conversation.user_id == user_id)
+    if cursor:
+        updated_at, last_id = _decode_cursor(cursor)
+        query = query.where(
+            or_(
+                Conversation.updated_at < updated_at,
+                and_(Conversation.updated_at == updated_at, Conversation.id < last_id),
+            )
+        )
+    order = (Conversation.updated_at.desc(), Conversation.id.desc())
+    rows = list(db.session.scalars(query.order_by(*order).limit(limit + 1)))
+    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _encode_cursor(conversation: Conversation) -> str:
+    raw = f"{conversation.updated_at.isoformat()}|{conversation.id}"
+    return base64.urlsafe_b64encode(raw.encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        updated_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
+        return datetime.fromisoformat(updated_at), int(last_id)
+    except ValueError:
+        raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
 
 def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tuple[Conversation, Sent]:
     """A new conversation opened by the user's first message (checked before anything is saved)."""
+    content = _clean(content, bool(images))
     prepared = _prepare_images(images)
-    content = _clean(content, bool(prepared))
     conversation = Conversation(user_id=user.id)
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
@@ -69,9 +174,9 @@ def send(conversation: Conversation, content: str, images: list[bytes] = (), par
 
     The message follows the visible path, or ``parent_id`` (a message of this conversation) if given.
     """
-    prepared = _prepare_images(images)
-    content = _clean(content, bool(prepared))
+    content = _clean(content, bool(images))
     _refuse_if_streaming(conversation)
+    prepared = _prepare_images(images)
     parent = None
     if parent_id is not None:
         parent = db.session.get(Message, parent_id)
@@ -206,13 +311,7 @@ def give_feedback(message: Message, rating: str | None, comment: str | None) -> 
 
 def rename(conversation: Conversation, title: str) -> None:
     """Give the conversation a title of the user's choosing."""
-    title = " ".join(title.split())
-    if not title:
-        raise ChatError("A title cannot be empty.", 400)
-    if len(title) > 200:
-        raise ChatError(f"A title can be at most 200 characters; this one has {len(title)}.", 400)
-    conversation.title = title
-    db.session.commit()
+    update_conversation(conversation, {"title": title})
 
 
 def delete(conversation: Conversation) -> None:
@@ -241,9 +340,18 @@ def _too_long(tokens: int) -> str | None:
 
 
 def _clean(content: str, has_images: bool = False) -> str:
+    """The message's text, checked the same for every door: not empty, not over MAX_MESSAGE_CHARS."""
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if len(content) > limit:
+        raise ChatError(
+            f"This message is {len(content):,} characters long; the limit is {limit:,}. Shorten it and send again.",
+            413,
+            "too_large",
+            {"fields": [{"field": "content"}], "limit": limit},
+        )
     content = content.strip()
     if not content and not has_images:
-        raise ChatError("Type a message before sending.", 400)
+        raise ChatError("Type a message before sending.", 422, "empty_message", {"fields": [{"field": "content"}]})
     return content
 
 

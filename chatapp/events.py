@@ -31,8 +31,11 @@ class Ping:
     """Time for a keep-alive comment."""
 
 
+@dataclass(frozen=True)
 class Done:
-    """The answer has ended; its final state is in the database."""
+    """The answer has ended: ``message`` is its final state, loaded once for whichever door formats it."""
+
+    message: Message | None
 
 
 Update = Delta | Ping | Done
@@ -47,7 +50,7 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
     """
     yield Ping()
     if _status(message_id) != STREAMING:
-        yield Done()
+        yield from _finished(message_id)
         return
     broker = current_generator().broker
     cursor = None
@@ -70,7 +73,7 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
             yield Delta("".join(pieces), sent)
             last_news = now
         if done:
-            yield Done()
+            yield from _finished(message_id)
             return
         if now - last_ping >= PING_EVERY:
             yield Ping()
@@ -78,10 +81,18 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
         if not events and now - last_news >= CHECK_EVERY:
             last_news = now
             if _status(message_id) != STREAMING:
-                yield Done()
+                yield from _finished(message_id)
                 return
         if pieces:
             time.sleep(COALESCE)
+
+
+def _finished(message_id: int) -> Iterator[Done]:
+    """The final state, valid (relationships and all) until the door asks for the next update."""
+    try:
+        yield Done(db.session.get(Message, message_id))
+    finally:
+        db.session.close()
 
 
 def _status(message_id: int) -> str | None:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hmac
 import secrets
 
-from flask import Flask, abort, g, request, session
+from flask import Flask, Response, abort, g, request, session
 
 from .conversations import get_user
-from .models import User
+from .errors import api_error
+from .models import ApiToken, User
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
@@ -46,3 +47,27 @@ def init_app(app: Flask) -> None:
     """Check CSRF before every request and offer ``csrf_token()`` to templates."""
     app.before_request(check_csrf)
     app.jinja_env.globals["csrf_token"] = csrf_token
+
+
+def bearer_token() -> str:
+    """The API token sent with this request: ``Authorization: Bearer``, or ``?token=`` on the WebSocket."""
+    header = request.headers.get("Authorization", "")
+    token = header[7:].strip() if header.startswith("Bearer ") else ""
+    if not token and request.path.endswith("/ws"):  # browsers cannot set headers on a WebSocket
+        token = request.args.get("token", "")
+    return token
+
+
+def require_bearer() -> Response | None:
+    """Before an API request: remember the token's identity in ``g.api_user_id``, or answer 401."""
+    token = bearer_token()
+    user_id = ApiToken.user_for(token) if token else None
+    if user_id is None:
+        response, status = api_error(
+            401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one."
+        )
+        response.status_code = status
+        return response
+    g.api_user_id = user_id
+    g.api_token = token
+    return None

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .models import Conversation, Message, Tree, siblings_of
+
 
 class Strict(BaseModel):
     """Unknown fields are errors, so a typo does not pass silently."""
@@ -58,6 +60,13 @@ class ConversationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @classmethod
+    def from_conversation(cls, c: Conversation) -> dict:
+        """The conversation as the API and the WebSocket send it (JSON-ready)."""
+        settings = {"temperature": c.temperature, "max_tokens": c.max_tokens}
+        fields = {f: getattr(c, f) for f in ("id", "title", "model", "system_prompt", "created_at", "updated_at")}
+        return cls(**fields, settings=settings).model_dump(mode="json")
+
 
 class MessageOut(BaseModel):
     id: int
@@ -79,6 +88,22 @@ class MessageOut(BaseModel):
     sibling_index: int
     sibling_count: int
     feedback: Feedback | None
+
+    @classmethod
+    def from_message(cls, m: Message, tree: Tree | None = None) -> dict:
+        """The message as the API and the WebSocket send it (JSON-ready); ``tree`` saves a query per message."""
+        position = tree.siblings(m) if tree else siblings_of(m)
+        feedback = (
+            {"rating": m.feedback_rating, "comment": m.feedback_comment}
+            if m.feedback_rating or m.feedback_comment
+            else None
+        )
+        return cls(
+            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f)},
+            sibling_index=position.index,
+            sibling_count=position.count,
+            feedback=feedback,
+        ).model_dump(mode="json")
 
 
 class ConversationPage(BaseModel):

@@ -272,7 +272,7 @@ def test_rename_and_delete(chat: Chat) -> None:
     )
     assert chat.post(f"/c/{conversation_id}/rename", {"title": "  Renamed   chat "}).status_code == 303
     assert "<title>Renamed chat · chatapp</title>" in chat.get(f"/c/{conversation_id}").get_data(as_text=True)
-    assert chat.post(f"/c/{conversation_id}/rename", {"title": "   "}).status_code == 400
+    assert chat.post(f"/c/{conversation_id}/rename", {"title": "   "}).status_code == 422
 
     confirm = chat.get(f"/c/{conversation_id}/delete").get_data(as_text=True)
     assert "Delete “Renamed chat”?" in confirm and 'method="post"' in confirm
@@ -290,7 +290,7 @@ def test_long_first_message_title_is_shortened(chat: Chat) -> None:
 
 def test_empty_message_is_refused(chat: Chat, upstream) -> None:  # noqa: ANN001
     response = chat.post("/conversations", {"content": "   "})
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert "Type a message" in response.get_data(as_text=True)
     assert upstream.requests == []
 

@@ -6,16 +6,13 @@ document at ``/api/v1/openapi.json`` is generated from those same declarations.
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context, url_for
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
-from sqlalchemy import and_, or_, select
 from werkzeug.exceptions import HTTPException
 
 from .. import conversations, schemas
@@ -23,7 +20,8 @@ from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
-from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
+from ..identity import require_bearer
+from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, user_stats
 from ..ratelimit import RateLimiter
 from ..voice import transcribe_upload
 
@@ -98,18 +96,11 @@ def _invalid(exc: ValidationError):  # noqa: ANN202
 def _authenticate():  # noqa: ANN202
     if request.endpoint in PUBLIC:
         return None
-    header = request.headers.get("Authorization", "")
-    token = header[7:].strip() if header.startswith("Bearer ") else ""
-    if not token and request.blueprint == "ws":  # browsers cannot set headers on a WebSocket
-        token = request.args.get("token", "")
-    user_id = ApiToken.user_for(token) if token else None
-    if user_id is None:
-        return api_error(
-            401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one."
-        )
-    g.api_user_id = user_id
+    refused = require_bearer()
+    if refused is not None:
+        return refused
     if request.endpoint in STARTS_AN_ANSWER:
-        wait = current_app.extensions["chatapp.ratelimit"].check(user_id)
+        wait = current_app.extensions["chatapp.ratelimit"].check(g.api_user_id)
         if wait:
             limit = current_app.config["API_ANSWERS_PER_MINUTE"]
             response, status = api_error(
@@ -131,17 +122,11 @@ def parse(schema: type[BaseModel]) -> BaseModel:
 
 
 def own_conversation(conversation_id: int) -> Conversation:
-    found = conversations.get_conversation(g.api_user_id, conversation_id)
-    if found is None:
-        raise ChatError("Conversation not found.", 404)
-    return found
+    return conversations.owned_conversation(g.api_user_id, conversation_id)
 
 
 def own_message(message_id: int) -> Message:
-    found = conversations.get_message(g.api_user_id, message_id)
-    if found is None:
-        raise ChatError("Message not found.", 404)
-    return found
+    return conversations.owned_message(g.api_user_id, message_id)
 
 
 def limit_arg() -> int:
@@ -151,35 +136,8 @@ def limit_arg() -> int:
     return int(value)
 
 
-def conversation_json(c: Conversation) -> dict:
-    settings = {"temperature": c.temperature, "max_tokens": c.max_tokens}
-    fields = {f: getattr(c, f) for f in ("id", "title", "model", "system_prompt", "created_at", "updated_at")}
-    return schemas.ConversationOut(**fields, settings=settings).model_dump(mode="json")
-
-
-def apply(conversation: Conversation, data: schemas.ConversationCreate) -> None:
-    """Set the fields the client sent (and only those)."""
-    sent = data.model_dump(exclude_unset=True)
-    for name in ("title", "model", "system_prompt"):
-        if name in sent:
-            setattr(conversation, name, sent[name])
-    for name, value in (sent.get("settings") or {}).items():
-        setattr(conversation, name, value)
-
-
-def message_json(m: Message, tree: Tree | None = None) -> dict:
-    position = tree.siblings(m) if tree else siblings_of(m)
-    feedback = (
-        {"rating": m.feedback_rating, "comment": m.feedback_comment}
-        if m.feedback_rating or m.feedback_comment
-        else None
-    )
-    return schemas.MessageOut(
-        **{f: getattr(m, f) for f in schemas.MessageOut.model_fields if hasattr(Message, f)},
-        sibling_index=position.index,
-        sibling_count=position.count,
-        feedback=feedback,
-    ).model_dump(mode="json")
+conversation_json = schemas.ConversationOut.from_conversation
+message_json = schemas.MessageOut.from_message
 
 
 # -- identity --------------------------------------------------------------------------------------------
@@ -199,30 +157,15 @@ def guest():  # noqa: ANN201
 @route("/conversations", "GET", response=schemas.ConversationPage)
 def list_conversations():  # noqa: ANN201
     """The identity's conversations, most recently active first (``?limit=&cursor=``)."""
-    limit = limit_arg()
-    query = select(Conversation).where(Conversation.user_id == g.api_user_id)
-    if cursor := request.args.get("cursor"):
-        updated_at, last_id = _decode_cursor(cursor)
-        query = query.where(
-            or_(
-                Conversation.updated_at < updated_at,
-                and_(Conversation.updated_at == updated_at, Conversation.id < last_id),
-            )
-        )
-    rows = list(
-        db.session.scalars(query.order_by(Conversation.updated_at.desc(), Conversation.id.desc()).limit(limit + 1))
-    )
-    next_cursor = _encode_cursor(rows[limit - 1]) if len(rows) > limit else None
-    return jsonify(items=[conversation_json(c) for c in rows[:limit]], next_cursor=next_cursor)
+    rows, next_cursor = conversations.list_conversations(g.api_user_id, limit_arg(), request.args.get("cursor"))
+    return jsonify(items=[conversation_json(c) for c in rows], next_cursor=next_cursor)
 
 
 @route("/conversations", "POST", body=schemas.ConversationCreate, response=schemas.ConversationOut, status=201)
 def create_conversation():  # noqa: ANN201
     """Create an empty conversation."""
-    conversation = Conversation(user_id=g.api_user_id)
-    apply(conversation, parse(schemas.ConversationCreate))
-    db.session.add(conversation)
-    db.session.commit()
+    fields = parse(schemas.ConversationCreate).model_dump(exclude_unset=True)
+    conversation = conversations.create_conversation(db.session.get(User, g.api_user_id), fields)
     return jsonify(conversation_json(conversation)), 201
 
 
@@ -236,9 +179,8 @@ def get_conversation(conversation_id: int):  # noqa: ANN201
 def update_conversation(conversation_id: int):  # noqa: ANN201
     """Change a conversation's title, model, system prompt or settings."""
     conversation = own_conversation(conversation_id)
-    apply(conversation, parse(schemas.ConversationUpdate))
-    db.session.commit()
-    return jsonify(conversation_json(conversation))
+    fields = parse(schemas.ConversationUpdate).model_dump(exclude_unset=True)
+    return jsonify(conversation_json(conversations.update_conversation(conversation, fields)))
 
 
 @route("/conversations/{conversation_id}", "DELETE", status=204)
@@ -288,10 +230,6 @@ def send_message(conversation_id: int):  # noqa: ANN201
                 images.append(upload.read())
     else:
         data = parse(schemas.MessageCreate)
-    if not data.content.strip() and not images:
-        raise ChatError(
-            "content is empty: send some text (or images).", 422, details={"fields": [{"field": "content"}]}
-        )
     sent = conversations.send(own_conversation(conversation_id), data.content, images, parent_id=data.parent_id)
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
@@ -395,8 +333,7 @@ def stream(message_id: int) -> Response:
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)
             elif isinstance(update, Done):
-                message = message_json(db.session.get(Message, message_id))
-                db.session.close()
+                message = message_json(update.message)
                 kind = "error" if message["status"] == ERROR else "done"
                 data = (
                     {"message": message}
@@ -414,19 +351,6 @@ def stream(message_id: int) -> Response:
 
 def _line(kind: str, data: dict) -> str:
     return json.dumps({"type": kind, **data}) + "\n"
-
-
-def _encode_cursor(conversation: Conversation) -> str:
-    raw = f"{conversation.updated_at.isoformat()}|{conversation.id}"
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[datetime, int]:
-    try:
-        updated_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(updated_at), int(last_id)
-    except ValueError:
-        raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------------

@@ -34,17 +34,11 @@ def _vary(response: Response) -> Response:
 
 
 def _conversation_or_404(conversation_id: int) -> Conversation:
-    conversation = conversations.get_conversation(current_user().id, conversation_id)
-    if conversation is None:
-        abort(404)
-    return conversation
+    return conversations.owned_conversation(current_user().id, conversation_id)
 
 
 def _message_or_404(message_id: int) -> Message:
-    message = conversations.get_message(current_user().id, message_id)
-    if message is None:
-        abort(404)
-    return message
+    return conversations.owned_message(current_user().id, message_id)
 
 
 def _to_message(message: Message):  # noqa: ANN202
@@ -221,9 +215,7 @@ def events(message_id: int):  # noqa: ANN201
                 # Wrapped in a span: HTMX would otherwise trim a token's leading space.
                 yield sse(f"<span>{escape(update.text)}</span>", "delta", update.end)
             elif isinstance(update, Done):
-                message = db.session.get(Message, message_id)
-                yield sse(render_template("partials/finished.html", message=message), "done")
-                db.session.close()
+                yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:
                 yield ": ping\n\n"
 

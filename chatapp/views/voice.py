@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import conversations
 from ..conversations import ChatError
@@ -18,9 +18,7 @@ def transcribe():  # noqa: ANN201
     """JSON ``{"text"}`` for the mic button; without JS, the page again with the text in the composer."""
     wants_json = request.accept_mimetypes.best == "application/json"
     conversation_id = request.args.get("conversation_id", type=int)
-    conversation = conversations.get_conversation(current_user().id, conversation_id) if conversation_id else None
-    if conversation_id and conversation is None:
-        abort(404)
+    conversation = conversations.owned_conversation(current_user().id, conversation_id) if conversation_id else None
     typed = request.form.get("content", "")
     data = b""
     if upload := request.files.get("audio"):

@@ -8,26 +8,31 @@ conversation also get the chunks of answers started elsewhere (the page, REST, a
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import defaultdict
 from typing import Any
 
 from flask import Blueprint, Flask, current_app, g
+from pydantic import ValidationError
 from simple_websocket import ConnectionClosed
 from sqlalchemy import select
 
-from .. import conversations
+from .. import conversations, schemas
 from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, follow
 from ..extensions import db, sock
-from ..models import ERROR, STREAMING, Conversation, Message
-from . import api
+from ..identity import require_bearer
+from ..models import ERROR, STREAMING, ApiToken, Conversation, Message, User
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("ws", __name__)
-bp.before_request(api._authenticate)  # the same bearer token as the REST API (header or ?token=)
+bp.before_request(require_bearer)  # the same bearer token as the REST API (header or ?token=)
 
 WATCH_EVERY = 0.3  # seconds between looks for new answers in a subscribed conversation
+RECHECK_EVERY = 2.0  # seconds between checks that the token is still valid (revoked, user disabled)
 # conversation id -> open connections subscribed to it (this process)
 SUBSCRIBERS: dict[int, set[Connection]] = defaultdict(set)
 SUBSCRIBERS_LOCK = threading.Lock()
@@ -36,9 +41,10 @@ SUBSCRIBERS_LOCK = threading.Lock()
 class Connection:
     """One client socket."""
 
-    def __init__(self, ws: Any, user_id: str, app: Flask) -> None:
+    def __init__(self, ws: Any, user_id: str, token: str, app: Flask) -> None:
         self.ws = ws
         self.user_id = user_id
+        self.token = token
         self.app = app
         self.lock = threading.Lock()
         self.following: set[int] = set()  # message ids this socket already streams
@@ -55,20 +61,35 @@ class Connection:
                     self.open = False
 
     def run(self) -> None:
-        """Read and answer client messages until the socket closes."""
+        """Read and answer client messages until the socket closes or its token stops being valid."""
         self.send("connection_established", user_id=self.user_id)
+        checked = time.monotonic()
         try:
             while self.open:
-                raw = self.ws.receive(timeout=None)
-                if raw is None:
-                    break
-                self.handle(raw)
+                raw = self.ws.receive(timeout=RECHECK_EVERY)
+                if time.monotonic() - checked >= RECHECK_EVERY or raw is None:
+                    checked = time.monotonic()
+                    if not self.token_still_valid():
+                        self.send("error", code="unauthorized", message="This token was revoked or its user disabled.")
+                        self.ws.close(reason=1008, message="unauthorized")
+                        break
+                if raw is not None:
+                    self.handle(raw)
         except ConnectionClosed:
             pass
         finally:
             self.open = False
-            for conversation_id in list(self.subscriptions):
-                self.unsubscribe(conversation_id)
+            with self.app.app_context():
+                for conversation_id in list(self.subscriptions):
+                    self.unsubscribe(conversation_id)
+
+    def token_still_valid(self) -> bool:
+        """True while the token exists and belongs to this socket's user (revoking or disabling ends it)."""
+        with self.app.app_context():
+            try:
+                return ApiToken.user_for(self.token) == self.user_id
+            finally:
+                db.session.remove()
 
     def handle(self, raw: str | bytes) -> None:
         """Dispatch one client message; problems become ``error`` messages, never a closed socket."""
@@ -92,12 +113,16 @@ class Connection:
             try:
                 handler(self, message)
             except ChatError as exc:
-                self.send(
-                    "error",
-                    request_id=request_id,
-                    code=exc.code or API_CODES.get(exc.status, "error"),
-                    message=exc.message,
-                )
+                db.session.rollback()
+                code = exc.code or API_CODES.get(exc.status, "error")
+                self.send("error", request_id=request_id, code=code, message=exc.message, status=exc.status)
+            except ValidationError as exc:
+                problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+                self.send("error", request_id=request_id, code="invalid", message=f"Invalid fields: {problems}")
+            except Exception:
+                log.exception("WebSocket message %r failed", message.get("type"))
+                db.session.rollback()
+                self.send("error", request_id=request_id, code="internal", message="The server could not do that.")
             finally:
                 db.session.remove()
 
@@ -119,10 +144,10 @@ class Connection:
                     if isinstance(update, Delta):
                         self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
                     elif isinstance(update, Done):
-                        message = db.session.get(Message, message_id)
+                        message = update.message
                         if message.status == ERROR:
                             self.send("error", request_id=request_id, code="generation_failed", message=message.error)
-                        self.send("done", **ids, message=api.message_json(message))
+                        self.send("done", **ids, message=schemas.MessageOut.from_message(message))
             finally:
                 db.session.remove()
                 self.following.discard(message_id)
@@ -159,43 +184,34 @@ def require(message: dict, *fields: str) -> None:
 
 
 def own(connection: Connection, conversation_id: Any) -> Conversation:
-    if not isinstance(conversation_id, int):
+    if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
         raise ChatError("conversation_id must be a number.", 422, "invalid_field")
-    conversation = conversations.get_conversation(connection.user_id, conversation_id)
-    if conversation is None:
-        raise ChatError("Conversation not found.", 404, "not_found")
-    return conversation
+    return conversations.owned_conversation(connection.user_id, conversation_id)
 
 
 def on_send_message(connection: Connection, message: dict) -> None:
     require(message, "request_id", "conversation_id", "content")
-    if not isinstance(message["content"], str) or not message["content"].strip():
-        raise ChatError("content must be non-empty text.", 422, "invalid_field")
+    data = schemas.MessageCreate.model_validate({k: message[k] for k in ("content", "parent_id") if k in message})
     if message["conversation_id"] is None:
-        conversation = Conversation(user_id=connection.user_id)
-        db.session.add(conversation)
-        db.session.flush()
+        user = db.session.get(User, connection.user_id)
+        conversation, sent = conversations.start_conversation(user, data.content)
     else:
         conversation = own(connection, message["conversation_id"])
-    sent = conversations.send(conversation, message["content"], parent_id=message.get("parent_id"))
+        sent = conversations.send(conversation, data.content, parent_id=data.parent_id)
     ids = {"request_id": message["request_id"], "conversation_id": conversation.id}
-    connection.send("message_created", **ids, message=api.message_json(sent.user_message))
+    connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.user_message))
     if sent.answer is None:
         raise ChatError(sent.user_message.error, 422, "message_too_long")
-    connection.send("message_created", **ids, message=api.message_json(sent.answer))
+    connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.answer))
     connection.follow(sent.answer.id, message["request_id"], conversation.id)
 
 
 def on_stop(connection: Connection, message: dict) -> None:
     require(message, "message_id")
-    found = (
-        conversations.get_message(connection.user_id, message["message_id"])
-        if isinstance(message["message_id"], int)
-        else None
-    )
-    if found is None:
-        raise ChatError("Message not found.", 404, "not_found")
-    conversations.stop(found)
+    message_id = message["message_id"]
+    if not isinstance(message_id, int) or isinstance(message_id, bool):
+        raise ChatError("message_id must be a number.", 422, "invalid_field")
+    conversations.stop(conversations.owned_message(connection.user_id, message_id))
 
 
 def on_subscribe(connection: Connection, message: dict) -> None:
@@ -214,7 +230,7 @@ def on_subscribe(connection: Connection, message: dict) -> None:
 
 def on_unsubscribe(connection: Connection, message: dict) -> None:
     require(message, "conversation_id")
-    connection.unsubscribe(message["conversation_id"])
+    connection.unsubscribe(own(connection, message["conversation_id"]).id)
 
 
 def on_typing(connection: Connection, message: dict) -> None:
@@ -248,4 +264,4 @@ HANDLERS = {
 @sock.route("/api/v1/ws", bp=bp)
 def socket(ws: Any) -> None:
     """The WebSocket endpoint (bearer token in the Authorization header or ``?token=``)."""
-    Connection(ws, g.api_user_id, current_app._get_current_object()).run()
+    Connection(ws, g.api_user_id, g.api_token, current_app._get_current_object()).run()
