@@ -126,13 +126,16 @@ class RedisBroker:
     def __init__(self, url: str, prefix: str = "chatapp") -> None:
         import redis
 
-        self.redis = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30)
+        # Named, so `CLIENT LIST` shows this app's connections (a small constant per process).
+        self.redis = redis.Redis.from_url(url, decode_responses=True, health_check_interval=30, client_name=prefix)
         self.prefix = prefix
         self.stop_channel = f"{prefix}:stop"
         self._stop_handler: StopHandler | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._pid: int | None = None
         self._listener_pid: int | None = None
+        self._reader_pid: int | None = None
+        self._reader_instance: _Reader
         self._lock = threading.Lock()
 
     def _key(self, message_id: int) -> str:
@@ -189,23 +192,26 @@ class RedisBroker:
         pipe = self.redis.pipeline(transaction=False)
         for message_id, event in merged:
             key = self._key(message_id)
-            if event.kind == "reset":
-                pipe.delete(key)
-                continue
+            # A "reset" (a continued answer starts over) is an entry too: readers drop what they hold.
             pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text})
             pipe.expire(key, self.TTL_FINISHED if event.kind == "done" else self.TTL_RUNNING)
         pipe.execute()
 
     def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
-        """Stream entries after ``cursor`` (None: from the start), blocking up to ``timeout``."""
-        key = self._key(message_id)
-        reply = self.redis.xread({key: cursor or "0-0"}, count=1000, block=max(1, int(timeout * 1000)))
-        events: list[Event] = []
-        for _key, entries in reply or []:
-            for entry_id, fields in entries:
-                events.append(Event(fields["k"], int(fields["o"]), fields["t"]))
-                cursor = entry_id
-        return events, cursor
+        """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` for one.
+
+        Every follower in this process reads from the process's single reader (``_Reader``), so the
+        number of Redis connections does not grow with the number of open streams.
+        """
+        return self._reader().read(self._key(message_id), cursor, timeout)
+
+    def _reader(self) -> _Reader:
+        if self._reader_pid != os.getpid():
+            with self._lock:
+                if self._reader_pid != os.getpid():
+                    self._reader_instance = _Reader(self.redis)
+                    self._reader_pid = os.getpid()
+        return self._reader_instance
 
     def request_stop(self, message_id: int) -> None:
         """Tell every process; the one generating the answer stops it."""
@@ -238,6 +244,123 @@ class RedisBroker:
                 time.sleep(1.0)
                 with contextlib.suppress(Exception):
                     pubsub.subscribe(self.stop_channel)
+
+
+class _Followed:
+    """What this process has read of one answer's stream, shared by all its followers here."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.generation = 0  # bumped by a reset (a continued answer), so cursors start over
+        self.last_id = "0-0"
+        self.last_read = time.monotonic()
+
+
+class _Reader:
+    """One thread per process fetches the events of every followed stream with a single ``XREAD``.
+
+    Followers wait on a condition for their stream's events. A stream joins the next ``XREAD``
+    at once: the reader's blocking call is interrupted with ``CLIENT UNBLOCK``. A stream nobody
+    has read for ``FORGET_AFTER`` seconds is dropped.
+    """
+
+    BLOCK_MS = 1000
+    FORGET_AFTER = 30.0
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.streams: dict[str, _Followed] = {}
+        self.cond = threading.Condition()
+        self.client_id: int | None = None
+        self.blocked = False
+        threading.Thread(target=self._run, name="redis-reader", daemon=True).start()
+
+    def read(self, key: str, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
+        """Events of ``key`` after ``cursor`` (``(generation, index)``), waiting up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        blocked_client = None
+        with self.cond:
+            followed = self.streams.get(key)
+            if followed is None:
+                followed = self.streams[key] = _Followed()
+                self.cond.notify_all()
+                blocked_client = self.client_id if self.blocked else None
+                self.blocked = False  # one interruption per XREAD is enough
+        if blocked_client is not None:
+            with contextlib.suppress(Exception):  # the reader's XREAD returns at once and includes the new key
+                self.redis.client_unblock(blocked_client)
+        with self.cond:
+            followed.last_read = time.monotonic()
+            generation, index = cursor or (followed.generation, 0)
+            if generation != followed.generation:
+                index = 0  # reset since: replay; the follower skips text it already has by offset
+            while len(followed.events) <= index and (left := deadline - time.monotonic()) > 0:
+                self.cond.wait(left)
+            events = followed.events[index:]
+            return events, (followed.generation, index + len(events))
+
+    def _run(self) -> None:
+        connection = self.redis.connection_pool.make_connection()  # its own, never shared
+        while True:
+            try:
+                if self.client_id is None:
+                    connection.send_command("CLIENT", "ID")
+                    self.client_id = int(connection.read_response())
+                self._read_once(connection)
+            except Exception:
+                log.exception("Redis reader failed; reconnecting")
+                connection.disconnect()
+                self.client_id = None
+                time.sleep(1.0)
+
+    def _read_once(self, connection: Any) -> None:
+        with self.cond:
+            self._forget_idle()
+            while not self.streams:
+                self.cond.wait()
+            positions = {key: followed.last_id for key, followed in self.streams.items()}
+            self.blocked = True
+        try:
+            args = ["XREAD", "COUNT", 1000, "BLOCK", self.BLOCK_MS, "STREAMS", *positions, *positions.values()]
+            connection.send_command(*args)
+            reply = connection.read_response()
+        finally:
+            with self.cond:
+                self.blocked = False
+        if not reply:
+            return
+        with self.cond:
+            for key, entries in _pairs(reply):
+                followed = self.streams.get(key)
+                if followed is None:
+                    continue
+                for entry_id, fields in entries:
+                    followed.last_id = entry_id
+                    event = Event(fields["k"], int(fields["o"]), fields["t"])
+                    if event.kind == "reset":
+                        followed.events = []
+                        followed.generation += 1
+                    else:
+                        followed.events.append(event)
+            self.cond.notify_all()
+
+    def _forget_idle(self) -> None:
+        cutoff = time.monotonic() - self.FORGET_AFTER
+        for key in [key for key, followed in self.streams.items() if followed.last_read < cutoff]:
+            del self.streams[key]
+
+
+def _pairs(reply: Any) -> list[tuple[str, list[tuple[str, dict]]]]:
+    """XREAD's reply as (key, [(entry id, fields)]), whichever protocol version answered."""
+    items = reply.items() if isinstance(reply, dict) else reply
+    pairs = []
+    for key, entries in items:
+        decoded = []
+        for entry_id, flat in entries:
+            fields = flat if isinstance(flat, dict) else dict(zip(flat[::2], flat[1::2], strict=True))
+            decoded.append((entry_id, fields))
+        pairs.append((key, decoded))
+    return pairs
 
 
 def make_broker(redis_url: str | None, prefix: str = "chatapp") -> Broker:

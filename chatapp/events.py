@@ -72,7 +72,7 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
         if pieces:
             yield Delta("".join(pieces), sent)
             last_news = now
-        if done:
+        if done and _status(message_id) != STREAMING:  # a "done" of an earlier run (since continued) is stale
             yield from _finished(message_id)
             return
         if now - last_ping >= PING_EVERY:

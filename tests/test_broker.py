@@ -77,3 +77,60 @@ def test_redis_broker_across_two_app_instances(make_app, upstream, redis_url: st
     assert events[-1].event == "done"
     assert message.content == seen + rest
     assert len(message.content) < len("".join(WORDS))
+
+
+@pytest.mark.redis
+def test_redis_connections_stay_few_however_many_streams_are_followed(redis_url: str, redis_prefix: str) -> None:
+    """200 followers in one process share one reader: a handful of Redis connections, not 200."""
+    import redis
+
+    broker = RedisBroker(redis_url, redis_prefix)
+    streams = 200
+    received: dict[int, str] = {}
+    started = threading.Barrier(streams + 1)
+
+    def follow(message_id: int) -> None:
+        text, cursor, done = "", None, False
+        started.wait()
+        deadline = time.monotonic() + 20
+        while not done and time.monotonic() < deadline:
+            events, cursor = broker.read(message_id, cursor, timeout=1.0)
+            for event in events:
+                text += event.text
+                done = done or event.kind == "done"
+        received[message_id] = text
+
+    threads = [threading.Thread(target=follow, args=(i,)) for i in range(streams)]
+    for thread in threads:
+        thread.start()
+    started.wait()
+    for i in range(streams):
+        broker.publish_delta(i, 0, f"answer {i}")
+    time.sleep(0.5)  # every follower is now waiting inside read()
+    connections = [c for c in redis.Redis.from_url(redis_url).client_list() if c["name"] == redis_prefix]
+    for i in range(streams):
+        broker.publish_delta(i, len(f"answer {i}"), " done")
+        broker.publish_done(i)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert received == {i: f"answer {i} done" for i in range(streams)}
+    assert len(connections) <= 5, [c["cmd"] for c in connections]
+
+
+@pytest.mark.redis
+def test_redis_reader_starts_over_when_an_answer_is_continued(redis_url: str, redis_prefix: str) -> None:
+    broker = RedisBroker(redis_url, redis_prefix)
+    broker.open(9)
+    broker.publish_delta(9, 0, "first")
+    broker.publish_done(9)
+    events, cursor = [], None
+    while not any(e.kind == "done" for e in events):
+        more, cursor = broker.read(9, cursor, timeout=1.0)
+        events += more
+    broker.open(9)  # continued: the same message starts over with its text so far
+    broker.publish_delta(9, 0, "first and more")
+    seen: list = []
+    deadline = time.monotonic() + 5
+    while ("delta", "first and more") not in seen and time.monotonic() < deadline:
+        seen = [(e.kind, e.text) for e in broker.read(9, None, timeout=0.2)[0]]  # a new follower
+    assert seen == [("delta", "first and more")]  # nothing of the earlier run, no stale "done"
