@@ -57,6 +57,7 @@ def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tu
     """A new conversation opened by the user's first message (checked before anything is saved)."""
     prepared = _prepare_images(images)
     content = _clean(content, bool(prepared))
+    images_module.check_quota(user.id, [len(p.data) for p in prepared])
     conversation = Conversation(user_id=user.id)
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
@@ -71,6 +72,7 @@ def send(conversation: Conversation, content: str, images: list[bytes] = (), par
     """
     prepared = _prepare_images(images)
     content = _clean(content, bool(prepared))
+    images_module.check_quota(conversation.user_id, [len(p.data) for p in prepared])
     _refuse_if_streaming(conversation)
     parent = None
     if parent_id is not None:
