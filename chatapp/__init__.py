@@ -44,7 +44,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     load_config(app, test_config)
     app.config["REDIS_URL"] = redis_url(app.config["REDIS_URL"], app.config["REDIS_TLS_VERIFY"])
-    _init_proxy(app)
 
     from . import errors, identity, limits, storage, views
     from .extensions import db, migrate, sock
@@ -59,6 +58,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     views.init_app(app)
     _init_database(app)
     _init_generator(app)
+    _init_proxy(app)  # last: the outermost WSGI layer, so every other one sees the visitor's address
     return app
 
 
@@ -121,10 +121,11 @@ def redis_url(url: str | None, verify: bool) -> str | None:
 def _init_proxy(app: Flask) -> None:
     """Trust ``X-Forwarded-For/Proto/Host`` from ``PROXY_HOPS`` proxies (1 in production, else 0)."""
     hops = app.config["PROXY_HOPS"]
-    hops = int(hops) if hops not in (None, "") else int(app.config["CHATAPP_ENV"] == "production")
-    if hops < 0:
-        raise ConfigError(f"PROXY_HOPS is {hops}: set it to the number of proxies in front of the app (0 or more).")
-    app.config["PROXY_HOPS"] = hops
+    if hops in (None, ""):
+        hops = int(app.config["CHATAPP_ENV"] == "production")
+    if not str(hops).isdigit():
+        raise ConfigError(f"PROXY_HOPS is {hops!r}: set it to the number of proxies in front of the app (0 or more).")
+    app.config["PROXY_HOPS"] = hops = int(hops)
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
     app.session_interface = _SessionInterface()

@@ -21,6 +21,7 @@ import pytest
 from flask import request, url_for
 
 from chatapp import redis_url
+from chatapp.config import ConfigError
 from tests.conftest import REQUIRE_ALL, skip_or_fail
 from tests.fake_upstream import FakeUpstream
 from tests.sse import collect
@@ -159,6 +160,8 @@ def test_production_trusts_one_hop_unless_told_otherwise(make_app) -> None:  # n
     assert make_app(CHATAPP_ENV="production").config["PROXY_HOPS"] == 1
     assert make_app(CHATAPP_ENV="production", PROXY_HOPS="0").config["PROXY_HOPS"] == 0
     assert make_app(PROXY_HOPS="2").config["PROXY_HOPS"] == 2
+    with pytest.raises(ConfigError, match="PROXY_HOPS is 'two'"):
+        make_app(PROXY_HOPS="two")
 
 
 # The production install --------------------------------------------------------------------------
@@ -224,14 +227,15 @@ def web(install: Install, upstream: FakeUpstream, tmp_path) -> Iterator[httpx.Cl
         OPENAI_BASE_URL=upstream.base_url,
         CHAT_MODEL="fake-model",
     )
-    process = subprocess.Popen(
-        ["bash", "-c", procfile("web")], cwd=install.clone, env=env, start_new_session=True, stderr=subprocess.PIPE
-    )
+    with open(tmp_path / "web.log", "w") as log:  # the process keeps its own copy of the file
+        process = subprocess.Popen(
+            ["bash", "-c", procfile("web")], cwd=install.clone, env=env, start_new_session=True, stdout=log, stderr=log
+        )
     client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
     try:
         deadline = time.monotonic() + 60
         while True:
-            assert process.poll() is None, process.stderr.read().decode()[-3000:]
+            assert process.poll() is None, (tmp_path / "web.log").read_text()[-3000:]
             try:
                 if client.get("/healthz").status_code == 200:
                     break
@@ -244,7 +248,6 @@ def web(install: Install, upstream: FakeUpstream, tmp_path) -> Iterator[httpx.Cl
         client.close()
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(30)
-        process.stderr.close()
 
 
 @pytest.mark.deploy
