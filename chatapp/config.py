@@ -37,6 +37,16 @@ DEFAULTS: dict[str, object] = {
     "MAX_IMAGE_BYTES": 10_000_000,
     "MAX_IMAGES": 4,  # per message
     "UPLOAD_FOLDER": None,  # None: instance/uploads
+    "IMAGE_STORAGE": None,  # local | database | s3; None: s3 with S3_BUCKET, database with PostgreSQL, else local
+    "MAX_IMAGE_STORAGE_PER_USER": 100_000_000,  # bytes of stored images per identity; 0: no limit
+    "S3_BUCKET": None,
+    "S3_PREFIX": "chatapp/images/",  # key prefix inside the bucket
+    "S3_ENDPOINT_URL": None,  # None: AWS; else any S3-compatible service (R2, B2, MinIO, …)
+    "S3_REGION": None,
+    "S3_ACCESS_KEY_ID": None,  # None: boto3's own lookup (AWS_ACCESS_KEY_ID, ~/.aws, an instance role)
+    "S3_SECRET_ACCESS_KEY": None,
+    "PROXY_HOPS": None,  # proxies whose X-Forwarded-* headers are trusted; None: 1 in production, else 0
+    "REDIS_TLS_VERIFY": True,  # check the certificate of a rediss:// server; off for Heroku's self-signed ones
     "API_ANSWERS_PER_MINUTE": 30,  # per identity and process; 0 turns the limit off
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up

@@ -162,6 +162,7 @@ def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tu
     """A new conversation opened by the user's first message (checked before anything is saved)."""
     content = _clean(content, bool(images))
     prepared = _prepare_images(images)
+    images_module.check_quota(user.id, [len(p.data) for p in prepared])
     conversation = Conversation(user_id=user.id)
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
@@ -177,6 +178,7 @@ def send(conversation: Conversation, content: str, images: list[bytes] = (), par
     content = _clean(content, bool(images))
     _refuse_if_streaming(conversation)
     prepared = _prepare_images(images)
+    images_module.check_quota(conversation.user_id, [len(p.data) for p in prepared])
     parent = None
     if parent_id is not None:
         parent = db.session.get(Message, parent_id)

