@@ -22,12 +22,23 @@ API_CODES = {
 class ChatError(Exception):
     """A request the user can correct; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 422, code: str | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 422,
+        code: str | None = None,
+        details: dict | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code  # for the JSON API; None: derived from the status
         self.details = details or {}
+        self.headers: dict[str, str] = {}  # sent with the error by every HTTP door
+        if retry_after is not None:
+            self.details["retry_after"] = retry_after
+            self.headers["Retry-After"] = str(retry_after)
 
 
 def wants_fragment() -> bool:
@@ -77,4 +88,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ChatError)
     def chat_error(exc: ChatError):  # noqa: ANN202
-        return error_response(exc.message, exc.status)
+        response = app.make_response(error_response(exc.message, exc.status))
+        response.headers.update(exc.headers)
+        return response
