@@ -35,7 +35,11 @@ DEFAULTS: dict[str, object] = {
     "MAX_IMAGE_BYTES": 10_000_000,
     "MAX_IMAGES": 4,  # per message
     "UPLOAD_FOLDER": None,  # None: instance/uploads
-    "API_ANSWERS_PER_MINUTE": 30,  # per identity and process; 0 turns the limit off
+    "ANSWER_LIMITS": True,  # off: no answer limits or quotas at all (the benchmarks use it)
+    "ANSWERS_PER_MINUTE": 20,  # answers an identity may start in any 60 s, across workers; 0: no limit
+    "MAX_CONCURRENT_ANSWERS": 3,  # answers an identity may have streaming at once; 0: no limit
+    "DAILY_TOKENS_PER_USER": None,  # None: 0 (unlimited) in development, 200_000 in production
+    "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }
