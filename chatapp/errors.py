@@ -52,10 +52,10 @@ def api_error(status: int, message: str, code: str | None = None, details: dict 
     return jsonify(body), status
 
 
-def error_response(message: str, status: int):  # noqa: ANN201
+def error_response(message: str, status: int, code: str | None = None, details: dict | None = None):  # noqa: ANN201
     """The error in the form the client asked for."""
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
-        return api_error(status, message)
+        return api_error(status, message, code, details)
     if wants_fragment():
         html = render_template("partials/error.html", message=message)
         return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}
@@ -88,6 +88,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ChatError)
     def chat_error(exc: ChatError):  # noqa: ANN202
-        response = app.make_response(error_response(exc.message, exc.status))
+        response = app.make_response(error_response(exc.message, exc.status, exc.code, exc.details))
         response.headers.update(exc.headers)
         return response

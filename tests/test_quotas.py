@@ -140,6 +140,12 @@ def test_answers_per_minute_at_every_door(app, doors: Doors, upstream) -> None: 
     assert fragment.status_code == 429 and fragment.headers["HX-Retarget"] == "#composer-error"
     assert "Retry-After" in fragment.headers and "the most allowed" in fragment.get_data(as_text=True)
 
+    as_json = doors.page.client.post(
+        "/conversations", data={"content": "hi", "csrf_token": doors.page.token}, headers={"Accept": "application/json"}
+    )
+    assert as_json.status_code == 429 and as_json.get_json()["error"]["code"] == "rate_limited"
+    assert as_json.get_json()["error"]["details"]["retry_after"] == int(as_json.headers["Retry-After"])
+
     app.config["ANSWERS_PER_MINUTE"] = 4  # one more allowed: the count is of starts, not of refusals
     assert doors.send_rest("four").status_code == 202
 
