@@ -325,6 +325,7 @@ def main() -> None:
             "SECRET_KEY": "bench",
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
+            "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
             "PYTHONPATH": str(ROOT),
         }
         ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}

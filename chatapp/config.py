@@ -47,7 +47,11 @@ DEFAULTS: dict[str, object] = {
     "S3_SECRET_ACCESS_KEY": None,
     "PROXY_HOPS": None,  # proxies whose X-Forwarded-* headers are trusted; None: 1 in production, else 0
     "REDIS_TLS_VERIFY": True,  # check the certificate of a rediss:// server; off for Heroku's self-signed ones
-    "API_ANSWERS_PER_MINUTE": 30,  # per identity and process; 0 turns the limit off
+    "ANSWER_LIMITS": True,  # off: no answer limits or quotas at all (the benchmarks use it)
+    "ANSWERS_PER_MINUTE": 20,  # answers an identity may start in any 60 s, across workers; 0: no limit
+    "MAX_CONCURRENT_ANSWERS": 3,  # answers an identity may have streaming at once; 0: no limit
+    "DAILY_TOKENS_PER_USER": None,  # None: 0 (unlimited) in development, 200_000 in production
+    "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }

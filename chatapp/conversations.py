@@ -11,6 +11,7 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from . import images as images_module
+from . import quotas
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
@@ -200,6 +201,8 @@ def _send(
         token_count=tokens,
     )
     too_long = _too_long(tokens)
+    if not too_long:
+        quotas.check_can_start(conversation.user_id)  # before the message and its image files are saved
     if too_long:
         user_message.status = ERROR
         user_message.error = f"{too_long} It was saved but not sent: shorten it and send again."
@@ -233,6 +236,7 @@ def edit(message: Message, content: str) -> Message:
         raise ChatError(
             f"{too_long} Shorten it and save again.", 422, "message_too_long", {"tokens": tokens, "limit": limit}
         )
+    quotas.check_can_start(conversation.user_id)
     version = Message(
         conversation_id=conversation.id, parent_id=message.parent_id, role="user", content=content, token_count=tokens
     )
@@ -248,6 +252,7 @@ def retry(answer: Message) -> Message:
         raise ChatError("Only answers can be retried.", 400)
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
+    quotas.check_can_start(conversation.user_id)
     question = db.session.get(Message, answer.parent_id)
     return _answer(conversation, question)
 
@@ -258,6 +263,7 @@ def continue_answer(answer: Message) -> Message:
         raise ChatError("Only a stopped or interrupted answer can be continued.", 400)
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
+    quotas.check_can_start(conversation.user_id)
     tree = Tree(conversation.id)
     history = tree.path(answer.parent_id) + [answer]
     answer.status, answer.error, answer.finish_reason = STREAMING, None, None

@@ -22,12 +22,23 @@ API_CODES = {
 class ChatError(Exception):
     """A request the user can correct; ``status`` is the HTTP status to answer with."""
 
-    def __init__(self, message: str, status: int = 422, code: str | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        status: int = 422,
+        code: str | None = None,
+        details: dict | None = None,
+        retry_after: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.status = status
         self.code = code  # for the JSON API; None: derived from the status
         self.details = details or {}
+        self.headers: dict[str, str] = {}  # sent with the error by every HTTP door
+        if retry_after is not None:
+            self.details["retry_after"] = retry_after
+            self.headers["Retry-After"] = str(retry_after)
 
 
 def wants_fragment() -> bool:
@@ -41,10 +52,10 @@ def api_error(status: int, message: str, code: str | None = None, details: dict 
     return jsonify(body), status
 
 
-def error_response(message: str, status: int):  # noqa: ANN201
+def error_response(message: str, status: int, code: str | None = None, details: dict | None = None):  # noqa: ANN201
     """The error in the form the client asked for."""
     if request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json":
-        return api_error(status, message)
+        return api_error(status, message, code, details)
     if wants_fragment():
         html = render_template("partials/error.html", message=message)
         return html, status, {"HX-Retarget": "#composer-error", "HX-Reswap": "innerHTML"}
@@ -77,4 +88,6 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ChatError)
     def chat_error(exc: ChatError):  # noqa: ANN202
-        return error_response(exc.message, exc.status)
+        response = app.make_response(error_response(exc.message, exc.status, exc.code, exc.details))
+        response.headers.update(exc.headers)
+        return response

@@ -19,6 +19,7 @@ from datetime import timedelta
 from flask import Flask
 from sqlalchemy import bindparam, update
 
+from . import quotas
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -47,6 +48,8 @@ class Generation:
     message_id: int
     conversation_id: int
     prompt_tokens: int
+    user_id: str | None = None  # whose quota the answer's tokens are charged to
+    prefix_length: int = 0  # text the message had before (when continuing it): not charged again
     started: float = field(default_factory=time.monotonic)
     parts: list[str] = field(default_factory=list)
     length: int = 0
@@ -88,6 +91,7 @@ class Generator:
         """
         self.ensure_threads()
         generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
+        generation.user_id, generation.prefix_length = message.conversation.user_id, len(prefix)
         self.running[message.id] = generation
         self.broker.open(message.id)
         if prefix:
@@ -196,6 +200,7 @@ class Generator:
                     .where(Conversation.id == generation.conversation_id)
                     .values(updated_at=values["updated_at"])
                 )
+                quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
                 db.session.commit()
             except Exception:
                 log.exception("could not store the end of message %s", generation.message_id)
@@ -242,6 +247,21 @@ class Generator:
     def sweep(self) -> int:
         """Mark answers whose generator (in any process) stopped heart-beating as interrupted."""
         return mark_stale_interrupted(utcnow() - timedelta(seconds=self.stale_after))
+
+
+def _spent(generation: Generation, text: str, status: str, completion_counted: int) -> int:
+    """The answer's tokens, prompt + completion, as the model reported them or else as counted.
+
+    An answer that failed before the model sent anything costs nothing; a continued answer's
+    earlier text was charged when it was written.
+    """
+    prompt, completion = generation.usage
+    new_text = text[generation.prefix_length :]
+    if prompt is None and completion is None and not new_text and status == ERROR:
+        return 0
+    if completion is None:
+        completion = count_tokens(new_text) if generation.prefix_length else completion_counted
+    return (prompt if prompt is not None else generation.prompt_tokens) + completion
 
 
 def current_generator() -> Generator:

@@ -6,7 +6,7 @@ import hashlib
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
@@ -35,6 +35,12 @@ class User(db.Model):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+
+    @property
+    def is_guest(self) -> bool:
+        """True until the identity signs up (the accounts work refines this)."""
+        return True
 
 
 class ApiToken(db.Model):
@@ -296,3 +302,12 @@ def mark_stale_interrupted(cutoff: datetime) -> int:
     )
     db.session.commit()
     return result.rowcount
+
+
+class Usage(db.Model):
+    """The usage ledger: answers and tokens per identity and local day; deleting conversations keeps it."""
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), primary_key=True)
+    day: Mapped[date] = mapped_column(primary_key=True)  # the identity's local date when the answer ended
+    answers: Mapped[int] = mapped_column(default=0, server_default="0")
+    tokens: Mapped[int] = mapped_column(default=0, server_default="0")

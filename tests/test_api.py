@@ -274,7 +274,7 @@ def test_models_stats_transcriptions_and_images(api: Api, upstream) -> None:  # 
 
 
 def test_rate_limit_answers_429_with_retry_after(make_app) -> None:  # noqa: ANN001
-    api = Api(make_app(API_ANSWERS_PER_MINUTE=2))
+    api = Api(make_app(ANSWERS_PER_MINUTE=2))
     conversation = api.call("POST", "/conversations", {}).get_json()
     for _ in range(2):
         answer = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "hi"}).get_json()

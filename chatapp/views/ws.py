@@ -115,7 +115,7 @@ class Connection:
             except ChatError as exc:
                 db.session.rollback()
                 code = exc.code or API_CODES.get(exc.status, "error")
-                self.send("error", request_id=request_id, code=code, message=exc.message, status=exc.status)
+                self.send("error", request_id=request_id, code=code, message=exc.message, details=exc.details)
             except ValidationError as exc:
                 problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
                 self.send("error", request_id=request_id, code="invalid", message=f"Invalid fields: {problems}")
