@@ -31,7 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     load_config(app, test_config)
 
-    from . import errors, identity, limits, views
+    from . import accounts, errors, identity, limits, views
     from .extensions import db, migrate, sock
 
     db.init_app(app)
@@ -39,6 +39,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     sock.init_app(app)
     limits.init_app(app)  # before identity: the CSRF check reads the body
     identity.init_app(app)
+    accounts.init_app(app)  # access policy, rate limiter, guest sweep, flask commands
     errors.init_app(app)
     views.init_app(app)
     _init_database(app)

@@ -18,12 +18,12 @@ from pydantic.json_schema import models_json_schema
 from sqlalchemy import and_, or_, select
 from werkzeug.exceptions import HTTPException
 
-from .. import conversations, schemas
+from .. import accounts, conversations, schemas
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
-from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
+from ..models import ERROR, ApiToken, Conversation, Message, Tree, siblings_of, user_stats
 from ..ratelimit import RateLimiter
 from ..voice import transcribe_upload
 
@@ -186,12 +186,7 @@ def message_json(m: Message, tree: Tree | None = None) -> dict:
 @route("/auth/guest", "POST", response=schemas.GuestToken, status=201)
 def guest():  # noqa: ANN201
     """Create a guest identity and a bearer token for it (the token is shown only here)."""
-    user = User()
-    db.session.add(user)
-    db.session.flush()
-    row, token = ApiToken.issue(user.id, "guest")
-    db.session.add(row)
-    db.session.commit()
+    user, token = accounts.create_api_guest(request.remote_addr)
     return jsonify(token=token, user_id=user.id), 201
 
 
