@@ -16,12 +16,13 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from typing import cast
 from zoneinfo import ZoneInfo, available_timezones
 
-from flask import Flask, current_app, g, has_request_context
-from flask.typing import ResponseReturnValue
+from flask import Flask, Response, current_app, g, has_request_context
 from limits import parse_many
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import Update, and_, case, func, or_, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -349,7 +350,8 @@ def check_signup(invite: str | None) -> Invite | None:
 def authenticate(username: str, password: str) -> User:
     """The account with this username and password; the error never says which of the two was wrong."""
     user = find_account(username)
-    if not check_password(user, password):
+    matches = check_password(user, password)  # hashed even without such a user: the same time either way
+    if user is None or not matches:
         raise ChatError(WRONG_CREDENTIALS, 401, "wrong_credentials")
     if user.disabled_at is not None:
         raise ChatError("This account is disabled. Ask an administrator.", 403, "account_disabled")
@@ -458,6 +460,11 @@ def _free_username(claims: dict) -> str:
 
 
 # -- admin -----------------------------------------------------------------------------------------------
+def _update(statement: Update) -> int:
+    """Run an UPDATE; the number of rows it changed."""
+    return cast(CursorResult, db.session.execute(statement)).rowcount
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -519,10 +526,10 @@ def find_invite(token: str) -> Invite | None:
 
 
 def _redeem_invite(invite: Invite, user: User) -> None:
-    used = db.session.execute(
+    used = _update(
         update(Invite).where(Invite.id == invite.id, Invite.used_at.is_(None)).values(used_at=utcnow(), used_by=user.id)
     )
-    if used.rowcount != 1:  # someone else used it in the meantime
+    if used != 1:  # someone else used it in the meantime
         db.session.rollback()
         raise ChatError("This invite link was just used by someone else. Ask for a new one.", 403, "invalid_invite")
 
@@ -555,13 +562,13 @@ def reset_password(token: str, password: str) -> User:
         raise ChatError(INVALID_RESET, 403, "invalid_reset")
     _check_password(password)
     password_hash = hash_password(password)
-    used = db.session.execute(
+    used = _update(
         update(ResetLink).where(ResetLink.user_id == link.user_id, ResetLink.used_at.is_(None)).values(used_at=utcnow())
     )
-    if used.rowcount < 1:
+    if used < 1:
         db.session.rollback()
         raise ChatError(INVALID_RESET, 403, "invalid_reset")
-    user = db.session.get(User, link.user_id)
+    user = db.session.get_one(User, link.user_id)
     user.password_hash = password_hash
     user.session_generation += 1
     db.session.commit()
@@ -571,18 +578,21 @@ def reset_password(token: str, password: str) -> User:
 def make_admin(username: str, password: str | None = None) -> tuple[User, bool]:
     """``flask create-admin``: make the account an admin, creating it (with ``password``) if needed."""
     username = clean_username(username)
-    user = find_account(username)
-    created = user is None
-    if created:
-        _check_username(username)
-        if password is None:
-            raise ChatError("A new account needs a password.", 422)
-        _check_password(password)
-        user = User(username=username, password_hash=hash_password(password), last_seen_at=utcnow())
-        db.session.add(user)
+    found = find_account(username)
+    user = found if found is not None else _new_account(username, password)
     user.is_admin = True
     db.session.commit()
-    return user, created
+    return user, found is None
+
+
+def _new_account(username: str, password: str | None) -> User:
+    _check_username(username)
+    if password is None:
+        raise ChatError("A new account needs a password.", 422)
+    _check_password(password)
+    user = User(username=username, password_hash=hash_password(password), last_seen_at=utcnow())
+    db.session.add(user)
+    return user
 
 
 def usage_for(user_ids: list[str]) -> dict[str, dict]:
@@ -647,7 +657,7 @@ def retry_phrase(seconds: int) -> str:
     return f"in {math.ceil(minutes / 60)} hours (at {at})"
 
 
-def _retry_after_header(response: ResponseReturnValue):  # noqa: ANN202
+def _retry_after_header(response: Response) -> Response:
     wait = g.pop("retry_after", None)
     if wait and response.status_code == 429 and "Retry-After" not in response.headers:
         response.headers["Retry-After"] = str(wait)

@@ -24,7 +24,10 @@ def _admins_only() -> None:
 
 
 def _me() -> User:
-    return identity.session_user()
+    user = identity.session_user()
+    if user is None:  # not reached: only admins get past _admins_only
+        abort(404)
+    return user
 
 
 def _user_or_404(user_id: str) -> User:

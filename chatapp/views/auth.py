@@ -26,6 +26,7 @@ from werkzeug.wrappers import Response
 from .. import accounts, identity
 from ..errors import ChatError
 from ..extensions import limiter
+from ..models import User
 
 bp = Blueprint("auth", __name__)
 log = logging.getLogger(__name__)
@@ -117,11 +118,12 @@ def render_sign_up(status: int = 200, error: ChatError | None = None, **form: st
 
 
 def _field_errors(error: ChatError | None) -> dict[str, str]:
-    field = error.details.get("field") if error else None
-    return {field: error.message} if field else {}
+    if error is None or "field" not in error.details:
+        return {}
+    return {error.details["field"]: error.message}
 
 
-def _guest():  # noqa: ANN202
+def _guest() -> User | None:
     user = identity.session_user()
     return user if user is not None and user.is_guest else None
 
