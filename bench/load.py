@@ -326,6 +326,7 @@ def main() -> None:
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
             "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
             "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
+            "GUEST_LIMIT_PER_IP": "off",  # every load-test conversation is a new guest from 127.0.0.1
             "PYTHONPATH": str(ROOT),
         }
         ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}

@@ -45,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_config(app, test_config)
     app.config["REDIS_URL"] = redis_url(app.config["REDIS_URL"], app.config["REDIS_TLS_VERIFY"])
 
-    from . import errors, identity, limits, storage, views
+    from . import accounts, errors, identity, limits, storage, views
     from .extensions import db, migrate, sock
 
     db.init_app(app)
@@ -54,6 +54,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     sock.init_app(app)
     limits.init_app(app)  # before identity: the CSRF check reads the body
     identity.init_app(app)
+    accounts.init_app(app)  # access policy, rate limiter, guest sweep, flask commands
     errors.init_app(app)
     views.init_app(app)
     _init_database(app)

@@ -12,6 +12,18 @@ from flask import Flask
 # name override these; numbers are converted to int/float by the type of the default.
 DEFAULTS: dict[str, object] = {
     "SECRET_KEY": None,
+    # Accounts and access (chatapp/accounts.py). None: the safe default for CHATAPP_ENV (README).
+    "GUESTS": None,  # on | off; None: on
+    "SIGNUPS": None,  # open | invite | closed; None: open in development, invite in production
+    "ADMIN_USERS": "",  # comma-separated usernames that are admins
+    "GUEST_RETENTION_DAYS": 30,  # guests idle this long are deleted with their data; 0: never
+    "SIGNIN_LIMIT_PER_IP": "30 per 10 minutes",  # failed sign-ins; "off" turns a limit off
+    "SIGNIN_LIMIT_PER_ACCOUNT": "10 per 10 minutes",
+    "GUEST_LIMIT_PER_IP": "20 per hour",  # new guests (page and API) per IP
+    "OIDC_ISSUER": None,  # single sign-on with OpenID Connect when set with the client id and secret
+    "OIDC_CLIENT_ID": None,
+    "OIDC_CLIENT_SECRET": None,
+    "OIDC_LABEL": None,  # None: the issuer's host name, as in "Sign in with accounts.example.com"
     "DATABASE_URL": None,  # None: SQLite file instance/chatapp.sqlite3
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,

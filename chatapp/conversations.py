@@ -33,16 +33,6 @@ class Sent:
     replaced_id: int | None = None  # a refused message that this one takes the place of
 
 
-def get_user(user_id: str | None) -> User:
-    """The guest user with this id, created if it does not exist."""
-    user = db.session.get(User, user_id) if user_id else None
-    if user is None:
-        user = User()
-        db.session.add(user)
-        db.session.commit()
-    return user
-
-
 NOT_FOUND = "Not found: it may have been deleted, or it belongs to someone else."
 
 

@@ -1,5 +1,7 @@
 """Flask extensions, created here and bound to the app in ``create_app``."""
 
+from flask import request
+from flask_limiter import Limiter
 from flask_migrate import Migrate
 from flask_sock import Sock
 from flask_sqlalchemy import SQLAlchemy
@@ -13,3 +15,6 @@ class Base(DeclarativeBase):
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 sock = Sock()
+# HTTP-level limits (sign-in attempts, new guests). Keyed per client IP, which ProxyFix makes the
+# real client's behind a proxy; storage is Redis with REDIS_URL, else memory (chatapp.accounts).
+limiter = Limiter(key_func=lambda: request.remote_addr or "unknown", strategy="moving-window")

@@ -1,29 +1,94 @@
-"""Guest identities in the signed session cookie, and CSRF tokens for every form and HTMX call."""
+"""Who is visiting (an account or a guest, in the signed session cookie), and CSRF tokens for every form."""
 
 from __future__ import annotations
 
 import hmac
 import secrets
 
-from flask import Flask, Response, abort, g, request, session
+from flask import Flask, Response, abort, g, redirect, request, session, url_for
 
-from .conversations import get_user
+from . import accounts
 from .errors import api_error
+from .extensions import db
 from .models import ApiToken, User
 
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+SESSION_USER, SESSION_GENERATION = "uid", "gen"
+
+
+def session_user() -> User | None:
+    """The signed-in account or the guest of this session, or None (nothing is created).
+
+    A session whose user was deleted or disabled, or signed out everywhere, is signed out here.
+    """
+    if "session_user" not in g:
+        user_id = session.get(SESSION_USER)
+        user = db.session.get(User, user_id) if user_id else None
+        if user_id and (user is None or not accounts.session_valid(user, session.get(SESSION_GENERATION, 0))):
+            sign_out()
+            user = None
+        if user is not None:
+            user.seen()
+        g.session_user = user
+    return g.session_user
 
 
 def current_user() -> User:
-    """The visitor's guest identity, created (and remembered in the cookie) on first use."""
+    """The visitor's user for the chat pages; a guest row is made only by an action that needs one.
+
+    On a GET without a user: an unsaved stand-in that owns nothing. With ``GUESTS=off``, a visitor
+    who is not signed in to an account is sent to the sign-in page.
+    """
     if "user" not in g:
-        g.user = get_user(session.get("uid"))
-        if session.get("uid") != g.user.id:
-            session["uid"] = g.user.id
-            session.permanent = True
+        user = session_user()
+        if (user is None or user.is_guest) and not accounts.guests_on():
+            _to_sign_in()
+        if user is None and request.method in SAFE_METHODS:
+            user = accounts.placeholder()
+        elif user is None:
+            user = accounts.create_guest(request.remote_addr)
+            sign_in(user)
+        g.user = user
     return g.user
+
+
+def _to_sign_in() -> None:
+    target = url_for("auth.sign_in", next=request.full_path.rstrip("?") if request.method in SAFE_METHODS else None)
+    if request.headers.get("HX-Request"):
+        abort(_hx_redirect(target))
+    abort(redirect(target, 303))
+
+
+def _hx_redirect(target: str):  # noqa: ANN202
+    response = redirect(target, 303)
+    response.status_code = 401
+    response.headers["HX-Redirect"] = target
+    return response
+
+
+def sign_in(user: User) -> None:
+    """Remember ``user`` in this browser's session (a new session: only the CSRF token is kept)."""
+    _clear_session()
+    session[SESSION_USER] = user.id
+    session[SESSION_GENERATION] = user.session_generation
+    session.permanent = True
+    g.session_user = g.user = user
+
+
+def sign_out() -> None:
+    """Forget the user in this browser (the CSRF token stays: open pages keep working)."""
+    _clear_session()
+    g.session_user = None
+    g.pop("user", None)
+
+
+def _clear_session() -> None:
+    token = session.get(CSRF_FIELD)
+    session.clear()
+    if token:
+        session[CSRF_FIELD] = token
 
 
 def csrf_token() -> str:
@@ -47,6 +112,8 @@ def init_app(app: Flask) -> None:
     """Check CSRF before every request and offer ``csrf_token()`` to templates."""
     app.before_request(check_csrf)
     app.jinja_env.globals["csrf_token"] = csrf_token
+    app.jinja_env.globals["account"] = session_user
+    app.jinja_env.globals["is_admin"] = accounts.is_admin
 
 
 def bearer_token() -> str:

@@ -1,14 +1,15 @@
-"""Database models: guest users, conversations and the message tree."""
+"""Database models: users (guests and accounts), conversations and the message tree."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, Text, func, select, update
+from sqlalchemy import ForeignKey, Index, String, Text, false, func, select, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
 from .extensions import db
@@ -22,6 +23,7 @@ STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED = (
 )
 STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
 TITLE_LENGTH = 60
+SEEN_EVERY = timedelta(minutes=5)  # last_seen_at is written at most this often per user
 NEW_TITLE = "New chat"
 
 
@@ -31,16 +33,41 @@ def utcnow() -> datetime:
 
 
 class User(db.Model):
-    """A guest identity, created on first visit and carried in the signed session cookie."""
+    """A guest (no username) or an account; its id is carried in the signed session cookie."""
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    username: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)  # None: a guest
+    password_hash: Mapped[str | None] = mapped_column(String(255))  # None: single sign-on only
+    display_name: Mapped[str | None] = mapped_column(String(100))
     time_zone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
+    is_admin: Mapped[bool] = mapped_column(default=False, server_default=false())
+    disabled_at: Mapped[datetime | None]
+    # Sessions carry the generation they were signed in with; bumping it signs every session out.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
+    last_seen_at: Mapped[datetime | None] = mapped_column(index=True)  # updated at most every few minutes
 
     @property
     def is_guest(self) -> bool:
-        """True until the identity signs up (the accounts work refines this)."""
-        return True
+        """True for a guest identity (no account)."""
+        return self.username is None
+
+    @property
+    def name(self) -> str:
+        """What the pages call this user: the display name, the username, or e.g. "Guest 4821"."""
+        if self.display_name:
+            return self.display_name
+        if self.username:
+            return self.username
+        return f"Guest {zlib.crc32((self.id or '').encode()) % 10000:04d}"
+
+    def seen(self) -> None:
+        """Note that the user is active (for the guest retention sweep), writing at most every few minutes."""
+        now = utcnow()
+        if self.id and (self.last_seen_at is None or now - self.last_seen_at >= SEEN_EVERY):
+            self.last_seen_at = now
+            db.session.commit()
 
 
 class ApiToken(db.Model):
@@ -65,8 +92,38 @@ class ApiToken(db.Model):
 
     @classmethod
     def user_for(cls, token: str) -> str | None:
-        """The user a token belongs to, or None."""
-        return db.session.scalar(select(cls.user_id).where(cls.token_hash == cls.hash(token)))
+        """The user a token belongs to, or None (also for a disabled user); notes the user as seen."""
+        from .accounts import may_use  # the access policy (disabled users, guests off); it imports the models
+
+        query = select(User).join(cls, cls.user_id == User.id).where(cls.token_hash == cls.hash(token))
+        user = db.session.scalar(query)
+        if user is None or not may_use(user):
+            return None
+        user.seen()
+        return user.id
+
+
+class Invite(db.Model):
+    """A single-use sign-up link made by an admin; only the token's SHA-256 is stored."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
+    used_by: Mapped[str | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+
+
+class ResetLink(db.Model):
+    """A single-use password-reset link for one account, made by an admin; only the hash is stored."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]
 
 
 class Conversation(db.Model):

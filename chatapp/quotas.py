@@ -60,9 +60,20 @@ def charge(user_id: str | None, tokens: int) -> None:
     time_zone = db.session.scalar(select(User.time_zone).where(User.id == user_id))
     if time_zone is None:  # the identity was deleted meanwhile
         return
-    values = {"user_id": user_id, "day": _today(_zone(time_zone)), "answers": 1, "tokens": max(tokens, 0)}
+    _add(user_id, _today(_zone(time_zone)), 1, max(tokens, 0))
+
+
+def move_usage(from_user_id: str, to_user_id: str) -> None:
+    """Carry a guest's ledger into the account it signs in to, day by day (caller commits)."""
+    for row in list(db.session.scalars(select(Usage).where(Usage.user_id == from_user_id))):
+        _add(to_user_id, row.day, row.answers, row.tokens)
+        db.session.delete(row)
+
+
+def _add(user_id: str, day: date, answers: int, tokens: int) -> None:
+    """Upsert into the ledger (SQLite and PostgreSQL both speak ON CONFLICT)."""
     insert = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    statement = insert(Usage).values(**values)
+    statement = insert(Usage).values(user_id=user_id, day=day, answers=answers, tokens=tokens)
     added = {"answers": Usage.answers + statement.excluded.answers, "tokens": Usage.tokens + statement.excluded.tokens}
     db.session.execute(statement.on_conflict_do_update(index_elements=[Usage.user_id, Usage.day], set_=added))
 

@@ -15,13 +15,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import conversations, schemas
+from .. import accounts, conversations, schemas
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import require_bearer
-from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, user_stats
+from ..models import ERROR, Conversation, Message, Tree, User, user_stats
 from ..voice import transcribe_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -128,12 +128,7 @@ message_json = schemas.MessageOut.from_message
 @route("/auth/guest", "POST", response=schemas.GuestToken, status=201)
 def guest():  # noqa: ANN201
     """Create a guest identity and a bearer token for it (the token is shown only here)."""
-    user = User()
-    db.session.add(user)
-    db.session.flush()
-    row, token = ApiToken.issue(user.id, "guest")
-    db.session.add(row)
-    db.session.commit()
+    user, token = accounts.create_api_guest(request.remote_addr)
     return jsonify(token=token, user_id=user.id), 201
 
 
