@@ -143,3 +143,23 @@ def test_revoking_a_token_closes_its_websocket_within_5_seconds(chat: Chat, live
     assert time.monotonic() - revoked_at < 5.0
     with pytest.raises(ConnectionClosed):  # and the server has closed the socket
         ws.ws.receive(timeout=3.0)
+
+
+def test_disabling_a_user_closes_their_websocket_within_5_seconds(make_app) -> None:  # noqa: ANN001
+    from tests.auth import api_token, serve, sign_up, user_named
+
+    app = make_app(ADMIN_USERS="root")
+    admin, alice = Chat(app), Chat(app)
+    sign_up(admin, "root")
+    sign_up(alice, "alice")
+    token = api_token(alice)
+    with serve(app) as live:
+        ws = Socket(live, token)
+        ws.until(lambda m: m["type"] == "connection_established")
+        alice_id = user_named(app, "alice").id
+        disabled_at = time.monotonic()
+        assert admin.post(f"/admin/users/{alice_id}/disable").status_code == 303
+        assert ws.until(lambda m: m["type"] == "error", timeout=5.0)["code"] == "unauthorized"
+        assert time.monotonic() - disabled_at < 5.0  # the documented bound (re-checked every 2 s)
+        with pytest.raises(ConnectionClosed):
+            ws.ws.receive(timeout=3.0)

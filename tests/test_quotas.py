@@ -323,3 +323,23 @@ def test_ledger_on_postgres(make_app, postgres_url: str, upstream) -> None:  # n
     assert doors.usage() == {"answers_today": 2, "tokens_today": 36, "answers_total": 2, "tokens_total": 36}
     refused = doors.send_rest("one two three")
     assert refused.status_code == 429 and refused.get_json()["error"]["code"] == "quota_exceeded"
+
+
+def test_account_quota_and_a_guest_signing_in_keeps_its_usage(make_app, upstream) -> None:  # noqa: ANN001
+    """Accounts get DAILY_TOKENS_PER_USER; signing in does not give a guest's spent tokens back."""
+    from tests.auth import sign_in, sign_up, user_named
+
+    app = make_app(DAILY_TOKENS_PER_USER=5, DAILY_TOKENS_PER_GUEST=1000)
+    sign_up(Chat(app), "alice")
+    guest = Chat(app)
+    answer = guest.wait(guest.start("as a guest")[1])
+    spent = answer.prompt_tokens + answer.completion_tokens
+    assert spent > 5  # within the guest quota, over the account's
+    assert sign_in(guest, "alice").status_code == 303
+    alice_id = user_named(app, "alice").id
+    with app.app_context():
+        assert quotas.usage_for([alice_id])[alice_id]["tokens_today"] == spent
+    refused = guest.post("/conversations", {"content": "again please"})
+    assert refused.status_code == 429
+    page = refused.get_data(as_text=True)
+    assert f"{spent}" in page and "5" in page and "again please" in page
