@@ -31,7 +31,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     load_config(app, test_config)
 
-    from . import errors, identity, limits, views
+    from . import errors, identity, limits, security, views
     from .extensions import db, migrate, sock
 
     db.init_app(app)
@@ -40,6 +40,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     limits.init_app(app)  # before identity: the CSRF check reads the body
     identity.init_app(app)
     errors.init_app(app)
+    security.init_app(app)  # before views: ids in URLs are bounded when routes are added
     views.init_app(app)
     _init_database(app)
     _init_generator(app)

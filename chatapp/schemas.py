@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+
+def _utc(value: datetime) -> datetime:
+    """Times are stored as naive UTC; an answer says so (``…Z``)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _optional(schema: dict) -> None:
+    """A field that may be left out but not sent as null: no ``"default": null`` in its schema."""
+    schema.pop("default", None)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+LARGEST_ID = 2**63 - 1  # a BIGINT; a larger number names no row
 
 
 class Strict(BaseModel):
@@ -20,7 +34,7 @@ class Settings(Strict):
 
 
 class ConversationCreate(Strict):
-    title: str | None = Field(None, min_length=1, max_length=200)
+    title: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # null is no title
     model: str | None = Field(None, min_length=1, max_length=200)
     system_prompt: str | None = Field(None, max_length=20000)
     settings: Settings | None = None
@@ -32,7 +46,7 @@ class ConversationUpdate(ConversationCreate):
 
 class MessageCreate(Strict):
     content: str  # may be empty only when images come with it (multipart)
-    parent_id: int | None = None
+    parent_id: int | None = Field(None, ge=1, le=LARGEST_ID)
 
 
 class MessageEdit(Strict):
@@ -55,8 +69,8 @@ class ConversationOut(BaseModel):
     model: str | None
     system_prompt: str | None
     settings: Settings
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class MessageOut(BaseModel):
@@ -68,8 +82,8 @@ class MessageOut(BaseModel):
     status: Literal["streaming", "complete", "stopped", "error", "interrupted"]
     model: str | None
     provider: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     ttft_ms: int | None
     duration_ms: int | None
     prompt_tokens: int | None

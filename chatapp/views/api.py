@@ -121,10 +121,18 @@ def _authenticate():  # noqa: ANN202
 
 
 def parse(schema: type[BaseModel]) -> BaseModel:
-    """The JSON body, validated (400 if it is not JSON, 422 if a field is wrong)."""
+    """The JSON body, validated (400 if it is not JSON or nests too deeply, 422 if a field is wrong)."""
     raw = request.get_data(cache=True)
     try:
         data = json.loads(raw) if raw.strip() else {}
+        json.dumps(data, ensure_ascii=False).encode()  # "\ud800" is valid JSON but no text: nothing could store it
+    except RecursionError:
+        raise ChatError("The JSON is nested too deeply.", 400, "malformed_json") from None
+    except UnicodeEncodeError:
+        problem = "a string holds a lone surrogate (\\ud800-\\udfff), which is not text"
+        raise ChatError(
+            f"Some fields are invalid: {problem}.", 422, details={"fields": [{"field": "(body)", "problem": problem}]}
+        ) from None
     except ValueError:
         raise ChatError("The body is not valid JSON.", 400, "malformed_json") from None
     return schema.model_validate(data)
@@ -146,7 +154,7 @@ def own_message(message_id: int) -> Message:
 
 def limit_arg() -> int:
     value = request.args.get("limit", "20")
-    if not value.isdigit() or not 1 <= int(value) <= 100:
+    if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= 100:
         raise ChatError("limit must be a whole number from 1 to 100.", 422, details={"fields": [{"field": "limit"}]})
     return int(value)
 
@@ -259,7 +267,10 @@ def list_messages(conversation_id: int):  # noqa: ANN201
         messages = list(tree.by_id.values())
     else:
         messages = tree.path(conversation.active_leaf_id)
-    if before := request.args.get("before", type=int):
+    before_arg = request.args.get("before", "")
+    if before_arg and not (before_arg.isascii() and before_arg.isdigit() and len(before_arg) <= 19):
+        raise ChatError("before must be a message id.", 422, details={"fields": [{"field": "before"}]})
+    if before := int(before_arg or 0):
         messages = (
             [m for m in messages if m.id < before]
             if request.args.get("branches") == "all"
@@ -424,7 +435,10 @@ def _encode_cursor(conversation: Conversation) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         updated_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(updated_at), int(last_id)
+        when, row = datetime.fromisoformat(updated_at), int(last_id)
+        if when.tzinfo is not None or not 0 < row < 2**63:  # the API gives out naive UTC and real ids
+            raise ValueError(cursor)
+        return when, row
     except ValueError:
         raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
