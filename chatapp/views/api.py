@@ -444,6 +444,17 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------------
+SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["delta", "done", "error"]},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+
+
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
     models = {schemas.Error} | {s for r in ROUTES for s in (r.body, r.response) if s}
@@ -465,7 +476,7 @@ def openapi_document() -> dict:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}
         if r.streams:
             success.setdefault("content", {})
-            success["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+            success["content"]["text/event-stream"] = {"schema": SSE_EVENT}
             success["content"]["application/x-ndjson"] = {"schema": {"type": "string"}}
         operation["responses"][str(r.status)] = success
         operation["responses"]["default"] = {
