@@ -30,6 +30,7 @@ DEFAULTS: dict[str, object] = {
     "STALE_AFTER": 10.0,  # seconds without a heartbeat before a streaming answer counts as dead
     "MAX_FORM_BYTES": 1_000_000,
     "SESSION_LIFETIME_DAYS": 365,  # how long the session cookie (and so a guest's identity) lasts unused
+    "SECURE_COOKIES": None,  # None: on under CHATAPP_ENV=production; 0 for production over plain HTTP
     "MAX_IMAGE_PIXELS": 50_000_000,  # per image, read from its header before anything is decoded
     "MAX_MESSAGE_IMAGE_PIXELS": 100_000_000,  # all the images of one message together
     "TRANSCRIBE_MODEL": "whisper-1",
@@ -76,9 +77,11 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     app.config["MAX_CONTENT_LENGTH"] = max(images, app.config["MAX_AUDIO_BYTES"]) + 100_000
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
     # Flask has its own defaults for these, so setdefault would never apply ours; a test's overrides win.
+    # Production platforms serve over HTTPS: never send the session cookie in the clear there.
+    secure = app.config["SECURE_COOKIES"]
+    secure = app.config["CHATAPP_ENV"] == "production" if secure is None else _convert(str(secure), False)
     cookies = {
-        # Production platforms serve over HTTPS: never send the session cookie in the clear there.
-        "SESSION_COOKIE_SECURE": app.config["CHATAPP_ENV"] == "production",
+        "SESSION_COOKIE_SECURE": secure,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "PERMANENT_SESSION_LIFETIME": timedelta(days=app.config["SESSION_LIFETIME_DAYS"]),

@@ -116,6 +116,8 @@ def test_session_lifetime_is_a_setting_and_cookies_are_not_secure_in_development
     cookie = session_cookie(app.test_client().get("/"))
     assert "Secure" not in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert 6.9 < expiry_days(cookie) <= 7
+    plain = make_app(CHATAPP_ENV="production", SECURE_COOKIES="0")  # production served over plain HTTP
+    assert "Secure" not in session_cookie(plain.test_client().get("/"))
 
 
 def test_a_tampered_session_cookie_is_a_new_identity_not_an_error(chat: Chat) -> None:
@@ -139,7 +141,7 @@ def test_a_tampered_session_cookie_is_a_new_identity_not_an_error(chat: Chat) ->
 # -- CSRF -------------------------------------------------------------------------------------------------
 def test_a_cross_origin_post_is_refused_even_with_a_valid_token(chat: Chat) -> None:
     chat.get("/")
-    for origin in ("https://evil.example", "null", "http://localhost:8080", "https://localhost"):
+    for origin in ("https://evil.example", "null", "http://localhost:8080", "http://localhost.evil.example"):
         response = chat.post("/conversations", {"content": "from elsewhere"}, headers={"Origin": origin})
         assert response.status_code == 403, origin
         assert "another site" in response.get_data(as_text=True)
@@ -147,6 +149,13 @@ def test_a_cross_origin_post_is_refused_even_with_a_valid_token(chat: Chat) -> N
     assert same.status_code == 303
     without = chat.post("/conversations", {"content": "no origin header (older browsers)"})
     assert without.status_code == 303
+    # Behind a proxy that ends TLS and names the public host, the public origin is this site.
+    proxied = chat.post(
+        "/conversations",
+        {"content": "through the proxy"},
+        headers={"Origin": "https://chat.example", "X-Forwarded-Host": "chat.example", "X-Forwarded-Proto": "https"},
+    )
+    assert proxied.status_code == 303
 
 
 def test_a_csrf_token_with_non_ascii_characters_is_a_400(chat: Chat) -> None:
