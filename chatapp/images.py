@@ -77,12 +77,12 @@ def prepare(data: bytes, number: int = 1) -> Prepared:
             422,
         )
     g.image_pixels = total
-    return call_blocking(_reencode, image, name)
+    return call_blocking(_reencode, image, image.format, name)
 
 
-def _reencode(image: PILImage.Image, name: str) -> Prepared:
+def _reencode(image: PILImage.Image, fmt: str, name: str) -> Prepared:
     """Decode and write the image afresh (no EXIF, no text chunks); CPU-bound, so run off the loop."""
-    mime, extension = FORMATS[image.format]
+    mime, extension = FORMATS[fmt]
     try:
         image = ImageOps.exif_transpose(image)  # keep the orientation the EXIF data asked for
         image.thumbnail((MAX_SIDE, MAX_SIDE))

@@ -34,7 +34,8 @@ class Settings(Strict):
 
 
 class ConversationCreate(Strict):
-    title: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # null is no title
+    # Left out: unchanged; null is no title (the column is NOT NULL).
+    title: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # type: ignore[assignment]
     model: str | None = Field(None, min_length=1, max_length=200)
     system_prompt: str | None = Field(None, max_length=20000)
     settings: Settings | None = None
