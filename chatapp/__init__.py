@@ -45,7 +45,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_config(app, test_config)
     app.config["REDIS_URL"] = redis_url(app.config["REDIS_URL"], app.config["REDIS_TLS_VERIFY"])
 
-    from . import accounts, errors, identity, limits, storage, views
+    from . import accounts, errors, identity, limits, security, storage, views
     from .extensions import db, migrate, sock
 
     db.init_app(app)
@@ -56,6 +56,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     identity.init_app(app)
     accounts.init_app(app)  # access policy, rate limiter, guest sweep, flask commands
     errors.init_app(app)
+    security.init_app(app)  # before views: ids in URLs are bounded when routes are added
     views.init_app(app)
     _init_database(app)
     _init_generator(app)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 from flask import Flask
@@ -42,6 +43,10 @@ DEFAULTS: dict[str, object] = {
     "FLUSH_INTERVAL": 0.5,  # seconds between database writes of a streaming answer
     "STALE_AFTER": 10.0,  # seconds without a heartbeat before a streaming answer counts as dead
     "MAX_FORM_BYTES": 1_000_000,
+    "SESSION_LIFETIME_DAYS": 365,  # how long the session cookie (and so a guest's identity) lasts unused
+    "SECURE_COOKIES": None,  # None: on under CHATAPP_ENV=production; 0 for production over plain HTTP
+    "MAX_IMAGE_PIXELS": 50_000_000,  # per image, read from its header before anything is decoded
+    "MAX_MESSAGE_IMAGE_PIXELS": 100_000_000,  # all the images of one message together
     "TRANSCRIBE_MODEL": "whisper-1",
     "TRANSCRIBE_BASE_URL": None,  # None: OPENAI_BASE_URL
     "TRANSCRIBE_API_KEY": None,  # None: OPENAI_API_KEY
@@ -99,13 +104,22 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     images = app.config["MAX_FORM_BYTES"] + app.config["MAX_IMAGE_BYTES"] * app.config["MAX_IMAGES"]
     app.config["MAX_CONTENT_LENGTH"] = max(images, app.config["MAX_AUDIO_BYTES"]) + 100_000
     app.config["SECRET_KEY"] = app.config["SECRET_KEY"] or _dev_secret_key(app)
+    # Flask has its own defaults for these, so setdefault would never apply ours; a test's overrides win.
     # Production platforms serve over HTTPS: never send the session cookie in the clear there.
-    app.config.setdefault("SESSION_COOKIE_SECURE", app.config["CHATAPP_ENV"] == "production")
-    app.config.setdefault("SESSION_COOKIE_SAMESITE", "Lax")
-    # WebSocket pings every 25 s keep idle sockets alive through proxies and expose dead ones.
-    app.config.setdefault("SOCK_SERVER_OPTIONS", {"ping_interval": 25})
-    app.config.setdefault("SESSION_COOKIE_HTTPONLY", True)
-    app.config.setdefault("PERMANENT_SESSION_LIFETIME", 60 * 60 * 24 * 365)
+    secure = app.config["SECURE_COOKIES"]
+    secure = app.config["CHATAPP_ENV"] == "production" if secure is None else _convert(str(secure), False)
+    cookies = {
+        "SESSION_COOKIE_SECURE": secure,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "PERMANENT_SESSION_LIFETIME": timedelta(days=app.config["SESSION_LIFETIME_DAYS"]),
+    }
+    app.config.update({key: value for key, value in cookies.items() if key not in (overrides or {})})
+    # WebSocket pings every 25 s keep idle sockets alive through proxies and expose dead ones; a
+    # message larger than a form body closes the socket (1009) before it is all in memory.
+    app.config.setdefault(
+        "SOCK_SERVER_OPTIONS", {"ping_interval": 25, "max_message_size": app.config["MAX_FORM_BYTES"]}
+    )
 
 
 def _convert(raw: str, default: object) -> object:

@@ -144,7 +144,10 @@ def _encode_cursor(conversation: Conversation) -> str:
 def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         updated_at, last_id = base64.urlsafe_b64decode(cursor.encode()).decode().split("|")
-        return datetime.fromisoformat(updated_at), int(last_id)
+        when, row = datetime.fromisoformat(updated_at), int(last_id)
+        if when.tzinfo is not None or not 0 < row < 2**63:  # the API gives out naive UTC and real ids
+            raise ValueError(cursor)
+        return when, row
     except ValueError:
         raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
@@ -215,7 +218,7 @@ def edit(message: Message, content: str) -> Message:
     The original and everything that followed it stay stored as the other branch.
     """
     if message.role != "user":
-        raise ChatError("Only your own messages can be edited; answers can be retried.", 400)
+        raise ChatError("Only your own messages can be edited; answers can be retried.", 422, "not_a_user_message")
     content = _clean(content)
     conversation = message.conversation
     _refuse_if_streaming(conversation)
@@ -239,7 +242,7 @@ def edit(message: Message, content: str) -> Message:
 def retry(answer: Message) -> Message:
     """Generate a new answer beside ``answer``, from the same history."""
     if answer.role != "assistant" or answer.parent_id is None:
-        raise ChatError("Only answers can be retried.", 400)
+        raise ChatError("Only answers can be retried.", 422, "not_an_answer")
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
     quotas.check_can_start(conversation.user_id)
@@ -250,7 +253,7 @@ def retry(answer: Message) -> Message:
 def continue_answer(answer: Message) -> Message:
     """Let the model go on from a stopped or interrupted answer, appending to the same message."""
     if answer.role != "assistant" or answer.status not in (STOPPED, INTERRUPTED):
-        raise ChatError("Only a stopped or interrupted answer can be continued.", 400)
+        raise ChatError("Only a stopped or interrupted answer can be continued.", 409, "not_continuable")
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
     quotas.check_can_start(conversation.user_id)

@@ -64,9 +64,11 @@ def error_response(message: str, status: int, code: str | None = None, details: 
 
 
 def _typed_text() -> str:
-    """What the user typed, to offer back (a body too large to read has nothing to offer)."""
+    """What the user typed, to offer back; a body that was refused (too large) is not read again."""
     if request.method != "POST":
         return ""
+    if "stream" in request.__dict__ and "form" not in request.__dict__:
+        return ""  # reading the body already failed: nothing to offer, and nothing more is read
     try:
         return request.form.get("content", "")
     except RequestEntityTooLarge:

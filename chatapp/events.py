@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
 from .models import STREAMING, Message, mark_stale_interrupted, utcnow
@@ -113,14 +115,21 @@ def _status(message_id: int) -> str | None:
         db.session.close()  # hand the connection back: a stream may stay open for minutes
 
 
+LINE_BREAK = re.compile(r"\r\n|\r|\n")  # every line ending the SSE format knows
+
+
 def sse(data: str, event: str | None = None, event_id: str | int | None = None) -> str:
-    """One Server-Sent Event; multi-line data becomes several ``data:`` lines."""
+    """One Server-Sent Event; multi-line data becomes several ``data:`` lines.
+
+    Data is split on every line ending a browser recognises (a bare ``\\r`` too), so text from
+    the model can never start a line of its own and forge an ``event:`` or end the event early.
+    """
     lines = []
     if event_id is not None:
         lines.append(f"id: {event_id}")
     if event:
         lines.append(f"event: {event}")
-    lines.extend(f"data: {line}" for line in data.split("\n"))
+    lines.extend(f"data: {line}" for line in LINE_BREAK.split(data))
     return "\n".join(lines) + "\n\n"
 
 
@@ -132,8 +141,18 @@ SSE_HEADERS = {
 
 
 def resume_offset(last_event_id: str | None, after: str | None) -> int:
-    """Where a (re)connecting viewer's text ends: Last-Event-ID wins over ``?after=``."""
-    for value in (last_event_id, after):
-        if value and value.isdigit():
-            return int(value)
+    """Where a (re)connecting viewer's text ends: Last-Event-ID wins over ``?after=``.
+
+    Anything but a whole number (ASCII digits: ``int()`` would take "١" and fail on "²") is a 422.
+    """
+    for name, value in (("Last-Event-ID", last_event_id), ("after", after)):
+        if not value:
+            continue
+        if not OFFSET.fullmatch(value):
+            message = f"{name} must be a whole number of characters, as the stream's event ids are."
+            raise ChatError(message, 422, details={"fields": [{"field": name}]})
+        return int(value)
     return 0
+
+
+OFFSET = re.compile(r"[0-9]{1,15}")

@@ -99,11 +99,19 @@ def csrf_token() -> str:
 
 
 def check_csrf() -> None:
-    """Refuse a state-changing request without this session's token (form field or header)."""
+    """Refuse a state-changing request from another site, or without this session's token (field or header)."""
     if request.method in SAFE_METHODS or request.path.startswith("/api/"):  # bearer tokens, never cookies
         return
+    # The host only, not the scheme: behind a proxy that ends TLS the app may see http. A proxy's
+    # X-Forwarded-Host counts too: a page on another site cannot make a browser send that header.
+    origin = request.headers.get("Origin")
+    own = {request.host.lower(), request.headers.get("X-Forwarded-Host", "").split(",")[0].strip().lower()}
+    if origin is not None and origin.partition("://")[2].lower() not in own - {""}:  # "null" has no host
+        abort(403, "This request came from another site, so it was refused. Use this site's own pages.")
     sent = request.headers.get(CSRF_HEADER) or request.form.get(CSRF_FIELD, "")
     expected = session.get(CSRF_FIELD)
+    if not sent.isascii():
+        abort(400, "This page's security token is damaged. Reload the page and try again.")
     if not expected or not hmac.compare_digest(sent, expected):
         abort(400, "This page's security token is missing or has expired. Reload the page and try again.")
 

@@ -7,12 +7,13 @@ import io
 import secrets
 from dataclasses import dataclass
 
-from flask import current_app
+from flask import current_app, g
 from PIL import Image as PILImage
 from PIL import ImageOps, UnidentifiedImageError
 from sqlalchemy import func, select
 
 from . import storage
+from .blocking import call_blocking
 from .errors import ChatError
 from .extensions import db
 from .models import Conversation, Image, Message
@@ -23,7 +24,6 @@ FORMATS = {
     "WEBP": ("image/webp", "webp"),
     "GIF": ("image/gif", "gif"),
 }
-MAX_PIXELS = 50_000_000  # refuse before decoding anything larger (decompression bombs)
 MAX_SIDE = 2048  # larger images are scaled down to this longest side before they are stored and sent
 # Budget estimate for one image in the history: OpenAI counts a detailed 1024×1024 image as 765 tokens.
 IMAGE_TOKENS = 765
@@ -41,31 +41,57 @@ class Prepared:
 
 
 def prepare(data: bytes, number: int = 1) -> Prepared:
-    """Check one upload by its content and re-encode it: no EXIF, at most MAX_SIDE pixels a side."""
-    limit = current_app.config["MAX_IMAGE_BYTES"]
+    """Check one upload by its content and re-encode it: no EXIF, at most MAX_SIDE pixels a side.
+
+    The size comes from the header: an image over ``MAX_IMAGE_PIXELS``, or one that takes the
+    message's images (numbered from 1, in order) over ``MAX_MESSAGE_IMAGE_PIXELS``, is refused before
+    anything is decoded. Decoding and re-encoding run off the event loop.
+    """
+    config = current_app.config
     name = f"Image {number}"
     if not data:
         raise ChatError(f"{name} is empty.", 400)
-    if len(data) > limit:
+    if len(data) > config["MAX_IMAGE_BYTES"]:
+        limit = config["MAX_IMAGE_BYTES"]
         raise ChatError(f"{name} is {len(data):,} bytes; the limit is {limit:,}. Use a smaller image.", 413)
     try:
-        image = PILImage.open(io.BytesIO(data))
+        image = PILImage.open(io.BytesIO(data))  # reads the header only
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning) as exc:
+        # Pillow's own guard (past 89 million pixels) speaks before we can: the same refusal.
+        limit = config["MAX_IMAGE_PIXELS"]
+        raise ChatError(f"{name} has more pixels than the limit of {limit:,} pixels in all.", 422) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ChatError(f"{name} is not an image this app can read. Use PNG, JPEG, WebP or GIF.", 415) from exc
     if image.format not in FORMATS:
         raise ChatError(f"{name} is a {image.format} image. Use PNG, JPEG, WebP or GIF.", 415)
     width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise ChatError(f"{name} is {width}×{height} pixels; the limit is {MAX_PIXELS:,} pixels in all.", 422)
-    mime, extension = FORMATS[image.format]
+    if width * height > config["MAX_IMAGE_PIXELS"]:
+        limit = config["MAX_IMAGE_PIXELS"]
+        raise ChatError(f"{name} is {width}×{height} pixels; the limit is {limit:,} pixels in all.", 422)
+    # g lives as long as the request (or the WebSocket message): the images of one message.
+    total = (g.get("image_pixels", 0) if number > 1 else 0) + width * height
+    if total > config["MAX_MESSAGE_IMAGE_PIXELS"]:
+        limit = config["MAX_MESSAGE_IMAGE_PIXELS"]
+        raise ChatError(
+            f"The images of this message have {total:,} pixels with image {number}; the limit is {limit:,} "
+            "pixels in all. Send fewer or smaller images.",
+            422,
+        )
+    g.image_pixels = total
+    return call_blocking(_reencode, image, image.format, name)
+
+
+def _reencode(image: PILImage.Image, fmt: str, name: str) -> Prepared:
+    """Decode and write the image afresh (no EXIF, no text chunks); CPU-bound, so run off the loop."""
+    mime, extension = FORMATS[fmt]
     try:
         image = ImageOps.exif_transpose(image)  # keep the orientation the EXIF data asked for
         image.thumbnail((MAX_SIDE, MAX_SIDE))
         if mime == "image/jpeg" and image.mode != "RGB":
             image = image.convert("RGB")
         out = io.BytesIO()
-        image.save(out, format=FORMATS_BY_MIME[mime])  # written afresh: no EXIF, no text chunks
-    except (OSError, ValueError) as exc:
+        image.save(out, format=FORMATS_BY_MIME[mime])
+    except (OSError, ValueError, PILImage.DecompressionBombError) as exc:
         raise ChatError(f"{name} could not be read (the file may be damaged).", 415) from exc
     return Prepared(out.getvalue(), mime, extension, image.width, image.height)
 

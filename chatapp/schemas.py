@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from .models import Conversation, Message, Tree, siblings_of
+
+
+def _utc(value: datetime) -> datetime:
+    """Times are stored as naive UTC; an answer says so (``…Z``)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _optional(schema: dict) -> None:
+    """A field that may be left out but not sent as null: no ``"default": null`` in its schema."""
+    schema.pop("default", None)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_utc)]
+LARGEST_ID = 2**63 - 1  # a BIGINT; a larger number names no row
 
 
 class Strict(BaseModel):
@@ -22,7 +36,8 @@ class Settings(Strict):
 
 
 class ConversationCreate(Strict):
-    title: str | None = Field(None, min_length=1, max_length=200)
+    # Left out: unchanged; null is no title (the column is NOT NULL).
+    title: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # type: ignore[assignment]
     model: str | None = Field(None, min_length=1, max_length=200)
     system_prompt: str | None = Field(None, max_length=20000)
     settings: Settings | None = None
@@ -34,7 +49,7 @@ class ConversationUpdate(ConversationCreate):
 
 class MessageCreate(Strict):
     content: str  # may be empty only when images come with it (multipart)
-    parent_id: int | None = None
+    parent_id: int | None = Field(None, ge=1, le=LARGEST_ID)
 
 
 class MessageEdit(Strict):
@@ -57,8 +72,8 @@ class ConversationOut(BaseModel):
     model: str | None
     system_prompt: str | None
     settings: Settings
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
     @classmethod
     def from_conversation(cls, c: Conversation) -> dict:
@@ -77,8 +92,8 @@ class MessageOut(BaseModel):
     status: Literal["streaming", "complete", "stopped", "error", "interrupted"]
     model: str | None
     provider: str | None
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
     ttft_ms: int | None
     duration_ms: int | None
     prompt_tokens: int | None

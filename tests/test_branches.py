@@ -140,7 +140,7 @@ def test_continue_is_only_for_stopped_or_interrupted(chat: Chat) -> None:
     _, answer_id = chat.start("hi")
     chat.wait(answer_id)
     response = chat.post(f"/messages/{answer_id}/continue")
-    assert response.status_code == 400
+    assert response.status_code == 409
     assert "Only a stopped or interrupted answer can be continued" in response.get_data(as_text=True)
 
 

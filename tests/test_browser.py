@@ -40,7 +40,9 @@ def browser():  # noqa: ANN201
 
 @pytest.fixture
 def page(browser, live_server):  # noqa: ANN001, ANN201
-    context = browser.new_context(base_url=live_server)
+    # Playwright's wait_for_function evaluates strings in the page, which the app's CSP refuses
+    # (no unsafe-eval); tests/test_security.py checks the page under the policy.
+    context = browser.new_context(base_url=live_server, bypass_csp=True)
     page = context.new_page()
     page.set_default_timeout(10_000)
     yield page

@@ -394,7 +394,7 @@ def test_oversized_request_gets_413_with_the_limit(make_app, upstream) -> None: 
     chat = Chat(make_app(MAX_FORM_BYTES=1000, MAX_IMAGE_BYTES=1000, MAX_IMAGES=1))
     response = chat.post("/conversations", {"content": "x" * 200_000})
     assert response.status_code == 413
-    assert "the limit is 102,000 bytes for this request" in response.get_data(as_text=True)
+    assert "the limit is 1,000 bytes for this request" in response.get_data(as_text=True)  # a form: no image allowance
     assert upstream.requests == []
 
 

@@ -48,6 +48,7 @@ def serve(tmp_path) -> Iterator:  # noqa: ANN001
             "DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite3'}",
             "PYTHONPATH": str(ROOT),
             "WEB_CONCURRENCY": "1",
+            "SECURE_COOKIES": "0",  # production mode, but plain HTTP on 127.0.0.1: the cookie must come back
             **env,
         }
         process = subprocess.Popen(procfile_command(port), cwd=ROOT, env=full_env, stderr=subprocess.DEVNULL)

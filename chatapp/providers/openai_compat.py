@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,8 +48,9 @@ class OpenAIProvider:
         # client first walks them against its type hints, about 0.15 ms a message (measured: 6 ms
         # for 40), all of it holding up every other stream. They are plain JSON already.
         extra = {"temperature": temperature} if temperature is not None else {}
+        model = model or self.model
         request = self.client.chat.completions.with_streaming_response.create(
-            model=model or self.model,
+            model=model,
             messages=[],
             max_tokens=max_tokens,
             stream=True,
@@ -59,7 +61,7 @@ class OpenAIProvider:
         try:
             response = request.__enter__()
         except openai.OpenAIError as exc:
-            raise ProviderError(self.describe(exc)) from exc
+            raise ProviderError(self.describe(exc, model=model)) from exc
         return OpenAIStream(self, response)
 
     def models(self) -> list[str]:
@@ -69,24 +71,35 @@ class OpenAIProvider:
         except openai.OpenAIError:
             return [self.model]
 
-    def describe(self, exc: BaseException, mid_stream: bool = False) -> str:
-        """A reason a user can act on, for an exception from the client."""
-        detail = _upstream_message(exc)
+    def describe(self, exc: BaseException, mid_stream: bool = False, model: str | None = None) -> str:
+        """A reason a user can act on, for an exception from the client; where it went is only logged.
+
+        The upstream's address (an internal host and port, often) is no business of the user's.
+        ``model`` is the model the request named (a conversation may choose its own).
+        """
+        log.warning("upstream %s (model %s) failed: %r", self.host, model or self.model, exc)
+        if isinstance(exc, openai.APIStatusError):
+            return self._status_reason(exc, model or self.model)
+        if isinstance(exc, openai.APITimeoutError) or _is_timeout(exc):
+            return f"The model server sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
+        if isinstance(exc, openai.APIConnectionError) and not mid_stream:
+            return "Could not connect to the model server. Retry in a moment; if it keeps failing, tell the operator."
+        return "The connection to the model server dropped in the middle of the answer. The text so far is kept; retry."
+
+    def _status_reason(self, exc: openai.APIStatusError, model: str) -> str:
+        """What an error status means; the provider's own words only for 4xx (5xx may show internals)."""
+        status = exc.status_code
+        detail = _upstream_message(exc, self.host) if status < 500 else ""
         if isinstance(exc, openai.AuthenticationError):
             return f"The model provider rejected the API key (401). Check OPENAI_API_KEY.{detail}"
         if isinstance(exc, openai.NotFoundError):
-            return f"The model “{self.model}” was not found at {self.host} (404). Check CHAT_MODEL.{detail}"
+            advice = "Choose another model for this conversation, or check CHAT_MODEL."
+            return f"The model “{model}” was not found (404). {advice}{detail}"
         if isinstance(exc, openai.RateLimitError):
-            return f"{self.host} is rate limiting requests (429). Wait a moment, then retry.{detail}"
-        if isinstance(exc, openai.APIStatusError):
-            if exc.status_code >= 500:
-                return f"{self.host} had an error ({exc.status_code}). Retry in a moment.{detail}"
-            return f"{self.host} refused the request ({exc.status_code}).{detail}"
-        if isinstance(exc, openai.APITimeoutError) or _is_timeout(exc):
-            return f"{self.host} sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
-        if isinstance(exc, openai.APIConnectionError) and not mid_stream:
-            return f"Could not connect to {self.host}. Is the model server running? Retry when it is."
-        return f"The connection to {self.host} dropped in the middle of the answer. The text so far is kept; retry."
+            return f"The model provider is rate limiting requests (429). Wait a moment, then retry.{detail}"
+        if status >= 500:
+            return f"The model server had an error ({status}). Retry in a moment."
+        return f"The model provider refused the request ({status}).{detail}"
 
 
 class OpenAIStream:
@@ -138,9 +151,15 @@ def _is_timeout(exc: BaseException) -> bool:
     return any("Timeout" in cls.__name__ for cls in type(exc).__mro__)
 
 
-def _upstream_message(exc: BaseException) -> str:
+def _upstream_message(exc: BaseException, host: str) -> str:
+    """The provider's own words (they often say what to change), without addresses in them."""
     body = getattr(exc, "body", None)
     message = None
     if isinstance(body, dict):
         message = body.get("message") or (body.get("error") or {}).get("message")
-    return f" The provider said: “{str(message)[:300]}”" if message else ""
+    if not message:
+        return ""
+    text = re.sub(r"\b[a-z][a-z0-9+.-]*://\S+", "…", str(message)[:300], flags=re.IGNORECASE)
+    for name in (host, host.rsplit(":", 1)[0]):  # host:port first, then the bare host
+        text = text.replace(name, "…")
+    return f" The provider said: “{text}”"

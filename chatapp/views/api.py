@@ -96,10 +96,18 @@ def _authenticate():  # noqa: ANN202
 
 
 def parse(schema: type[BaseModel]) -> BaseModel:
-    """The JSON body, validated (400 if it is not JSON, 422 if a field is wrong)."""
+    """The JSON body, validated (400 if it is not JSON or nests too deeply, 422 if a field is wrong)."""
     raw = request.get_data(cache=True)
     try:
         data = json.loads(raw) if raw.strip() else {}
+        json.dumps(data, ensure_ascii=False).encode()  # "\ud800" is valid JSON but no text: nothing could store it
+    except RecursionError:
+        raise ChatError("The JSON is nested too deeply.", 400, "malformed_json") from None
+    except UnicodeEncodeError:
+        problem = "a string holds a lone surrogate (\\ud800-\\udfff), which is not text"
+        raise ChatError(
+            f"Some fields are invalid: {problem}.", 422, details={"fields": [{"field": "(body)", "problem": problem}]}
+        ) from None
     except ValueError:
         raise ChatError("The body is not valid JSON.", 400, "malformed_json") from None
     return schema.model_validate(data)
@@ -115,7 +123,7 @@ def own_message(message_id: int) -> Message:
 
 def limit_arg() -> int:
     value = request.args.get("limit", "20")
-    if not value.isdigit() or not 1 <= int(value) <= 100:
+    if not (value.isascii() and value.isdigit() and len(value) <= 3) or not 1 <= int(value) <= 100:
         raise ChatError("limit must be a whole number from 1 to 100.", 422, details={"fields": [{"field": "limit"}]})
     return int(value)
 
@@ -180,7 +188,10 @@ def list_messages(conversation_id: int):  # noqa: ANN201
         messages = list(tree.by_id.values())
     else:
         messages = tree.path(conversation.active_leaf_id)
-    if before := request.args.get("before", type=int):
+    before_arg = request.args.get("before", "")
+    if before_arg and not (before_arg.isascii() and before_arg.isdigit() and len(before_arg) <= 19):
+        raise ChatError("before must be a message id.", 422, details={"fields": [{"field": "before"}]})
+    if before := int(before_arg or 0):
         messages = (
             [m for m in messages if m.id < before]
             if request.args.get("branches") == "all"
@@ -333,6 +344,17 @@ def _line(kind: str, data: dict) -> str:
 
 
 # -- OpenAPI ---------------------------------------------------------------------------------------------
+SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["delta", "done", "error"]},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+    },
+    "required": ["event", "data"],
+}
+
+
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
     models = {schemas.Error} | {s for r in ROUTES for s in (r.body, r.response) if s}
@@ -354,7 +376,7 @@ def openapi_document() -> dict:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}
         if r.streams:
             success.setdefault("content", {})
-            success["content"]["text/event-stream"] = {"schema": {"type": "string"}}
+            success["content"]["text/event-stream"] = {"schema": SSE_EVENT}
             success["content"]["application/x-ndjson"] = {"schema": {"type": "string"}}
         operation["responses"][str(r.status)] = success
         operation["responses"]["default"] = {
