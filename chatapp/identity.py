@@ -95,6 +95,7 @@ def csrf_token() -> str:
     """This session's CSRF token, created on first use."""
     if CSRF_FIELD not in session:
         session[CSRF_FIELD] = secrets.token_urlsafe(32)
+        session.permanent = True  # the cookie lasts SESSION_LIFETIME_DAYS, not until the browser closes
     return session[CSRF_FIELD]
 
 

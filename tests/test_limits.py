@@ -84,7 +84,14 @@ def test_a_large_json_message_is_413_on_the_api(make_app) -> None:  # noqa: ANN0
 
 
 def test_multipart_keeps_the_image_allowance_but_bounds_each_text_field(make_app) -> None:  # noqa: ANN001
-    chat = Chat(make_app(MAX_FORM_BYTES=150_000, MAX_USER_MESSAGE_TOKENS=100_000, MAX_HISTORY_TOKENS=100_000))
+    chat = Chat(
+        make_app(
+            MAX_FORM_BYTES=150_000,
+            MAX_MESSAGE_CHARS=200_000,
+            MAX_USER_MESSAGE_TOKENS=100_000,
+            MAX_HISTORY_TOKENS=100_000,
+        )
+    )
     chat.get("/")
     photo = picture((60, 40))
     big_photo = picture((300, 300), noise=True)  # over MAX_FORM_BYTES: the image allowance applies
