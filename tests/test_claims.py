@@ -245,7 +245,8 @@ def test_websocket_unsubscribe_ends_the_chunks(app, upstream) -> None:  # noqa: 
 
 
 def test_server_pings_and_drops_a_socket_that_stops_answering(make_app) -> None:  # noqa: ANN001
-    app = make_app(SOCK_SERVER_OPTIONS={"ping_interval": 0.5})  # the README's 25 s, shortened for the test
+    assert make_app().config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 25}  # the README's 25 s by default
+    app = make_app(SOCK_SERVER_OPTIONS={"ping_interval": 0.5})  # shortened for the test
     token = ApiClient(app).token
     with serve(app) as base:
         silent = WebSocket(base, token, answer_pings=False)
