@@ -20,7 +20,7 @@ from tests.fake_upstream import Reply
 # here is exempt from the stranger check below.
 NO_OWNER: dict[str, str] = {}
 # Ids passed in the query string rather than the path (the url_map cannot show them).
-QUERY_ID_ROUTES = [("POST", "/transcribe?conversation_id={conversation_id}", "voice.transcribe")]
+QUERY_ID_ROUTES = [("POST", "/transcribe?conversation_id={conversation_id}", "/transcribe")]
 # A valid body for every request schema of the API (by its OpenAPI name), so that a refusal can only
 # be about whose the id is, never about the body.
 API_BODIES = {
