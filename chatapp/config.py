@@ -74,6 +74,8 @@ DEFAULTS: dict[str, object] = {
 }
 
 UPSTREAM_DEFAULT_MODEL = "gpt-4o-mini"
+# Where an empty environment variable is a choice, not "unset": SYSTEM_PROMPT= sends no system message.
+EMPTY_MEANS_NONE = {"SYSTEM_PROMPT"}
 
 
 class ConfigError(RuntimeError):
@@ -87,7 +89,7 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     app.config.from_pyfile("config.py", silent=True)
     for key, default in DEFAULTS.items():
         raw = os.environ.get(key)
-        if raw is None or raw == "":
+        if raw is None or (raw == "" and key not in EMPTY_MEANS_NONE):
             continue
         app.config[key] = _convert(raw, default)
     if overrides:

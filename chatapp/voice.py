@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import IO
 
 import openai
-from flask import current_app
+from flask import Request, current_app
 
 from .errors import ChatError
 
@@ -60,6 +63,33 @@ class Transcriber:
                 "The transcription service cannot be reached. Try again later, or type instead.", 503
             ) from exc
         return (result.text or "").strip()
+
+
+class RecordingRequest(Request):
+    """A request whose uploads to views marked ``@in_memory`` are held in memory, never in a temporary file.
+
+    Werkzeug spools an upload over 500 KB to an unnamed temporary file; a recording is not to touch the
+    disk. The body limit such a view gets (``MAX_AUDIO_BYTES`` and the form around it, chatapp.limits)
+    is checked before parsing starts, so it bounds this memory too.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        view = current_app.view_functions.get(self.endpoint or "")
+        if getattr(view, "uploads_in_memory", False):
+            return io.BytesIO()
+        return super()._get_file_stream(total_content_length, content_type, filename, content_length)
+
+
+def in_memory(view: Callable) -> Callable:
+    """Mark a view whose uploads stay in memory (see ``RecordingRequest``)."""
+    view.uploads_in_memory = True  # type: ignore[attr-defined]
+    return view
 
 
 def audio_format(data: bytes) -> str:

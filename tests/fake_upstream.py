@@ -33,6 +33,8 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool = True
     hang: bool = False  # send the headers, then nothing
+    pause_after: int | None = None  # after this many tokens, wait until ``resume`` is set
+    resume: threading.Event = field(default_factory=threading.Event)
 
 
 ERROR_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
@@ -50,6 +52,7 @@ class FakeUpstream:
     transcriptions: list[dict] = field(default_factory=list)
     transcription_reply: Reply = field(default_factory=Reply)
     transcription_text: str = "hello from the fake transcriber"
+    models: list[str] = field(default_factory=lambda: ["fake-model"])  # what GET /models lists
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque()
@@ -97,6 +100,7 @@ class FakeUpstream:
         self._default = Reply()
         self.transcription_reply = Reply()
         self.transcription_text = "hello from the fake transcriber"
+        self.models = ["fake-model"]
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict]:
         """Block until ``n`` chat requests have arrived."""
@@ -157,7 +161,7 @@ class FakeUpstream:
         if method == "GET" and path.endswith("/models"):
             data = {
                 "object": "list",
-                "data": [{"id": "fake-model", "object": "model", "created": 0, "owned_by": "fake"}],
+                "data": [{"id": name, "object": "model", "created": 0, "owned_by": "fake"} for name in self.models],
             }
             await self._json(writer, 200, data)
             return True
@@ -213,6 +217,8 @@ class FakeUpstream:
             if reply.drop_after is not None and index >= reply.drop_after:
                 writer.transport.abort()
                 return False
+            if index == reply.pause_after:
+                await _wait_for(reply.resume)
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             await _send(writer, chunk.delta({"content": token}))
@@ -295,6 +301,13 @@ async def _send(writer: asyncio.StreamWriter, data: str) -> None:
     payload = f"data: {data}\n\n".encode()
     writer.write(b"%x\r\n%b\r\n" % (len(payload), payload))
     await writer.drain()
+
+
+async def _wait_for(event: threading.Event, timeout: float = 30.0) -> None:
+    """Hold this stream (not the server) until a test sets ``event``; never longer than ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not event.is_set() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
 
 
 def _error(message: str, kind: str) -> dict:

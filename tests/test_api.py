@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
+from tests.clients import ndjson
 from tests.fake_upstream import Reply
-from tests.sse import Stream, collect
+from tests.sse import Stream, collect, parse
 
 WORDS = [f" w{i}" for i in range(40)]
 
@@ -101,20 +103,56 @@ def test_send_stream_and_read_back(api: Api, upstream) -> None:  # noqa: ANN001
 
 def test_ndjson_and_resume(api: Api, upstream) -> None:  # noqa: ANN001
     conversation = api.call("POST", "/conversations", {}).get_json()
-    upstream.script(Reply(tokens=WORDS[:20], delay=0.02))
+    reply = Reply(tokens=WORDS[:20], pause_after=10)  # held after 10 words: still streaming while viewers reconnect
+    upstream.script(reply)
     answer = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "x"}).get_json()[
         "assistant_message"
     ]
-    lines = [
-        json.loads(line)
-        for line in b"".join(api.stream(f"/messages/{answer['id']}/stream", Accept="application/x-ndjson")).splitlines()
-    ]
-    assert lines[-1]["type"] == "done"
-    full = "".join(line["content"] for line in lines if line["type"] == "delta")
-    assert full == "".join(WORDS[:20])
-    # Resuming from an offset sends only what follows it (the answer is finished: just the end).
-    events = [e for e in collect(api.stream(f"/messages/{answer['id']}/stream", **{"Last-Event-ID": "5"}))[1]]
-    assert [e.event for e in events] == ["done"]
+    url = f"/messages/{answer['id']}/stream"
+    full, paused_at = "".join(WORDS[:20]), len("".join(WORDS[:10]))
+    first = updates(api.stream(url, Accept="application/x-ndjson"), "ndjson")
+    seen = ""
+    while len(seen) < paused_at:
+        kind, seq, text = next(first)
+        assert kind == "delta"
+        seen += text
+        assert seq == len(seen)  # each line carries the offset after it
+    assert seen == full[:paused_at]
+    assert api.call("GET", f"/messages/{answer['id']}").get_json()["status"] == "streaming"
+
+    # Reconnecting mid-answer from an offset (a client that has shown the first 4 words) sends exactly
+    # what follows it, live: as SSE and as NDJSON.
+    resume_at = len("".join(WORDS[:4]))
+    resumed = {
+        "sse": updates(api.stream(url, **{"Last-Event-ID": str(resume_at)}), "sse"),
+        "ndjson": updates(
+            api.stream(url, Accept="application/x-ndjson", **{"Last-Event-ID": str(resume_at)}), "ndjson"
+        ),
+    }
+    for name, stream in resumed.items():
+        text = ""
+        while len(text) < paused_at - resume_at:
+            kind, _, delta = next(stream)
+            assert kind == "delta", name
+            text += delta
+        assert text == full[resume_at:paused_at], name
+    reply.resume.set()
+    for name, stream in [("first", first), *resumed.items()]:
+        rest = list(stream)
+        assert rest[-1][0] == "done", name
+        assert "".join(t for kind, _, t in rest if kind == "delta") == full[paused_at:], name
+
+
+def updates(stream: Stream, kind: str) -> Iterator[tuple[str, int | None, str]]:
+    """(event, offset, delta text) from an SSE or NDJSON stream, as they arrive."""
+    if kind == "ndjson":
+        for line in ndjson(stream):
+            yield line["type"], line.get("seq"), line.get("content", "") if line["type"] == "delta" else ""
+        return
+    for event in parse(stream):
+        if not isinstance(event, str):
+            data = json.loads(event.data)
+            yield event.event, int(event.id) if event.id else None, data["content"] if event.event == "delta" else ""
 
 
 def test_stop_edit_retry_feedback(api: Api, upstream) -> None:  # noqa: ANN001
@@ -236,7 +274,10 @@ def test_models_stats_transcriptions_and_images(api: Api, upstream) -> None:  # 
 
     from PIL import Image as PILImage
 
-    assert api.call("GET", "/models").get_json() == {"items": [{"id": "fake-model", "provider": "openai"}]}
+    upstream.models = ["upstream-only-model", "fake-model"]  # not just the configured one: the upstream's list
+    assert api.call("GET", "/models").get_json() == {
+        "items": [{"id": "fake-model", "provider": "openai"}, {"id": "upstream-only-model", "provider": "openai"}]
+    }
     conversation = api.call("POST", "/conversations", {}).get_json()
     png = io.BytesIO()
     PILImage.new("RGB", (8, 8)).save(png, format="PNG")

@@ -8,6 +8,7 @@ import time
 import pytest
 
 from chatapp.broker import MemoryBroker, RedisBroker
+from chatapp.conversations import STOP_WAIT
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
 from tests.sse import collect
@@ -24,17 +25,20 @@ def test_memory_broker_replays_and_waits() -> None:
 
     threading.Timer(0.05, lambda: (broker.publish_delta(1, 2, "c"), broker.publish_done(1))).start()
     started = time.monotonic()
-    events, cursor = broker.read(1, cursor, timeout=2.0)
-    assert time.monotonic() - started < 1.0  # woken by the publish, not the timeout
+    events, cursor = broker.read(1, cursor, timeout=30.0)
+    assert time.monotonic() - started < 15.0  # woken by the publish, not the (long) timeout
     more, _ = broker.read(1, cursor, timeout=0.5) if len(events) == 1 else ([], cursor)
     assert [e.kind for e in events + more] == ["delta", "done"]
 
 
 @pytest.mark.redis
 def test_redis_broker_merges_deltas_and_replays(redis_url: str, redis_prefix: str) -> None:
+    import redis
+
     broker = RedisBroker(redis_url, redis_prefix)
-    for i, piece in enumerate("hello"):
-        broker.publish_delta(7, i, piece)
+    pieces = [f"{i % 10}" for i in range(500)]  # a burst: far more deltas than round trips to Redis
+    for offset, piece in enumerate(pieces):
+        broker.publish_delta(7, offset, piece)
     broker.publish_done(7)
     text, done = "", False
     cursor = None
@@ -44,7 +48,12 @@ def test_redis_broker_merges_deltas_and_replays(redis_url: str, redis_prefix: st
         for event in events:
             text += event.text
             done = done or event.kind == "done"
-    assert (text, done) == ("hello", True)
+    assert (text, done) == ("".join(pieces), True)
+    # Consecutive deltas went out merged: far fewer stream entries than deltas, each the text at its offset.
+    entries = redis.Redis.from_url(redis_url, decode_responses=True).xrange(f"{redis_prefix}:events:7")
+    deltas = [fields for _, fields in entries if fields["k"] == "delta"]
+    assert len(deltas) < len(pieces) / 10, len(deltas)
+    assert [int(d["o"]) for d in deltas] == [sum(len(d["t"]) for d in deltas[:i]) for i in range(len(deltas))]
 
 
 @pytest.mark.redis
@@ -70,7 +79,9 @@ def test_redis_broker_across_two_app_instances(make_app, upstream, redis_url: st
     worker_b.get(f"/c/{conversation_id}")
     started = time.monotonic()
     assert worker_b.post(f"/messages/{answer_id}/stop").status_code == 303
-    assert time.monotonic() - started < 0.25
+    # Stop waits up to STOP_WAIT (1 s) for the generator before its fallback; well inside it, the stop
+    # reached the generator in the other worker (the 250 ms target is measured in bench/, not here).
+    assert time.monotonic() - started < STOP_WAIT
     message = worker_a.wait(answer_id)
     assert message.status == "stopped"
     rest, events = collect(stream)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import struct
+import zlib
 
 from PIL import Image as PILImage
 
@@ -103,11 +105,19 @@ def test_bad_images_are_refused_and_nothing_is_lost(make_app, upstream) -> None:
     assert upstream.requests == [] and stored_images(chat) == []
 
 
-def test_decompression_bomb_is_refused_before_decoding(chat: Chat) -> None:
-    bomb = picture("PNG", (8000, 8000))  # 64 million pixels, compressed to almost nothing
-    response = send_with_images(chat, "bomb", bomb)
+def test_decompression_bomb_is_refused_before_decoding(chat: Chat, upstream) -> None:  # noqa: ANN001
+    # A PNG header claiming 10000×6000 (60 million pixels) and no pixel data at all: only its header can
+    # be read, so the refusal is about the size it claims; had anything been decoded, it would have failed
+    # as a damaged file (415) instead.
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header_only = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10000, 6000, 8, 2, 0, 0, 0))
+    response = send_with_images(chat, "bomb", header_only + chunk(b"IEND", b""))
     assert response.status_code == 422
-    assert "the limit is 50,000,000 pixels" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "is 10000×6000 pixels; the limit is 50,000,000 pixels" in page and "bomb" in page
+    assert upstream.requests == [] and stored_images(chat) == []
 
 
 def test_model_that_cannot_see_images_shows_its_error_and_keeps_the_text(chat: Chat, upstream) -> None:  # noqa: ANN001

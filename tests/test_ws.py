@@ -112,7 +112,8 @@ def test_subscriber_sees_an_answer_started_on_the_page(app, live_server: str, so
 
     watcher = socket(token)
     watcher.send(type="subscribe", conversation_id=conversation_id)
-    time.sleep(0.1)
+    watcher.send(type="ping", request_id="subscribed")  # answered once the subscribe before it was handled
+    watcher.until(lambda m: m["type"] == "pong")
     other_tab = socket(token)
     other_tab.send(type="subscribe", conversation_id=conversation_id)
     watcher.until(lambda m: m["type"] == "user_joined")

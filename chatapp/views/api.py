@@ -22,7 +22,7 @@ from ..extensions import db
 from ..generation import current_generator
 from ..identity import require_bearer
 from ..models import ERROR, Conversation, Message, Tree, User, user_stats
-from ..voice import transcribe_upload
+from ..voice import in_memory, transcribe_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -270,6 +270,7 @@ def feedback(message_id: int):  # noqa: ANN201
 
 
 @route("/transcriptions", "POST", response=schemas.Transcription)
+@in_memory
 def transcriptions():  # noqa: ANN201
     """Speech to text: multipart ``file`` (webm, ogg, wav, mp3, m4a) → ``{"text"}``."""
     upload = request.files.get("file")

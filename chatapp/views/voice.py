@@ -7,13 +7,16 @@ from flask import Blueprint, jsonify, request
 from .. import conversations
 from ..conversations import ChatError
 from ..identity import current_user
-from ..voice import transcribe_upload
+from ..voice import RecordingRequest, in_memory, transcribe_upload
 from .chat import render_chat
 
 bp = Blueprint("voice", __name__)
+# Recordings are held in memory, never written to disk (this request class serves the API's upload too).
+bp.record_once(lambda state: setattr(state.app, "request_class", RecordingRequest))
 
 
 @bp.post("/transcribe")
+@in_memory
 def transcribe():  # noqa: ANN201
     """JSON ``{"text"}`` for the mic button; without JS, the page again with the text in the composer."""
     wants_json = request.accept_mimetypes.best == "application/json"
@@ -22,7 +25,7 @@ def transcribe():  # noqa: ANN201
     typed = request.form.get("content", "")
     data = b""
     if upload := request.files.get("audio"):
-        with upload.stream:  # close the spooled temporary file at once, whatever happens next
+        with upload.stream:
             data = upload.read()
     try:
         text = transcribe_upload(data)

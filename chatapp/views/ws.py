@@ -139,8 +139,8 @@ class Connection:
         with self.app.app_context():
             try:
                 for update in follow(message_id):
-                    if not self.open:
-                        return
+                    if not self.open or (request_id is None and conversation_id not in self.subscriptions):
+                        return  # closed, or unsubscribed from the conversation this answer was followed for
                     if isinstance(update, Delta):
                         self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
                     elif isinstance(update, Done):

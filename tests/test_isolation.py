@@ -1,0 +1,201 @@
+"""Another identity gets 404 on every route that takes an id: the table is derived from the url_map,
+so a route added tomorrow is checked without anyone remembering to list it."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+
+import pytest
+from PIL import Image as PILImage
+
+from chatapp.extensions import db
+from chatapp.models import ApiToken, Conversation, Image, Message
+from tests.clients import ApiClient, stored
+from tests.conftest import Chat
+from tests.fake_upstream import Reply
+
+# Routes whose ids need no owner check, each with the reason: {rule: why}. None today; a route added
+# here is exempt from the stranger check below.
+NO_OWNER: dict[str, str] = {}
+# Ids passed in the query string rather than the path (the url_map cannot show them).
+QUERY_ID_ROUTES = [("POST", "/transcribe?conversation_id={conversation_id}", "/transcribe")]
+# A valid body for every request schema of the API (by its OpenAPI name), so that a refusal can only
+# be about whose the id is, never about the body.
+API_BODIES = {
+    "MessageCreate": {"content": "a stranger's text"},
+    "MessageEdit": {"content": "a stranger's text"},
+    "Feedback": {"rating": "down", "comment": "a stranger's comment"},
+    "ConversationUpdate": {"title": "taken over"},
+}
+PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
+ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
+
+
+@dataclass(frozen=True)
+class Case:
+    method: str
+    url: str
+    rule: str
+
+    @property
+    def api(self) -> bool:
+        return self.url.startswith("/api/")
+
+    @property
+    def destructive(self) -> bool:
+        return self.method == "DELETE" or self.url.split("?")[0].endswith(("/delete", "/revoke"))
+
+
+@dataclass
+class Owner:
+    ids: dict[str, list[int]]  # by URL argument name
+    chat: Chat
+    token: str  # an API token of the same identity
+
+
+def png() -> bytes:
+    out = io.BytesIO()
+    PILImage.new("RGB", (4, 4), (10, 20, 30)).save(out, format="PNG")
+    return out.getvalue()
+
+
+@pytest.fixture
+def owner(app, upstream) -> Owner:  # noqa: ANN001
+    return make_owner(app, upstream)
+
+
+def make_owner(app, upstream) -> Owner:  # noqa: ANN001
+    """A conversation, a question with an image, a stopped answer (so stop, retry and continue would all
+    act for the owner) and two API tokens (one to revoke), all of one page visitor."""
+    chat = Chat(app)
+    reply = Reply(tokens=[f" o{i}" for i in range(20)], pause_after=2)
+    upstream.script(reply)
+    response = chat.post(
+        "/conversations",
+        {"content": "owned", "images": [(io.BytesIO(png()), "a.png")]},
+        content_type="multipart/form-data",
+    )
+    answer_id = int(response.headers["Location"].rsplit("message-", 1)[1])
+    chat.post(f"/messages/{answer_id}/stop")
+    reply.resume.set()
+    answer = stored(app, answer_id)
+    assert answer.status == "stopped"
+    tokens = []
+    for name in ("revoked by the owner", "the owner's program"):
+        created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
+        tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
+    with app.app_context():
+        image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
+        user_id = db.session.get(Conversation, answer.conversation_id).user_id
+        token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
+    ids = {
+        "conversation_id": [answer.conversation_id],
+        "message_id": [answer.parent_id, answer_id],
+        "image_id": [image_id],
+        "token_id": [token_ids[0]],
+    }
+    return Owner(ids, chat, tokens[1])
+
+
+def cases(app, ids: dict[str, list[int]]) -> list[Case]:  # noqa: ANN001
+    """Every method of every route with an id in its path (or query), with the owner's ids filled in."""
+    found, unknown = [], []
+    for rule in app.url_map.iter_rules():
+        if not rule.arguments or rule.endpoint == "static" or rule.rule in NO_OWNER:
+            continue
+        if missing := sorted(a for a in rule.arguments if a not in ids):
+            unknown.append(f"{rule.rule}: {', '.join(missing)}")
+            continue
+        combos: list[dict] = [{}]
+        for name in sorted(rule.arguments):
+            combos = [{**c, name: value} for c in combos for value in ids[name]]
+        for values in combos:
+            url = ID_PART.sub(lambda m, v=values: str(v[m.group(2)]), rule.rule)
+            found += [Case(method, url, rule.rule) for method in sorted(rule.methods - {"OPTIONS"})]
+    assert not unknown, f"give the owner's id for these route arguments (or add the route to NO_OWNER): {unknown}"
+    for method, template, rule in QUERY_ID_ROUTES:
+        found += [Case(method, template.format(conversation_id=c), rule) for c in ids["conversation_id"]]
+    return found
+
+
+def api_bodies(app, table: list[Case]) -> dict[tuple[str, str], dict]:  # noqa: ANN001
+    """(method, rule) -> a valid JSON body, for every API case whose OpenAPI operation takes one."""
+    document = app.test_client().get("/api/v1/openapi.json").get_json()
+    bodies, missing = {}, set()
+    for case in (c for c in table if c.api):
+        path = ID_PART.sub(lambda m: "{" + m.group(2) + "}", case.rule)
+        operation = document["paths"].get(path, {}).get(case.method.lower(), {})
+        schema = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+        if schema:
+            name = schema["$ref"].rsplit("/", 1)[1]
+            if name in API_BODIES:
+                bodies[(case.method, case.rule)] = API_BODIES[name]
+            else:
+                missing.add(name)
+    assert not missing, f"add a valid example body to API_BODIES for {sorted(missing)}"
+    return bodies
+
+
+def call(page: Chat, api_token: str, case: Case, bodies: dict):  # noqa: ANN201
+    """The request as this page visitor, or (for the API) with this bearer token; the response, closed."""
+    if case.api:
+        body = bodies.get((case.method, case.rule))
+        headers = {"Authorization": f"Bearer {api_token}"}
+        response = page.client.open(case.url, method=case.method, json=body, headers=headers)
+    elif case.method in ("GET", "HEAD"):
+        response = page.client.open(case.url, method=case.method)
+    else:
+        response = page.client.open(case.url, method=case.method, data={**PAGE_FORM, "csrf_token": page.token})
+    response.close()
+    return response
+
+
+def snapshot(app) -> dict:  # noqa: ANN001
+    """Everything a stranger's call could have changed."""
+    with app.app_context():
+        return {
+            "conversations": [
+                (c.id, c.title, c.active_leaf_id, c.model, c.system_prompt)
+                for c in db.session.scalars(db.select(Conversation).order_by(Conversation.id))
+            ],
+            "messages": [
+                (m.id, m.content, m.status, m.feedback_rating, m.feedback_comment)
+                for m in db.session.scalars(db.select(Message).order_by(Message.id))
+            ],
+            "images": list(db.session.scalars(db.select(Image.id).order_by(Image.id))),
+            "tokens": list(db.session.scalars(db.select(ApiToken.id).order_by(ApiToken.id))),
+        }
+
+
+def test_a_stranger_gets_404_on_every_route_with_an_id(app, owner: Owner, upstream) -> None:  # noqa: ANN001
+    table = cases(app, owner.ids)
+    bodies = api_bodies(app, table)
+    routes = {c.rule for c in table}
+    # The table really is derived: the routes the README lists are all in it.
+    expected = [
+        "/messages/<int:message_id>/edit",
+        "/api/v1/messages/<int:message_id>/feedback",
+        "/images/<int:image_id>",
+    ]
+    assert set(expected) <= routes
+
+    stranger = Chat(app)
+    stranger.get("/")
+    stranger_token = ApiClient(app).token
+    before = snapshot(app)
+    answered = {f"{c.method} {c.url}": call(stranger, stranger_token, c, bodies).status_code for c in table}
+    assert {k: v for k, v in answered.items() if v != 404} == {}
+    assert snapshot(app) == before  # and nothing of the owner's changed
+
+    # The same calls by the owner reach real things (the table is not 404 for everyone); each call that
+    # deletes something gets an owner of its own, so that no deletion hides another route.
+    for case in table:
+        if case.destructive:
+            fresh = make_owner(app, upstream)
+            case = next(c for c in cases(app, fresh.ids) if (c.method, c.rule) == (case.method, case.rule))
+            status = call(fresh.chat, fresh.token, case, bodies).status_code
+        else:
+            status = call(owner.chat, owner.token, case, bodies).status_code
+        assert status != 404, f"{case.method} {case.url} is 404 for its owner too"
