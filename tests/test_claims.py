@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import inspect
 
 from chatapp.extensions import db
+from chatapp.identity import SESSION_USER
 from chatapp.models import Conversation, Message, utcnow
 from tests.clients import ApiClient, WebSocket, ndjson, serve, stored, wait_until
 from tests.conftest import POSTGRES_URL, Chat
@@ -27,10 +28,10 @@ WORDS = [f" w{i}" for i in range(20)]
 
 
 def owner_of(chat: Chat) -> str:
-    """The guest identity behind a page client's cookie."""
-    chat.get("/")
+    """The guest identity behind a page client's cookie (made by its first action that needs one)."""
+    chat.post("/settings/tokens", {"name": "makes the guest"})
     with chat.client.session_transaction() as session:
-        return session["uid"]
+        return session[SESSION_USER]
 
 
 def dead_answer(app, user_id: str, content: str) -> int:  # noqa: ANN001
@@ -245,7 +246,7 @@ def test_websocket_unsubscribe_ends_the_chunks(app, upstream) -> None:  # noqa: 
 
 
 def test_server_pings_and_drops_a_socket_that_stops_answering(make_app) -> None:  # noqa: ANN001
-    assert make_app().config["SOCK_SERVER_OPTIONS"] == {"ping_interval": 25}  # the README's 25 s by default
+    assert make_app().config["SOCK_SERVER_OPTIONS"]["ping_interval"] == 25  # the README's 25 s by default
     # Shortened for the test; 1 s leaves a loaded machine time to answer each ping before the next.
     app = make_app(SOCK_SERVER_OPTIONS={"ping_interval": 1.0})
     token = ApiClient(app).token

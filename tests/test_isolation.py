@@ -18,7 +18,19 @@ from tests.fake_upstream import Reply
 
 # Routes whose ids need no owner check, each with the reason: {rule: why}. None today; a route added
 # here is exempt from the stranger check below.
-NO_OWNER: dict[str, str] = {}
+NO_OWNER: dict[str, str] = {
+    "/reset/<token>": "a secret single-use link, not an id: unknown links are 404 (tests/test_admin.py)",
+    **{
+        f"/admin{path}": "an admin's action, not an owner's: non-admins get 404 (tests/test_admin.py)"
+        for path in (
+            "/invites/<int:invite_id>/revoke",
+            "/users/<user_id>/disable",
+            "/users/<user_id>/enable",
+            "/users/<user_id>/delete",
+            "/users/<user_id>/reset-link",
+        )
+    },
+}
 # Ids passed in the query string rather than the path (the url_map cannot show them).
 QUERY_ID_ROUTES = [("POST", "/transcribe?conversation_id={conversation_id}", "/transcribe")]
 # A valid body for every request schema of the API (by its OpenAPI name), so that a refusal can only
@@ -199,3 +211,14 @@ def test_a_stranger_gets_404_on_every_route_with_an_id(app, owner: Owner, upstre
         else:
             status = call(owner.chat, owner.token, case, bodies).status_code
         assert status != 404, f"{case.method} {case.url} is 404 for its owner too"
+
+
+def test_every_admin_route_is_404_for_a_non_admin(app, owner: Owner) -> None:  # noqa: ANN001
+    """Derived from the url_map too, so a new admin route cannot be left open."""
+    rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/admin")]
+    assert rules
+    for rule in rules:
+        url = ID_PART.sub("1", rule.rule)
+        for method in sorted(rule.methods - {"OPTIONS", "HEAD"}):
+            response = owner.chat.client.open(url, method=method, data={"csrf_token": owner.chat.token})
+            assert response.status_code == 404, f"{method} {url}"
