@@ -129,7 +129,7 @@ def _init_proxy(app: Flask) -> None:
         raise ConfigError(f"PROXY_HOPS is {hops!r}: set it to the number of proxies in front of the app (0 or more).")
     app.config["PROXY_HOPS"] = hops = int(hops)
     if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.session_interface = _SessionInterface()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -152,7 +153,7 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
 
-def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tuple[Conversation, Sent]:
+def start_conversation(user: User, content: str, images: Sequence[bytes] = ()) -> tuple[Conversation, Sent]:
     """A new conversation opened by the user's first message (checked before anything is saved)."""
     content = _clean(content, bool(images))
     prepared = _prepare_images(images)
@@ -164,7 +165,7 @@ def start_conversation(user: User, content: str, images: list[bytes] = ()) -> tu
     return conversation, _send(conversation, content, prepared)
 
 
-def send(conversation: Conversation, content: str, images: list[bytes] = (), parent_id: int | None = None) -> Sent:
+def send(conversation: Conversation, content: str, images: Sequence[bytes] = (), parent_id: int | None = None) -> Sent:
     """Save the user's message (and images) and start the answer; a too-long one is saved, not sent.
 
     The message follows the visible path, or ``parent_id`` (a message of this conversation) if given.
@@ -247,6 +248,8 @@ def retry(answer: Message) -> Message:
     _refuse_if_streaming(conversation)
     quotas.check_can_start(conversation.user_id)
     question = db.session.get(Message, answer.parent_id)
+    if question is None:
+        raise ChatError(NOT_FOUND, 404, "not_found")
     return _answer(conversation, question)
 
 
@@ -356,7 +359,7 @@ def _clean(content: str, has_images: bool = False) -> str:
     return content
 
 
-def _prepare_images(images: list[bytes]) -> list:
+def _prepare_images(images: Sequence[bytes]) -> list:
     """Check every image before anything is saved, so a bad one changes nothing."""
     limit = current_app.config["MAX_IMAGES"]
     if len(images) > limit:

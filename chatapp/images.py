@@ -147,7 +147,7 @@ def storage_used(user_id: str) -> int:
         .join(Conversation, Message.conversation_id == Conversation.id)
         .where(Conversation.user_id == user_id)
     )
-    return int(db.session.scalar(query))
+    return int(db.session.scalar(query) or 0)
 
 
 def check_quota(user_id: str, sizes: list[int]) -> None:

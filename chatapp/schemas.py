@@ -78,7 +78,7 @@ class ConversationOut(BaseModel):
     @classmethod
     def from_conversation(cls, c: Conversation) -> dict:
         """The conversation as the API and the WebSocket send it (JSON-ready)."""
-        settings = {"temperature": c.temperature, "max_tokens": c.max_tokens}
+        settings = Settings(temperature=c.temperature, max_tokens=c.max_tokens)
         fields = {f: getattr(c, f) for f in ("id", "title", "model", "system_prompt", "created_at", "updated_at")}
         return cls(**fields, settings=settings).model_dump(mode="json")
 
@@ -109,7 +109,7 @@ class MessageOut(BaseModel):
         """The message as the API and the WebSocket send it (JSON-ready); ``tree`` saves a query per message."""
         position = tree.siblings(m) if tree else siblings_of(m)
         feedback = (
-            {"rating": m.feedback_rating, "comment": m.feedback_comment}
+            Feedback(rating=m.feedback_rating, comment=m.feedback_comment)  # type: ignore[arg-type]  # stored valid
             if m.feedback_rating or m.feedback_comment
             else None
         )

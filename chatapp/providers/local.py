@@ -53,8 +53,9 @@ class LocalProvider:
             if self._llama is None:
                 from llama_cpp import Llama
 
+                path = str(self.path)  # checked in __init__
                 self._llama = call_blocking(
-                    lambda: Llama(model_path=self.path, n_ctx=self.n_ctx, n_threads=os.cpu_count() or 2, verbose=False)
+                    lambda: Llama(model_path=path, n_ctx=self.n_ctx, n_threads=os.cpu_count() or 2, verbose=False)
                 )
             return self._llama
 

@@ -49,7 +49,7 @@ class OpenAIProvider:
         # for 40), all of it holding up every other stream. They are plain JSON already.
         extra = {"temperature": temperature} if temperature is not None else {}
         model = model or self.model
-        request = self.client.chat.completions.with_streaming_response.create(
+        request = self.client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
             model=model,
             messages=[],
             max_tokens=max_tokens,

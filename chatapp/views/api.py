@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context, url_for
 from pydantic import BaseModel, ValidationError
@@ -25,6 +26,7 @@ from ..models import ERROR, Conversation, Message, Tree, User, user_stats
 from ..voice import in_memory, transcribe_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+Body = TypeVar("Body", bound=BaseModel)
 
 
 PUBLIC = {"api.guest", "api.openapi"}
@@ -95,7 +97,7 @@ def _authenticate():  # noqa: ANN202
     return None
 
 
-def parse(schema: type[BaseModel]) -> BaseModel:
+def parse(schema: type[Body]) -> Body:
     """The JSON body, validated (400 if it is not JSON or nests too deeply, 422 if a field is wrong)."""
     raw = request.get_data(cache=True)
     try:
@@ -224,7 +226,7 @@ def send_message(conversation_id: int):  # noqa: ANN201
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
         details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
-        return api_error(422, sent.user_message.error, "message_too_long", details)
+        return api_error(422, sent.user_message.error or "", "message_too_long", details)
     return started(sent.answer, sent.user_message)
 
 
@@ -244,14 +246,13 @@ def stream_message(message_id: int):  # noqa: ANN201
 def edit_message(message_id: int):  # noqa: ANN201
     """A new version of a user message beside the original, and a new answer to it."""
     answer = conversations.edit(own_message(message_id), parse(schemas.MessageEdit).content)
-    return started(answer, db.session.get(Message, answer.parent_id))
+    return started(answer)
 
 
 @route("/messages/{message_id}/retry", "POST", response=schemas.Sent, status=202, streams=True)
 def retry_message(message_id: int):  # noqa: ANN201
     """A new answer beside this one, from the same history."""
-    answer = conversations.retry(own_message(message_id))
-    return started(answer, db.session.get(Message, answer.parent_id))
+    return started(conversations.retry(own_message(message_id)))
 
 
 @route("/messages/{message_id}/stop", "POST", response=schemas.MessageOut)
@@ -303,11 +304,13 @@ def openapi():  # noqa: ANN201
 
 
 # -- streaming -------------------------------------------------------------------------------------------
-def started(answer: Message, question: Message):  # noqa: ANN201
+def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     """202 with both messages and the stream URL, or the stream itself if the client asked for one."""
     if request.accept_mimetypes.best in ("text/event-stream", "application/x-ndjson"):
         return stream(answer.id)
     stream_url = url_for(".stream_message", message_id=answer.id)
+    question = question or db.session.get(Message, answer.parent_id)
+    assert question is not None  # an answer always answers a stored question
     body = {"user_message": message_json(question), "assistant_message": message_json(answer), "stream_url": stream_url}
     return jsonify(body), 202
 
@@ -323,7 +326,10 @@ def stream(message_id: int) -> Response:
             if isinstance(update, Delta):
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)
-            elif isinstance(update, Done):
+            elif isinstance(update, Done) and update.message is None:  # deleted while it was being written
+                gone = {"code": "not_found", "message": conversations.NOT_FOUND}
+                yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
+            elif isinstance(update, Done) and update.message is not None:
                 message = message_json(update.message)
                 kind = "error" if message["status"] == ERROR else "done"
                 data = (

@@ -20,6 +20,7 @@ from simple_websocket import ConnectionClosed
 from sqlalchemy import select
 
 from .. import conversations, schemas
+from ..conversations import NOT_FOUND
 from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, follow
 from ..extensions import db, sock
@@ -145,6 +146,9 @@ class Connection:
                         self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
                     elif isinstance(update, Done):
                         message = update.message
+                        if message is None:  # deleted while it was being written
+                            self.send("error", request_id=request_id, code="not_found", message=NOT_FOUND)
+                            return
                         if message.status == ERROR:
                             self.send("error", request_id=request_id, code="generation_failed", message=message.error)
                         self.send("done", **ids, message=schemas.MessageOut.from_message(message))
@@ -194,6 +198,8 @@ def on_send_message(connection: Connection, message: dict) -> None:
     data = schemas.MessageCreate.model_validate({k: message[k] for k in ("content", "parent_id") if k in message})
     if message["conversation_id"] is None:
         user = db.session.get(User, connection.user_id)
+        if user is None:
+            raise ChatError("This token's identity no longer exists.", 401, "unauthorized")
         conversation, sent = conversations.start_conversation(user, data.content)
     else:
         conversation = own(connection, message["conversation_id"])
@@ -201,7 +207,7 @@ def on_send_message(connection: Connection, message: dict) -> None:
     ids = {"request_id": message["request_id"], "conversation_id": conversation.id}
     connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.user_message))
     if sent.answer is None:
-        raise ChatError(sent.user_message.error, 422, "message_too_long")
+        raise ChatError(sent.user_message.error or "", 422, "message_too_long")
     connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.answer))
     connection.follow(sent.answer.id, message["request_id"], conversation.id)
 
@@ -264,4 +270,5 @@ HANDLERS = {
 @sock.route("/api/v1/ws", bp=bp)
 def socket(ws: Any) -> None:
     """The WebSocket endpoint (bearer token in the Authorization header or ``?token=``)."""
-    Connection(ws, g.api_user_id, g.api_token, current_app._get_current_object()).run()
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, for threads
+    Connection(ws, g.api_user_id, g.api_token, app).run()
