@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Literal
+
 from flask import Flask, current_app, request
 
-AUDIO_ENDPOINTS = {"voice.transcribe", "api.transcriptions"}
-IMAGE_ENDPOINTS = {"chat.create", "chat.send", "api.send_message"}
 MULTIPART_OVERHEAD = 100_000
 MULTIPART_READ_SIZE = 2 * 64 * 1024  # werkzeug's multipart parser reads 64 KiB at a time
 
@@ -18,6 +19,16 @@ def init_app(app: Flask) -> None:
     app.before_request(limit_body)
 
 
+def uploads(kind: Literal["images", "audio"]) -> Callable[[Callable], Callable]:
+    """Declare at the view that it takes multipart uploads: images (a message's) or audio (a recording)."""
+
+    def mark(view: Callable) -> Callable:
+        view.uploads = kind  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
 def limit_body() -> None:
     """Set this request's largest body: only a multipart upload to an upload endpoint gets more.
 
@@ -26,9 +37,11 @@ def limit_body() -> None:
     """
     config = current_app.config
     limit = config["MAX_FORM_BYTES"]
+    view = current_app.view_functions.get(request.endpoint or "")
+    kind = getattr(view, "uploads", None)
     if request.mimetype == "multipart/form-data":
-        if request.endpoint in AUDIO_ENDPOINTS:
+        if kind == "audio":
             limit = config["MAX_AUDIO_BYTES"] + MULTIPART_OVERHEAD
-        elif request.endpoint in IMAGE_ENDPOINTS:
+        elif kind == "images":
             limit += config["MAX_IMAGE_BYTES"] * config["MAX_IMAGES"] + MULTIPART_OVERHEAD
     request.max_content_length = limit

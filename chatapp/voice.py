@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO
 
@@ -66,7 +65,7 @@ class Transcriber:
 
 
 class RecordingRequest(Request):
-    """A request whose uploads to views marked ``@in_memory`` are held in memory, never in a temporary file.
+    """A request whose uploads to audio views (``@uploads("audio")``) are held in memory, never in a temporary file.
 
     Werkzeug spools an upload over 500 KB to an unnamed temporary file; a recording is not to touch the
     disk. The body limit such a view gets (``MAX_AUDIO_BYTES`` and the form around it, chatapp.limits)
@@ -81,15 +80,9 @@ class RecordingRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         view = current_app.view_functions.get(self.endpoint or "")
-        if getattr(view, "uploads_in_memory", False):
+        if getattr(view, "uploads", None) == "audio":
             return io.BytesIO()
         return super()._get_file_stream(total_content_length, content_type, filename, content_length)
-
-
-def in_memory(view: Callable) -> Callable:
-    """Mark a view whose uploads stay in memory (see ``RecordingRequest``)."""
-    view.uploads_in_memory = True  # type: ignore[attr-defined]
-    return view
 
 
 def audio_format(data: bytes) -> str:

@@ -22,8 +22,9 @@ from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import require_bearer
+from ..limits import uploads
 from ..models import ERROR, Conversation, Message, Tree, User, user_stats
-from ..voice import in_memory, transcribe_upload
+from ..voice import transcribe_upload
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 Body = TypeVar("Body", bound=BaseModel)
@@ -212,6 +213,7 @@ def list_messages(conversation_id: int):  # noqa: ANN201
     status=202,
     streams=True,
 )
+@uploads("images")
 def send_message(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer is written in the background (or streamed here with Accept: SSE/NDJSON)."""
     images: list[bytes] = []
@@ -271,7 +273,7 @@ def feedback(message_id: int):  # noqa: ANN201
 
 
 @route("/transcriptions", "POST", response=schemas.Transcription)
-@in_memory
+@uploads("audio")
 def transcriptions():  # noqa: ANN201
     """Speech to text: multipart ``file`` (webm, ogg, wav, mp3, m4a) → ``{"text"}``."""
     upload = request.files.get("file")

@@ -21,6 +21,7 @@ from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
+from ..limits import uploads
 from ..models import Conversation, Image, Message
 
 bp = Blueprint("chat", __name__)
@@ -78,6 +79,7 @@ def index():  # noqa: ANN201
 
 
 @bp.post("/conversations")
+@uploads("images")
 def create():  # noqa: ANN201
     """Start a conversation with its first message."""
     content = request.form.get("content", "")
@@ -94,6 +96,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
 
 
 @bp.post("/c/<int:conversation_id>/messages")
+@uploads("images")
 def send(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer streams in the background."""
     conversation = _conversation_or_404(conversation_id)

@@ -7,7 +7,8 @@ from flask import Blueprint, jsonify, request
 from .. import conversations
 from ..conversations import ChatError
 from ..identity import current_user
-from ..voice import RecordingRequest, in_memory, transcribe_upload
+from ..limits import uploads
+from ..voice import RecordingRequest, transcribe_upload
 from .chat import render_chat
 
 bp = Blueprint("voice", __name__)
@@ -16,7 +17,7 @@ bp.record_once(lambda state: setattr(state.app, "request_class", RecordingReques
 
 
 @bp.post("/transcribe")
-@in_memory
+@uploads("audio")
 def transcribe():  # noqa: ANN201
     """JSON ``{"text"}`` for the mic button; without JS, the page again with the text in the composer."""
     wants_json = request.accept_mimetypes.best == "application/json"
