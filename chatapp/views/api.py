@@ -30,9 +30,6 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 Body = TypeVar("Body", bound=BaseModel)
 
 
-PUBLIC = {"api.guest", "api.openapi"}
-
-
 @dataclass
 class Route:
     """One documented route: what it takes and what it answers."""
@@ -44,6 +41,7 @@ class Route:
     response: type[BaseModel] | None
     status: int
     streams: bool = False
+    public: bool = False  # needs no bearer token
 
 
 ROUTES: list[Route] = []
@@ -56,11 +54,13 @@ def route(
     response: type[BaseModel] | None = None,
     status: int = 200,
     streams: bool = False,
+    public: bool = False,
 ) -> Callable:
     """Register a view and its schemas (for validation and for the OpenAPI document)."""
 
     def register(view: Callable) -> Callable:
-        ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams))
+        ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams, public))
+        view.public = public  # type: ignore[attr-defined]  # read by _authenticate
         bp.add_url_rule(path.replace("{", "<int:").replace("}", ">"), view_func=view, methods=[method])
         return view
 
@@ -90,7 +90,7 @@ def _invalid(exc: ValidationError):  # noqa: ANN202
 
 @bp.before_request
 def _authenticate():  # noqa: ANN202
-    if request.endpoint in PUBLIC:
+    if getattr(current_app.view_functions.get(request.endpoint or ""), "public", False):
         return None
     refused = require_bearer()
     if refused is not None:
@@ -136,7 +136,7 @@ message_json = schemas.MessageOut.from_message
 
 
 # -- identity --------------------------------------------------------------------------------------------
-@route("/auth/guest", "POST", response=schemas.GuestToken, status=201)
+@route("/auth/guest", "POST", response=schemas.GuestToken, status=201, public=True)
 def guest():  # noqa: ANN201
     """Create a guest identity and a bearer token for it (the token is shown only here)."""
     user, token = accounts.create_api_guest(request.remote_addr)
@@ -299,7 +299,7 @@ def stats():  # noqa: ANN201
     return jsonify(user_stats(g.api_user_id))
 
 
-@route("/openapi.json", "GET")
+@route("/openapi.json", "GET", public=True)
 def openapi():  # noqa: ANN201
     """This API's OpenAPI 3.1 document."""
     return jsonify(openapi_document())
@@ -392,7 +392,7 @@ def openapi_document() -> dict:
             "description": "Error",
             "content": {"application/json": {"schema": _ref(schemas.Error)}},
         }
-        if r.path != "/auth/guest" and r.path != "/openapi.json":
+        if not r.public:
             operation["security"] = [{"bearer": []}]
         paths.setdefault(f"/api/v1{r.path}", {})[r.method.lower()] = operation
     return {
