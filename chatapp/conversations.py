@@ -53,6 +53,14 @@ def owned_message(user_id: str | None, message_id: int) -> Message:
     return message
 
 
+def owned_image(user_id: str | None, image_id: int) -> Image:
+    """An attached image if its conversation belongs to ``user_id``; a 404 ChatError otherwise."""
+    image = db.session.get(Image, image_id)
+    if image is None or user_id is None or image.message.conversation.user_id != user_id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    return image
+
+
 def create_conversation(user: User, fields: dict | None = None) -> Conversation:
     """An empty conversation with the given title, model, system prompt and settings."""
     conversation = Conversation(user_id=user.id)

@@ -83,6 +83,14 @@ class ConversationOut(BaseModel):
         return cls(**fields, settings=settings).model_dump(mode="json")
 
 
+class ImageOut(BaseModel):
+    id: int
+    mime: str
+    width: int
+    height: int
+    url: str  # GET it with the same bearer token
+
+
 class MessageOut(BaseModel):
     id: int
     conversation_id: int
@@ -103,6 +111,7 @@ class MessageOut(BaseModel):
     sibling_index: int
     sibling_count: int
     feedback: Feedback | None
+    images: list[ImageOut]
 
     @classmethod
     def from_message(cls, m: Message, tree: Tree | None = None) -> dict:
@@ -114,10 +123,14 @@ class MessageOut(BaseModel):
             else None
         )
         return cls(
-            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f)},
+            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f != "images"},
             sibling_index=position.index,
             sibling_count=position.count,
             feedback=feedback,
+            images=[
+                ImageOut(id=i.id, mime=i.mime, width=i.width, height=i.height, url=f"/api/v1/images/{i.id}")
+                for i in m.images
+            ],
         ).model_dump(mode="json")
 
 

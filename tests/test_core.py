@@ -163,3 +163,25 @@ def test_disabling_a_user_closes_their_websocket_within_5_seconds(make_app) -> N
         assert time.monotonic() - disabled_at < 5.0  # the documented bound (re-checked every 2 s)
         with pytest.raises(ConnectionClosed):
             ws.ws.receive(timeout=3.0)
+
+
+def test_images_sent_through_the_api_are_listed_and_served_to_their_owner_only(live_server: str) -> None:
+    from tests.test_images import picture
+
+    owner = api(live_server, guest_token(live_server))
+    conversation_id = owner.post("/conversations", json={}).json()["id"]
+    sent = owner.post(
+        f"/conversations/{conversation_id}/messages",
+        data={"content": "what is this?"},
+        files=[("images", ("red.png", picture(size=(40, 30)), "image/png"))],
+    )
+    assert sent.status_code == 202
+    [image] = sent.json()["user_message"]["images"]
+    assert (image["mime"], image["width"], image["height"]) == ("image/png", 40, 30)
+    listed = owner.get(f"/conversations/{conversation_id}/messages").json()["items"][0]["images"]
+    assert listed == [image]
+    served = owner.get(image["url"].removeprefix("/api/v1"))
+    assert served.status_code == 200 and served.headers["Content-Type"] == "image/png"
+    assert served.content.startswith(b"\x89PNG")
+    stranger = api(live_server, guest_token(live_server))
+    assert stranger.get(image["url"].removeprefix("/api/v1")).status_code == 404

@@ -25,6 +25,7 @@ from ..identity import require_bearer
 from ..limits import uploads
 from ..models import ERROR, Conversation, Message, Tree, User, user_stats
 from ..voice import transcribe_upload
+from .responses import image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 Body = TypeVar("Body", bound=BaseModel)
@@ -255,6 +256,12 @@ def edit_message(message_id: int):  # noqa: ANN201
 def retry_message(message_id: int):  # noqa: ANN201
     """A new answer beside this one, from the same history."""
     return started(conversations.retry(own_message(message_id)))
+
+
+@route("/images/{image_id}", "GET")
+def get_image(image_id: int):  # noqa: ANN201
+    """An image attached to one of the identity's messages (its bytes; ``url`` in a message's ``images``)."""
+    return image_response(conversations.owned_image(g.api_user_id, image_id))
 
 
 @route("/messages/{message_id}/stop", "POST", response=schemas.MessageOut)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     Response,
-    abort,
     redirect,
     render_template,
     request,
@@ -14,7 +13,7 @@ from flask import (
 )
 from markupsafe import escape
 
-from .. import conversations, images
+from .. import conversations
 from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
@@ -22,7 +21,8 @@ from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
 from ..limits import uploads
-from ..models import Conversation, Image, Message
+from ..models import Conversation, Message
+from .responses import image_response
 
 bp = Blueprint("chat", __name__)
 
@@ -126,18 +126,7 @@ def _uploaded_images() -> list[bytes]:
 @bp.get("/images/<int:image_id>")
 def image(image_id: int):  # noqa: ANN201
     """An attached image, for its owner only."""
-    found = db.session.get(Image, image_id)
-    if found is None or found.message.conversation.user_id != current_user().id:
-        abort(404)
-    try:
-        data = images.load(found)
-    except images.storage.Missing:
-        abort(404)  # the bytes are gone, e.g. a local file on a disk wiped by a deploy
-    response = Response(data, mimetype=found.mime)
-    response.cache_control.private = True  # for its owner only: no shared caches
-    response.cache_control.max_age = 86400
-    response.set_etag(found.filename)  # a random name for bytes that never change
-    return response.make_conditional(request)
+    return image_response(conversations.owned_image(current_user().id, image_id))
 
 
 @bp.get("/messages/<int:message_id>")
