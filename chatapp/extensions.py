@@ -1,5 +1,7 @@
 """Flask extensions, created here and bound to the app in ``create_app``."""
 
+from typing import TYPE_CHECKING
+
 from flask import request
 from flask_limiter import Limiter
 from flask_migrate import Migrate
@@ -13,6 +15,10 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+if TYPE_CHECKING:
+    Model = Base  # what db.Model is (plus Flask-SQLAlchemy's query helpers), for the type checker
+else:
+    Model = db.Model
 migrate = Migrate()
 sock = Sock()
 # HTTP-level limits (sign-in attempts, new guests). Keyed per client IP, which ProxyFix makes the

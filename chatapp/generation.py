@@ -236,9 +236,10 @@ class Generator:
         if not rows:
             return
         now = utcnow()
+        table = Message.__table__
         statement = (
-            update(Message.__table__)
-            .where(Message.__table__.c.id == bindparam("mid"), Message.__table__.c.status == STREAMING)
+            update(table)  # type: ignore[arg-type]  # a Table; the ORM's bulk-by-primary-key path does not apply
+            .where(table.c.id == bindparam("mid"), table.c.status == STREAMING)
             .values(content=bindparam("text"), updated_at=now)
         )
         db.session.execute(statement, rows)

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import ForeignKey, Index, String, Text, false, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
 
-from .extensions import db
+from .extensions import Model, db
 
 STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED = (
     "streaming",
@@ -32,7 +33,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-class User(db.Model):
+class User(Model):
     """A guest (no username) or an account; its id is carried in the signed session cookie."""
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
@@ -70,7 +71,7 @@ class User(db.Model):
             db.session.commit()
 
 
-class ApiToken(db.Model):
+class ApiToken(Model):
     """A bearer token for the JSON API; only its SHA-256 is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -103,7 +104,7 @@ class ApiToken(db.Model):
         return user.id
 
 
-class Invite(db.Model):
+class Invite(Model):
     """A single-use sign-up link made by an admin; only the token's SHA-256 is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -115,7 +116,7 @@ class Invite(db.Model):
     used_by: Mapped[str | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
 
 
-class ResetLink(db.Model):
+class ResetLink(Model):
     """A single-use password-reset link for one account, made by an admin; only the hash is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -126,7 +127,7 @@ class ResetLink(db.Model):
     used_at: Mapped[datetime | None]
 
 
-class Conversation(db.Model):
+class Conversation(Model):
     """A conversation owned by one user; its messages form a tree."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -179,7 +180,7 @@ class Conversation(db.Model):
         self.title = line or NEW_TITLE
 
 
-class Message(db.Model):
+class Message(Model):
     """One message. ``parent_id`` makes the conversation a tree; siblings are alternative versions."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -219,7 +220,7 @@ class Message(db.Model):
         return self.status == STREAMING
 
 
-class Image(db.Model):
+class Image(Model):
     """An image attached to a user message; the file lives in ``instance/uploads/`` under a random name."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -234,7 +235,7 @@ class Image(db.Model):
     message: Mapped[Message] = relationship(back_populates="images")
 
 
-class ImageData(db.Model):
+class ImageData(Model):
     """An image's bytes, when images are stored in the database (``IMAGE_STORAGE=database``)."""
 
     __tablename__ = "image_data"
@@ -349,7 +350,7 @@ def user_stats(user_id: str) -> dict:
 
 def mark_stale_interrupted(cutoff: datetime) -> int:
     """Mark answers whose generator stopped heart-beating before ``cutoff`` as interrupted."""
-    result = db.session.execute(
+    result: CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE's result has a rowcount
         update(Message)
         .where(Message.status == STREAMING, Message.updated_at < cutoff)
         .values(
@@ -361,7 +362,7 @@ def mark_stale_interrupted(cutoff: datetime) -> int:
     return result.rowcount
 
 
-class Usage(db.Model):
+class Usage(Model):
     """The usage ledger: answers and tokens per identity and local day; deleting conversations keeps it."""
 
     user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), primary_key=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Response, request
+from werkzeug.wrappers import Response as BaseResponse
 
 from .. import images
 from ..conversations import NOT_FOUND
@@ -10,7 +11,7 @@ from ..errors import ChatError
 from ..models import Image
 
 
-def image_response(image: Image) -> Response:
+def image_response(image: Image) -> BaseResponse:
     """An attached image's bytes, cached privately (the page and the API serve the same)."""
     try:
         data = images.load(image)
