@@ -35,6 +35,7 @@ class User(db.Model):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    theme: Mapped[str | None] = mapped_column(String(8))  # "light", "dark"; None: follow the system
 
 
 class ApiToken(db.Model):
@@ -166,6 +167,7 @@ class Image(db.Model):
     width: Mapped[int]
     height: Mapped[int]
     size: Mapped[int]
+    alt: Mapped[str | None] = mapped_column(String(300))  # the user's description, or the upload's file name
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="images")

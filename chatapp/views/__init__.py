@@ -11,7 +11,7 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import api, chat, health, settings, voice, ws
+    from . import api, chat, health, settings, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
     app.register_blueprint(settings.bp)
+    app.register_blueprint(theme.bp)
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["siblings_of"] = siblings_of
     app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None
