@@ -98,7 +98,9 @@ def copy(image: Image, message_id: int) -> Image:
     """The same picture for another message (an edited version), in a file of its own."""
     with open(path_of(image), "rb") as file:
         data = file.read()
-    return store(Prepared(data, image.mime, image.filename.rsplit(".", 1)[1], image.width, image.height), message_id)
+    copied = store(Prepared(data, image.mime, image.filename.rsplit(".", 1)[1], image.width, image.height), message_id)
+    copied.alt = image.alt  # its description too
+    return copied
 
 
 def path_of(image: Image) -> str:

@@ -26,7 +26,8 @@
   });
 
   // ---- The one live region: "Answer started", "Answer finished", "Answer stopped", or the error ----------
-  var announcer = null, streaming = {}, lastError = "";
+  var announcer = null, streaming = {}, lastError = "", newestId = 0;
+  function idOf(article) { return parseInt(article.id.replace(/\D+/g, ""), 10) || 0; }
   function announce(text) {
     var region = byId("announcer");
     if (!region || !text) return;
@@ -43,11 +44,13 @@
   function noticeAnswers(root) {
     var found = root.matches("article.message") ? [root] : root.querySelectorAll("article.message");
     Array.prototype.forEach.call(found, function (article) {
+      var fresh = idOf(article) > newestId;  // new on this page (older ids are other versions coming into view)
+      newestId = Math.max(newestId, idOf(article));
       if (!article.classList.contains("assistant")) return;
       if (article.dataset.status === "streaming") {
         if (!streaming[article.id]) announce("Answer started");
         streaming[article.id] = true;
-      } else if (streaming[article.id]) {
+      } else if (streaming[article.id] || fresh) {  // it ended, or began and ended before it got here
         delete streaming[article.id];
         announce(endOf(article));
       }
@@ -70,6 +73,8 @@
     announcer = byId("announcer");
     streaming = {};
     document.querySelectorAll('article.assistant[data-status="streaming"]').forEach(function (a) { streaming[a.id] = true; });
+    newestId = 0;
+    document.querySelectorAll("article.message").forEach(function (a) { newestId = Math.max(newestId, idOf(a)); });
     var answers = document.querySelectorAll("article.assistant"), newest = answers[answers.length - 1];
     if (composerSent && newest) announce(newest.dataset.status === "streaming" ? "Answer started" : endOf(newest));
     composerSent = false;
@@ -138,9 +143,12 @@
 
   function planned() {
     if (!plan) return null;
-    if (plan.answer) {
+    if (plan.answer) {  // the answer being written, or the newest one if it has already ended
       var answer = document.querySelector('#messages article.assistant[data-status="streaming"]');
       if (answer) return answer;
+      var answers = Array.prototype.slice.call(document.querySelectorAll("#messages article.assistant"));
+      answers.sort(function (a, b) { return idOf(b) - idOf(a); });
+      if (answers[0] && (!plan.selector || !document.querySelector(plan.selector))) return answers[0];
     }
     if (plan.label) {
       var article = messages().querySelectorAll("article.message")[plan.index];
@@ -156,6 +164,7 @@
     var lost = lastFocused, target = planned();
     if (target) plan = null;
     if (!target && lost && lost.id) target = byId(lost.id);
+    if (!target && lost && lost.matches(".send")) target = textbox();  // sent: back to writing (Stop is a Tab away)
     if (!target && lost && lost.closest("#composer-actions")) target = document.querySelector("#composer-actions button");
     if (!target && lost) {
       var article = lost.closest("article.message"), key = keyOf(lost);

@@ -214,6 +214,8 @@ def test_streaming_finished_versions_and_edit_pass_axe(page, upstream) -> None: 
     )
     busy = page.locator("article.assistant").get_attribute("aria-busy")
     assert busy == "true"
+    stop = page.locator("#composer-actions .stop").bounding_box()
+    assert stop["width"] >= 44 and stop["height"] >= 44
     assert page.locator("#messages").get_attribute("aria-live") is None  # the list itself is not live
     check_accessible(page, "streaming")
     page.click("#composer-actions .stop")
@@ -348,6 +350,16 @@ def test_keyboard_walk_send_stop_continue_edit_retry_versions(page, upstream) ->
     page.wait_for_function("document.querySelector('article.user .version-count').textContent === '1 / 2'")
     wait_focus(page, 'article.user .version[aria-label="Previous version"]')
     assert "word0" in page.inner_text("#messages")  # the first story's branch is back
+
+    # Send with the button: focus returns to the box, for the next message.
+    tab_to(page, "#content")
+    page.keyboard.type("One more")
+    tab_to(page, "#composer-actions .send")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.querySelectorAll('article.user').length === 2")
+    wait_focus(page, "#content")
+    wait_idle(page)
+    not_on_body(page)
 
 
 # ---- phones ------------------------------------------------------------------------------------------
@@ -670,6 +682,16 @@ def test_images_get_alt_text_from_the_description_or_the_file_name(chat: Chat) -
         ]
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert 'alt="A red square on nothing"' in page and 'alt="IMG_0042.png"' in page
+    with chat.app.app_context():
+        user_message = db.session.scalars(db.select(Image.message_id)).first()
+    chat.wait(
+        int(chat.post(f"/messages/{user_message}/edit", {"content": "look again"}).headers["Location"].split("-")[-1])
+    )
+    with chat.app.app_context():  # an edited version keeps its images, and their descriptions
+        assert [i.alt for i in db.session.scalars(db.select(Image).order_by(Image.id))][2:] == [
+            "A red square on nothing",
+            "IMG_0042.png",
+        ]
 
 
 def test_image_descriptions_from_the_previews(page, upstream, tmp_path) -> None:  # noqa: ANN001
