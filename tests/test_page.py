@@ -446,6 +446,31 @@ def test_headings_names_and_status(page, upstream) -> None:  # noqa: ANN001
     assert page.get_attribute("#content", "placeholder") == "Message chatapp"  # no promise of Enter-to-send
 
 
+def test_action_rows_appear_on_hover_and_keyboard_focus(page, upstream) -> None:  # noqa: ANN001
+    page.goto("/")
+    for question in ("first", "second"):
+        send(page, question)
+        page.wait_for_function(
+            "n => document.querySelectorAll('article.assistant').length === n", arg=1 + (question == "second")
+        )
+        wait_idle(page)
+    page.mouse.move(0, 0)
+    edit = page.locator("article.user >> nth=0 >> a.edit")
+
+    def opacity() -> str:
+        return page.evaluate("e => getComputedStyle(e).opacity", edit.element_handle())
+
+    page.wait_for_function("e => getComputedStyle(e).opacity === '0'", arg=edit.element_handle())  # out of the way
+    assert page.locator("article.assistant >> nth=-1 >> .retry").is_visible()  # the latest answer's row stays
+    edit.focus()
+    page.wait_for_function("e => getComputedStyle(e).opacity === '1'", arg=edit.element_handle())  # keyboard focus
+    page.locator("#content").focus()
+    page.wait_for_function("e => getComputedStyle(e).opacity === '0'", arg=edit.element_handle())
+    page.locator("article.user >> nth=0").hover()
+    page.wait_for_function("e => getComputedStyle(e).opacity === '1'", arg=edit.element_handle())  # hover
+    assert opacity() == "1"
+
+
 def test_code_block_copy_and_contrast_of_every_highlight_colour(page, upstream) -> None:  # noqa: ANN001
     page.goto("/")
     upstream.script(Reply(tokens=chunks(ANSWER)))
@@ -553,6 +578,9 @@ def test_refresh_interval_grows_and_hold_stops_it(chat: Chat, upstream) -> None:
     assert 'http-equiv="refresh"' not in held and "Refresh now" in held
     assert 'id="live"' in held
     chat.post(f"/messages/{answer_id}/stop")
+    done = chat.get(f"/c/{conversation_id}?refresh=5").get_data(as_text=True)
+    assert 'http-equiv="refresh"' not in done  # the last refresh lands on the conversation's end
+    assert done.index('id="live"') > done.index(f'id="message-{answer_id}"')
 
 
 def test_javascript_off_too_long_message_comes_back_beside_the_composer(plain_page, upstream) -> None:  # noqa: ANN001
