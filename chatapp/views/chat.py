@@ -59,6 +59,9 @@ def render_chat(conversation: Conversation | None, status: int = 200, **context:
 
     A refused (too long) last message goes back into the composer with its error, after any redirect.
     """
+    # The streaming answer first, then the messages: an answer that ends in between is shown ended with
+    # one more refresh, never as still being written with no refresh to come (JS off).
+    streaming = conversation.streaming_message() if conversation else None
     visible = conversation.visible() if conversation else []
     last = visible[-1][0] if visible else None
     if last is not None and last.role == "user" and last.status == ERROR:
@@ -69,7 +72,7 @@ def render_chat(conversation: Conversation | None, status: int = 200, **context:
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
         visible=visible,
-        streaming=conversation.streaming_message() if conversation else None,
+        streaming=streaming,
         provider=current_generator().provider,
         **context,
     )
