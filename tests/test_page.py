@@ -511,17 +511,21 @@ CONTRAST_OF_TOKENS = """(() => {
 })()"""
 
 
-def test_every_highlight_class_uses_a_theme_colour() -> None:
-    css = (ROOT / "static" / "pygments.css").read_text()
-    used = set(re.findall(r"var\((--hl-[a-z]+)\)", css))
+def test_every_colour_is_defined_for_both_themes() -> None:
     app_css = (ROOT / "static" / "app.css").read_text()
-    for block in re.findall(
-        r"(?:^:root \{|:root\[data-theme=\"dark\"\] \{|:root:not\(\[data-theme\]\) \{)(.*?)\n\s*\}",
-        app_css,
-        re.S | re.M,
-    ):
-        assert used <= set(re.findall(r"(--hl-[a-z]+):", block)), "a theme lacks a highlight colour"
-    assert {"--hl-comment", "--hl-keyword", "--hl-string"} <= used
+    blocks = {
+        name: set(re.findall(r"(--[a-z-]+):", re.search(pattern + r" \{(.*?)\n\s*\}", app_css, re.S | re.M).group(1)))
+        for name, pattern in [
+            ("light", r"^:root"),
+            ("dark", r":root\[data-theme=\"dark\"\]"),
+            ("system dark", r":root:not\(\[data-theme\]\)"),
+        ]
+    }
+    assert blocks["dark"] == blocks["system dark"]  # the chosen dark theme and the system's are the same set
+    assert blocks["dark"] <= blocks["light"]  # every colour has a light and a dark value
+    assert len(blocks["dark"]) > 30
+    used = set(re.findall(r"var\((--hl-[a-z]+)\)", (ROOT / "static" / "pygments.css").read_text()))
+    assert {"--hl-comment", "--hl-keyword", "--hl-string"} <= used <= blocks["dark"]
 
 
 # ---- without JavaScript ------------------------------------------------------------------------------
