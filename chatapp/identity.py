@@ -85,10 +85,9 @@ def sign_out() -> None:
 
 
 def _clear_session() -> None:
-    token = session.get(CSRF_FIELD)
+    kept = {key: session[key] for key in (CSRF_FIELD, "_flashes") if key in session}  # and notices to show
     session.clear()
-    if token:
-        session[CSRF_FIELD] = token
+    session.update(kept)
 
 
 def csrf_token() -> str:

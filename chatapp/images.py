@@ -116,7 +116,9 @@ def store(prepared: Prepared, message_id: int) -> Image:
 def copy(image: Image, message_id: int) -> Image:
     """The same picture for another message (an edited version), stored on its own."""
     extension = image.filename.rsplit(".", 1)[1]
-    return store(Prepared(load(image), image.mime, extension, image.width, image.height), message_id)
+    copied = store(Prepared(load(image), image.mime, extension, image.width, image.height), message_id)
+    copied.alt = image.alt  # its description too
+    return copied
 
 
 def load(image: Image) -> bytes:

@@ -38,6 +38,7 @@ class User(Model):
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=lambda: secrets.token_hex(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    theme: Mapped[str | None] = mapped_column(String(8))  # "light", "dark"; None: follow the system
     username: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)  # None: a guest
     password_hash: Mapped[str | None] = mapped_column(String(255))  # None: single sign-on only
     display_name: Mapped[str | None] = mapped_column(String(100))
@@ -230,6 +231,7 @@ class Image(Model):
     width: Mapped[int]
     height: Mapped[int]
     size: Mapped[int]
+    alt: Mapped[str | None] = mapped_column(String(300))  # the user's description, or the upload's file name
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     message: Mapped[Message] = relationship(back_populates="images")

@@ -1,33 +1,227 @@
-// Small enhancements on top of HTMX. Everything works without this file.
+// Enhancements on top of HTMX. Everything works without this file: every action is a plain form.
 (function () {
   "use strict";
 
-  // Swap 4xx answers too (they carry readable errors), but mark them failed so the composer keeps its text.
+  var finePointer = window.matchMedia("(hover: hover) and (pointer: fine)");
+  var phone = window.matchMedia("(max-width: 700px)");
+
+  function byId(id) { return document.getElementById(id); }
+  function composer() { return byId("composer"); }
+  function messages() { return byId("messages"); }
+  function textbox() { return byId("content"); }
+  function shown(element) { return !!element && element.isConnected && element.getClientRects().length > 0; }
+
   document.addEventListener("DOMContentLoaded", function () {
+    // Swap 4xx answers too (they carry readable errors), but mark them failed so the composer keeps its text.
     htmx.config.responseHandling = [
       { code: "204", swap: false },
       { code: "[23]..", swap: true },
       { code: "4..", swap: true, error: true },
       { code: "...", swap: false, error: true },
     ];
-    scrollToBottom(true);
-    decorate(document);
+    // Settle at once: new content is live (its hx- attributes processed) by the time focus is put on it.
+    htmx.config.defaultSettleDelay = 0;
+    pageChanged();
+    new MutationObserver(afterMutations).observe(document.body, { childList: true, subtree: true });
   });
 
-  function composer() { return document.getElementById("composer"); }
-  function messages() { return document.getElementById("messages"); }
-  function showError(text) {
-    var box = document.getElementById("composer-error");
-    if (box) box.innerHTML = "<p class=\"error\"></p>", box.firstChild.textContent = text;
+  // ---- The one live region: "Answer started", "Answer finished", "Answer stopped", or the error ----------
+  var announcer = null, streaming = {}, lastError = "", newestId = 0;
+  function idOf(article) { return parseInt(article.id.replace(/\D+/g, ""), 10) || 0; }
+  function announce(text) {
+    var region = byId("announcer");
+    if (!region || !text) return;
+    region.textContent = "";
+    setTimeout(function () { region.textContent = text; }, 60);  // a fresh change, even for the same words
+  }
+  function endOf(article) {
+    var status = article.dataset.status;
+    if (status === "complete") return "Answer finished";
+    if (status === "stopped") return "Answer stopped";
+    var state = article.querySelector(".state");
+    return state ? state.textContent.replace(/\s+/g, " ").trim() : "The answer ended with an error";
+  }
+  function noticeAnswers(root) {
+    var found = root.matches("article.message") ? [root] : root.querySelectorAll("article.message");
+    Array.prototype.forEach.call(found, function (article) {
+      var fresh = idOf(article) > newestId;  // new on this page (older ids are other versions coming into view)
+      newestId = Math.max(newestId, idOf(article));
+      if (!article.classList.contains("assistant")) return;
+      if (article.dataset.status === "streaming") {
+        if (!streaming[article.id]) announce("Answer started");
+        streaming[article.id] = true;
+      } else if (streaming[article.id] || fresh) {  // it ended, or began and ended before it got here
+        delete streaming[article.id];
+        announce(endOf(article));
+      }
+    });
+  }
+  function noticeErrors() {
+    var box = byId("composer-error"), text = box ? box.textContent.replace(/\s+/g, " ").trim() : "";
+    if (text !== lastError) {
+      lastError = text;
+      if (text) announce(text);
+      var field = textbox();
+      if (field) text ? field.setAttribute("aria-invalid", "true") : field.removeAttribute("aria-invalid");
+    }
   }
 
-  // Enter sends, Shift+Enter makes a new line. While an answer streams, Enter does nothing.
-  document.addEventListener("keydown", function (event) {
-    if (event.target.id !== "content" || event.key !== "Enter" || event.shiftKey || event.isComposing) return;
-    event.preventDefault();
-    if (document.querySelector("#composer-actions .stop")) return;
-    if (event.target.value.trim()) composer().requestSubmit();
+  // A whole new page (load or boosted navigation): remember its answers without announcing them, unless
+  // the page is the answer to the composer (a new chat): then say how its answer stands.
+  var composerSent = false;
+  function pageChanged() {
+    announcer = byId("announcer");
+    streaming = {};
+    document.querySelectorAll('article.assistant[data-status="streaming"]').forEach(function (a) { streaming[a.id] = true; });
+    newestId = 0;
+    document.querySelectorAll("article.message").forEach(function (a) { newestId = Math.max(newestId, idOf(a)); });
+    var answers = document.querySelectorAll("article.assistant"), newest = answers[answers.length - 1];
+    if (composerSent && newest) announce(newest.dataset.status === "streaming" ? "Answer started" : endOf(newest));
+    composerSent = false;
+    lastError = byId("composer-error") ? byId("composer-error").textContent.replace(/\s+/g, " ").trim() : "";
+    decorate(document);
+    showMic();
+    autosize(textbox());
+    scrollToEnd(true);
+  }
+
+  function afterMutations(records) {
+    if (byId("announcer") !== announcer) { pageChanged(); restoreFocus(); return; }
+    records.forEach(function (record) {
+      record.addedNodes.forEach(function (node) {
+        if (node.nodeType !== 1) return;
+        noticeAnswers(node);
+        if (node.querySelector && (node.matches(".content, article") || node.querySelector("pre"))) decorate(node);
+        if (node.querySelector && node.matches("article.message.editing")) {
+          var error = node.querySelector(".error");
+          if (error) announce(error.textContent.trim());
+        }
+      });
+    });
+    noticeErrors();
+    restoreFocus();
+    if (records.some(function (r) { return r.target.closest && r.target.closest("#messages"); })) scrollToEnd(false);
+  }
+
+  // ---- Focus: after a swap it goes where the next action is, never to <body> ------------------------------
+  // Before a request: where focus should land once it is answered. After any swap that removed the
+  // focused element: that place, else the same element again (same id), else the message box.
+  var lastFocused = null, plan = null;
+  document.addEventListener("focusin", function (event) { lastFocused = event.target; });
+
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt, action = elt.getAttribute("hx-post") || elt.getAttribute("hx-get") || "";
+    var article = elt.closest && elt.closest("article.message");
+    plan = null;
+    if (elt === composer() && event.detail.requestConfig && event.detail.requestConfig.boosted) composerSent = true;
+    if (/\/stop$/.test(action)) {
+      plan = { selector: "#message-" + action.match(/messages\/(\d+)\//)[1] };
+    } else if (/\/(retry|continue|edit)$/.test(action) && elt.tagName === "FORM") {
+      plan = { answer: true, selector: article ? "#" + article.id + " textarea" : null };
+    } else if (/\/show$/.test(action)) {
+      var list = Array.prototype.slice.call(messages().querySelectorAll("article.message"));
+      plan = { index: list.indexOf(article), label: elt.querySelector("button").getAttribute("aria-label") };
+    } else if (elt.matches("a.edit")) {
+      plan = { selector: "#" + article.id + " textarea" };
+    } else if (elt.matches("a.cancel")) {
+      plan = { selector: "#" + article.id + " .edit" };
+    }
+    if (plan) plan.source = elt;
   });
+  // The request's own swap has settled: focus its place if nothing has focus, then forget the plan.
+  // (Swaps from the answer's event stream settle too; they carry no request and leave the plan alone.)
+  document.addEventListener("htmx:afterSettle", function (event) {
+    if (!plan || !event.detail.requestConfig || event.detail.requestConfig.elt !== plan.source) return;
+    var active = document.activeElement;
+    if (!active || active === document.body) restoreFocus(true);
+    plan = null;
+  });
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (plan && event.detail.elt === plan.source && !event.detail.successful && event.detail.xhr.status >= 500) plan = null;
+  });
+  document.addEventListener("htmx:sendError", function () { plan = null; });
+
+  function planned() {
+    if (!plan) return null;
+    if (plan.answer) {  // the answer being written, or the newest one if it has already ended
+      var answer = document.querySelector('#messages article.assistant[data-status="streaming"]');
+      if (answer) return answer;
+      var answers = Array.prototype.slice.call(document.querySelectorAll("#messages article.assistant"));
+      answers.sort(function (a, b) { return idOf(b) - idOf(a); });
+      if (answers[0] && (!plan.selector || !document.querySelector(plan.selector))) return answers[0];
+    }
+    if (plan.label) {
+      var article = messages().querySelectorAll("article.message")[plan.index];
+      return article && article.querySelector('.version[aria-label="' + plan.label + '"]');
+    }
+    return plan.selector ? document.querySelector(plan.selector) : null;
+  }
+
+  function restoreFocus(force) {
+    var active = document.activeElement;
+    if (active && active !== document.body) return;
+    if (!force && !(lastFocused && !lastFocused.isConnected)) return;
+    var lost = lastFocused, target = planned();
+    if (target) plan = null;
+    if (!target && lost && lost.id) target = byId(lost.id);
+    if (!target && lost && lost.matches(".send")) target = textbox();  // sent: back to writing (Stop is a Tab away)
+    if (!target && lost && lost.closest("#composer-actions")) target = document.querySelector("#composer-actions button");
+    if (!target && lost) {
+      var article = lost.closest("article.message"), key = keyOf(lost);
+      var again = article && byId(article.id);
+      if (again) target = (key && again.querySelector(key)) || again;
+    }
+    if (!shown(target)) target = shown(textbox()) ? textbox() : messages() || byId("main");
+    if (target) focusOn(target);
+  }
+  function keyOf(element) {
+    if (element.matches(".version")) return '.version[aria-label="' + element.getAttribute("aria-label") + '"]';
+    var names = ["edit", "retry", "continue", "copy-message"];
+    for (var i = 0; i < names.length; i++) if (element.classList.contains(names[i])) return "." + names[i];
+    return null;
+  }
+  function focusOn(element) {
+    if (element.tagName === "ARTICLE" || element === messages()) {
+      if (!element.hasAttribute("tabindex")) element.setAttribute("tabindex", "-1");
+      element.focus({ preventScroll: true });
+      return;
+    }
+    element.focus();
+    if (element.tagName === "TEXTAREA") element.setSelectionRange(element.value.length, element.value.length);
+  }
+
+  // ---- Keys --------------------------------------------------------------------------------------------
+  document.addEventListener("keydown", function (event) {
+    var target = event.target;
+    // Enter sends and Shift+Enter makes a new line (with a keyboard and pointer; on touch screens Enter is a new line).
+    if (target.id === "content" && event.key === "Enter" && !event.shiftKey && !event.isComposing && finePointer.matches) {
+      event.preventDefault();
+      if (document.querySelector("#composer-actions .stop")) return;  // an answer is being written
+      if (target.value.trim() || (byId("images") && byId("images").files.length)) composer().requestSubmit();
+      return;
+    }
+    if (event.key !== "Escape") return;
+    var editing = target.closest && target.closest("article.editing");
+    if (editing) { event.preventDefault(); editing.querySelector("a.cancel").click(); return; }
+    var menu = target.closest && target.closest("details.menu[open]");
+    if (menu) { menu.open = false; menu.querySelector("summary").focus(); return; }
+    if (byId("sidebar") && byId("sidebar").classList.contains("open")) setDrawer(false);
+  });
+
+  // ---- The composer ------------------------------------------------------------------------------------
+  function showError(text) {
+    var box = byId("composer-error");
+    if (!box) return;
+    box.textContent = "";
+    if (text) {
+      var p = document.createElement("p"), span = document.createElement("span");
+      p.className = "error";
+      p.innerHTML = '<svg class="icon" aria-hidden="true"><use href="#i-alert"/></svg>';
+      span.textContent = text;
+      p.append(span);
+      box.append(p);
+    }
+  }
 
   // After a successful send: clear the box and any old error. On failure the text stays.
   document.addEventListener("htmx:afterRequest", function (event) {
@@ -35,7 +229,8 @@
     if (event.detail.elt !== form) return;
     if (event.detail.successful) {
       form.reset();
-      form.querySelector("textarea").value = "";
+      textbox().value = "";
+      autosize(textbox());
       showError("");
     }
   });
@@ -46,67 +241,195 @@
     if (event.detail.xhr.status >= 500) showError("The server had a problem (" + event.detail.xhr.status + "). Try again.");
   });
 
-  // Follow the answer as it grows, unless the reader scrolled up.
-  var pinned = true;
-  document.addEventListener("scroll", function (event) {
-    var list = messages();
-    if (list && event.target === list) pinned = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
-  }, true);
-  function scrollToBottom(force) {
-    var list = messages();
-    if (list && (pinned || force)) list.scrollTop = list.scrollHeight;
+  // The box grows with its text up to its CSS max-height (field-sizing does it where supported).
+  var sizesItself = window.CSS && CSS.supports && CSS.supports("field-sizing", "content");
+  function autosize(box) {
+    if (sizesItself || !box) return;
+    box.style.height = "auto";
+    box.style.height = box.scrollHeight + 2 + "px";
   }
-  document.addEventListener("htmx:sseMessage", function () { scrollToBottom(false); });
-  document.addEventListener("htmx:afterSwap", function (event) {
-    if (event.detail.target === messages()) scrollToBottom(true);
-  });
-  document.addEventListener("htmx:afterSettle", function (event) { decorate(event.detail.elt); });
-  document.addEventListener("htmx:load", function (event) { decorate(event.detail.elt); });
+  document.addEventListener("input", function (event) { if (event.target.matches("textarea")) autosize(event.target); });
 
-  // A copy button on every code block.
+  // Example prompts fill the box (without JavaScript they are links to /?prompt=...).
+  document.addEventListener("click", function (event) {
+    var example = event.target.closest && event.target.closest("a.example");
+    if (!example || !textbox()) return;
+    event.preventDefault();
+    textbox().value = example.dataset.prompt;
+    autosize(textbox());
+    focusOn(textbox());
+  });
+
+  // ---- Follow the answer as it grows, unless the reader scrolled up ------------------------------------
+  var pinned = true;
+  function scroller() {
+    var list = messages();
+    if (!list) return null;
+    return getComputedStyle(list).overflowY === "visible" ? document.scrollingElement : list;
+  }
+  document.addEventListener("scroll", function () {
+    var box = scroller();
+    if (box) pinned = box.scrollHeight - box.scrollTop - box.clientHeight < 48;
+  }, true);
+  function scrollToEnd(force) {
+    var box = scroller();
+    if (box && (pinned || force)) box.scrollTop = box.scrollHeight;
+  }
+  document.addEventListener("htmx:sseMessage", function () { scrollToEnd(false); });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    if (event.detail.target === messages()) scrollToEnd(true);
+  });
+
+  // ---- Copy: whole messages, and each code block (a head with its language and Copy) -------------------
   function decorate(root) {
     if (!root || !root.querySelectorAll) return;
-    root.querySelectorAll(".content.md pre").forEach(function (pre) {
-      if (pre.querySelector(".copy")) return;
-      var button = document.createElement("button");
-      button.type = "button";
-      button.className = "copy";
-      button.textContent = "Copy";
-      button.addEventListener("click", function () {
-        var code = pre.querySelector("code");
-        navigator.clipboard.writeText(code ? code.innerText : pre.innerText).then(function () {
-          button.textContent = "Copied";
-          setTimeout(function () { button.textContent = "Copy"; }, 1500);
-        });
-      });
-      pre.appendChild(button);
+    root.querySelectorAll(".content pre").forEach(function (pre) {
+      var block = pre.parentElement.classList.contains("code-block") ? pre.parentElement : null;
+      if (!block) {  // a bare <pre>: give it the same head the server gives fenced code
+        var code = pre.querySelector("code"), match = code && /language-([\w+#.-]+)/.exec(code.className);
+        block = document.createElement("div");
+        block.className = "code-block";
+        block.innerHTML = '<div class="code-head"></div>';
+        if (match) {
+          var lang = document.createElement("span");
+          lang.className = "code-lang";
+          lang.textContent = match[1];
+          block.firstChild.append(lang);
+        }
+        pre.replaceWith(block);
+        block.append(pre);
+      }
+      var head = block.querySelector(".code-head");
+      if (head && !head.querySelector(".code-copy")) head.append(copyButton("code-copy", "Copy", " code"));
+      if (window.ResizeObserver && !pre.dataset.watched) { pre.dataset.watched = "1"; scrollables.observe(pre); }
+    });
+  }
+  // Code that scrolls sideways can be scrolled by keyboard: it takes focus while (and only while) it overflows.
+  var scrollables = window.ResizeObserver && new ResizeObserver(function (entries) {
+    entries.forEach(function (entry) {
+      var pre = entry.target;
+      if (pre.scrollWidth > pre.clientWidth) pre.tabIndex = 0;
+      else pre.removeAttribute("tabindex");
+    });
+  });
+  function copyButton(className, label, hidden) {
+    var button = document.createElement("button");
+    button.type = "button";
+    button.className = "action " + className;
+    button.innerHTML = '<svg class="icon" aria-hidden="true"><use href="#i-copy"/></svg><span class="action-label"></span>';
+    button.lastChild.textContent = label;
+    if (hidden) {
+      var extra = document.createElement("span");
+      extra.className = "visually-hidden";
+      extra.textContent = hidden;
+      button.lastChild.append(extra);
+    }
+    return button;
+  }
+  function copyText(text) {
+    if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+    return new Promise(function (resolve, reject) {  // plain http: the old way
+      var area = document.createElement("textarea");
+      area.value = text;
+      area.setAttribute("readonly", "");
+      area.className = "visually-hidden";
+      document.body.append(area);
+      area.select();
+      var done = document.execCommand("copy");
+      area.remove();
+      done ? resolve() : reject(new Error("copy refused"));
+    });
+  }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest(".copy-message, .code-copy");
+    if (!button) return;
+    var source = button.classList.contains("code-copy")
+      ? button.closest(".code-block").querySelector("pre")
+      : button.closest("article").querySelector(".content");
+    var label = button.querySelector(".action-label"), before = label.firstChild.textContent;
+    copyText(source.innerText.replace(/\n$/, "")).then(function () {
+      label.firstChild.textContent = "Copied";
+      button.classList.add("copied");
+      button.querySelector("use").setAttribute("href", "#i-check");
+      announce("Copied");
+      setTimeout(function () {
+        label.firstChild.textContent = before;
+        button.classList.remove("copied");
+        button.querySelector("use").setAttribute("href", "#i-copy");
+      }, 1600);
+    }, function () { announce("Could not copy: the browser refused."); });
+  });
+
+  // ---- The drawer (phones), menus, theme -------------------------------------------------------------
+  function setDrawer(open) {
+    var nav = byId("sidebar"), button = document.querySelector(".drawer-button.js-only"), main = byId("main");
+    if (!nav) return;
+    nav.classList.toggle("open", open);
+    if (button) button.setAttribute("aria-expanded", String(open));
+    if (main) main.inert = open;
+    if (open) nav.querySelector(".drawer-close.js-only").focus();
+    else if (button && phone.matches) button.focus();
+  }
+  phone.addEventListener("change", function () { if (!phone.matches) setDrawer(false); });
+  document.addEventListener("click", function (event) {
+    var target = event.target.closest ? event.target : null;
+    if (!target) return;
+    if (target.closest(".drawer-button.js-only")) setDrawer(!byId("sidebar").classList.contains("open"));
+    else if (target.closest(".drawer-close.js-only")) setDrawer(false);
+    else if (target.closest(".drawer-backdrop")) { event.preventDefault(); setDrawer(false); }
+    // One menu open at a time; a click elsewhere closes it.
+    document.querySelectorAll("details.menu[open]").forEach(function (menu) {
+      if (!menu.contains(target)) menu.open = false;
+    });
+  });
+
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (!form.matches(".theme-switch")) return;
+    var choice = event.submitter && event.submitter.value;
+    if (!choice) return;
+    event.preventDefault();
+    applyTheme(choice);
+    var data = new FormData(form);
+    data.set("theme", choice);
+    fetch(form.action, { method: "POST", body: data, credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) { if (!response.ok) throw new Error(String(response.status)); })
+      .catch(function () { announce("The theme could not be saved; it applies to this page only."); });
+  });
+  function applyTheme(choice) {
+    var root = document.documentElement, meta = document.querySelector('meta[name="color-scheme"]');
+    if (choice === "system") root.removeAttribute("data-theme");
+    else root.setAttribute("data-theme", choice);
+    if (meta) meta.content = choice === "system" ? "light dark" : choice;
+    document.querySelectorAll(".theme-switch button[name=theme]").forEach(function (button) {
+      button.setAttribute("aria-pressed", String(button.value === choice));
     });
   }
 
-  // Voice input: record, send to /transcribe, put the text at the cursor. Never sends by itself.
+  // ---- Voice input: record, send to /transcribe, put the text at the cursor. Never sends by itself. -----
   var recorder = null, chunks = [], started = 0, timer = null;
-  function micButton() { return document.getElementById("mic"); }
+  function micButton() { return byId("mic"); }
   function setMic(state, label) {
     var mic = micButton();
     if (!mic) return;
     mic.classList.toggle("recording", state === "recording");
     mic.classList.toggle("busy", state === "busy");
     mic.disabled = state === "busy";
-    mic.textContent = label;
+    mic.querySelector(".mic-label").textContent = label;
+    mic.querySelector("use").setAttribute("href", state === "recording" ? "#i-stop" : "#i-mic");
   }
   function showMic() {
     var mic = micButton();
     if (mic && window.MediaRecorder && navigator.mediaDevices) mic.hidden = false;
   }
-  document.addEventListener("DOMContentLoaded", showMic);
-  document.addEventListener("htmx:afterSettle", showMic);
 
   function insertAtCursor(text) {
-    var box = document.getElementById("content");
+    var box = textbox();
     var start = box.selectionStart, end = box.selectionEnd, before = box.value.slice(0, start);
     var spaced = (before && !/\s$/.test(before) ? " " : "") + text;
     box.value = before + spaced + box.value.slice(end);
     box.selectionStart = box.selectionEnd = start + spaced.length;
+    autosize(box);
     box.focus();
   }
 
@@ -127,7 +450,10 @@
     }).catch(function (error) {
       showError(error.message && error.message !== "Failed to fetch" ? error.message
         : "Could not reach the server to transcribe. Try again.");
-    }).finally(function () { setMic("idle", "Speak"); });
+    }).finally(function () {
+      setMic("idle", "Speak");
+      if (document.activeElement === document.body || !document.activeElement) micButton().focus();
+    });
   }
 
   function csrfToken() {
@@ -152,7 +478,7 @@
       started = Date.now();
       var tick = function () {
         var seconds = Math.floor((Date.now() - started) / 1000);
-        setMic("recording", "■ " + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0"));
+        setMic("recording", "Stop " + Math.floor(seconds / 60) + ":" + String(seconds % 60).padStart(2, "0"));
       };
       tick();
       timer = setInterval(tick, 500);
@@ -163,9 +489,11 @@
     });
   });
 
-  // Images: thumbnails before sending, a way to remove one, paste and drag-and-drop into the composer.
+  // ---- Images: thumbnails with an optional description each, remove, paste and drop ------------------
   // The files live in the form's own file input, so sending works the same with or without this code.
-  function imageInput() { return document.getElementById("images"); }
+  var descriptions = new Map();
+  function fileKey(file) { return file.name + "|" + file.size + "|" + file.lastModified; }
+  function imageInput() { return byId("images"); }
   function setImages(files) {
     var input = imageInput(), transfer = new DataTransfer();
     files.forEach(function (file) { transfer.items.add(file); });
@@ -179,26 +507,37 @@
     setImages(files);
   }
   function renderPreviews() {
-    var list = document.getElementById("previews"), input = imageInput();
+    var list = byId("previews"), input = imageInput();
     if (!list || !input) return;
     list.textContent = "";
     Array.from(input.files).forEach(function (file, index) {
-      var item = document.createElement("li"), img = document.createElement("img"), remove = document.createElement("button");
+      var item = document.createElement("li"), img = document.createElement("img");
+      var remove = document.createElement("button"), alt = document.createElement("input");
       img.src = URL.createObjectURL(file);
       img.alt = file.name;
       remove.type = "button";
-      remove.textContent = "×";
+      remove.className = "remove";
+      remove.innerHTML = '<svg class="icon" aria-hidden="true"><use href="#i-close"/></svg>';
       remove.setAttribute("aria-label", "Remove " + file.name);
+      remove.title = "Remove";
       remove.addEventListener("click", function () {
         setImages(Array.from(input.files).filter(function (_f, i) { return i !== index; }));
+        var next = list.querySelector(".remove") ;
+        focusOn(next || byId("content"));
       });
-      item.append(img, remove);
+      alt.name = "image_alt";
+      alt.maxLength = 300;
+      alt.placeholder = "Describe it (optional)";
+      alt.setAttribute("aria-label", "Description of " + file.name + " (optional)");
+      alt.value = descriptions.get(fileKey(file)) || "";
+      alt.addEventListener("input", function () { descriptions.set(fileKey(file), alt.value); });
+      item.append(img, remove, alt);
       list.append(item);
     });
   }
   document.addEventListener("change", function (event) { if (event.target.id === "images") renderPreviews(); });
   document.addEventListener("reset", function (event) {
-    if (event.target.id === "composer") setTimeout(renderPreviews, 0);
+    if (event.target.id === "composer") { descriptions.clear(); setTimeout(renderPreviews, 0); }
   });
   document.addEventListener("paste", function (event) {
     if (event.target.id === "content" && event.clipboardData && event.clipboardData.files.length) {

@@ -43,7 +43,7 @@ def text(response) -> str:  # noqa: ANN001
 
 def signed_in_as(chat: Chat) -> str | None:
     """The name the sidebar shows as signed in, or None."""
-    found = re.search(r"Signed in as (.+?) Settings", text(chat.get("/")))
+    found = re.search(r'class="account-name">Signed in as <strong>(.+?)</strong>', chat.get("/").get_data(as_text=True))
     return found.group(1) if found else None
 
 
@@ -51,7 +51,7 @@ def sidebar_titles(chat: Chat) -> list[str]:
     """The conversation titles listed in the sidebar of the new-chat page."""
     html = chat.get("/").get_data(as_text=True)
     sidebar = html.split('id="sidebar"', 1)[1].split("</nav>", 1)[0]
-    return re.findall(r'<a href="/c/\d+">([^<]*)</a>', sidebar)
+    return re.findall(r'<a class="conversation-link" href="/c/\d+"[^>]*>([^<]*)</a>', sidebar)
 
 
 def all_users(app) -> list[User]:  # noqa: ANN001

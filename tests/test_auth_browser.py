@@ -152,7 +152,7 @@ def test_sign_up_sign_out_and_sign_in(page, js, axe, app) -> None:  # noqa: ANN0
 
 def test_settings_name_time_zone_password_and_deleting(page, js, axe, app) -> None:  # noqa: ANN001
     sign_up(page, "alice")
-    page.get_by_role("link", name="Settings · API tokens").click()
+    page.get_by_role("link", name="Settings", exact=True).click()
     page.wait_for_url(re.compile(r"/settings$"))
     axe.check(page, js, "settings")
     suggestion = page.get_by_role("button", name=re.compile("Use this browser's time zone"))

@@ -89,9 +89,11 @@ def test_too_long_message_is_saved_not_sent(make_app, upstream) -> None:  # noqa
     chat.wait(first_answer)
     long_text = "word " * 40
     response = chat.post(f"/c/{conversation_id}/messages", {"content": long_text})
-    assert response.status_code == 422
-    page = response.get_data(as_text=True)
-    assert "40 tokens long; the limit is 10" in page
+    # Post-redirect-get: the address bar holds the conversation's URL, and its page the refused text.
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"/c/{conversation_id}#composer"
+    page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
+    assert "40 tokens long; the limit is 10" in page.split('id="composer-error"', 1)[1]  # beside the composer
     assert long_text.strip() in page.split('id="content"', 1)[1]  # still in the composer, to edit
     assert len(upstream.requests) == 1  # only the first question went upstream
     with chat.app.app_context():

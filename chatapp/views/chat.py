@@ -21,7 +21,7 @@ from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
 from ..limits import uploads
-from ..models import Conversation, Message
+from ..models import ERROR, Conversation, Message
 from .responses import image_response
 
 bp = Blueprint("chat", __name__)
@@ -49,13 +49,24 @@ def _to_message(message: Message):  # noqa: ANN202
 
 
 def render_chat(conversation: Conversation | None, status: int = 200, **context: object) -> tuple[str, int]:
-    """The whole page: sidebar, the visible path of messages, composer."""
+    """The whole page: sidebar, the visible path of messages, composer.
+
+    A refused (too long) last message goes back into the composer with its error, after any redirect.
+    """
+    # The streaming answer first, then the messages: an answer that ends in between is shown ended with
+    # one more refresh, never as still being written with no refresh to come (JS off).
+    streaming = conversation.streaming_message() if conversation else None
+    visible = conversation.visible() if conversation else []
+    last = visible[-1][0] if visible else None
+    if last is not None and last.role == "user" and last.status == ERROR:
+        context.setdefault("draft", last.content)
+        context.setdefault("composer_error", last.error)
     html = render_template(
         "chat.html",
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
-        visible=conversation.visible() if conversation else [],
-        streaming=conversation.streaming_message() if conversation else None,
+        visible=visible,
+        streaming=streaming,
         provider=current_generator().provider,
         **context,
     )
@@ -74,8 +85,8 @@ def render_branch(conversation: Conversation) -> str:
 
 @bp.get("/")
 def index():  # noqa: ANN201
-    """A new, empty chat."""
-    return render_chat(None)
+    """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too)."""
+    return render_chat(None, draft=request.args.get("prompt", ""))
 
 
 @bp.post("/conversations")
@@ -84,15 +95,23 @@ def create():  # noqa: ANN201
     """Start a conversation with its first message."""
     content = request.form.get("content", "")
     conversation, sent = conversations.start_conversation(current_user(), content, _uploaded_images())
-    if sent.answer is None:
-        return render_chat(conversation, 422, draft=sent.user_message.content)
+    _describe_images(sent.user_message)
+    if sent.answer is None:  # refused (too long): the conversation's page puts it back in the composer
+        return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor="composer"), 303)
     return _to_message(sent.answer)
 
 
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
-    """One conversation; ``?edit=<id>`` shows that message as an edit form (for browsers without JS)."""
-    return render_chat(_conversation_or_404(conversation_id), editing=request.args.get("edit", type=int))
+    """One conversation. For browsers without JS: ``?edit=<id>`` shows that message as an edit form,
+    ``?rename=1`` the title as a form, ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    return render_chat(
+        _conversation_or_404(conversation_id),
+        editing=request.args.get("edit", type=int),
+        renaming=bool(request.args.get("rename")),
+        refresh=max(request.args.get("refresh", 0, type=int), 0),
+        hold=bool(request.args.get("hold")),
+    )
 
 
 @bp.post("/c/<int:conversation_id>/messages")
@@ -101,6 +120,7 @@ def send(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer streams in the background."""
     conversation = _conversation_or_404(conversation_id)
     sent = conversations.send(conversation, request.form.get("content", ""), _uploaded_images())
+    _describe_images(sent.user_message)
     status = 422 if sent.answer is None else 200
     if wants_fragment():
         conversations_list = Conversation.for_user(current_user().id)
@@ -108,9 +128,23 @@ def send(conversation_id: int):  # noqa: ANN201
             "partials/sent.html", sent=sent, conversation=conversation, conversations=conversations_list
         )
         return html, status
-    if sent.answer is None:
-        return render_chat(conversation, status, draft=sent.user_message.content)
+    if sent.answer is None:  # refused (too long): the conversation's page puts it back in the composer
+        return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor="composer"), 303)
     return _to_message(sent.answer)
+
+
+def _describe_images(message: Message) -> None:
+    """Alt text for the message's new images: the descriptions given, else the uploads' file names."""
+    names = [upload.filename for upload in request.files.getlist("images") if upload.filename]
+    if not names:
+        return
+    descriptions = request.form.getlist("image_alt")
+    for index, image in enumerate(message.images):
+        given = " ".join(descriptions[index].split()) if index < len(descriptions) else ""
+        name = names[index] if index < len(names) else ""
+        fallback = " ".join("".join(c for c in name.replace("\\", "/").rsplit("/", 1)[-1] if c.isprintable()).split())
+        image.alt = (given or fallback)[:300] or None
+    db.session.commit()
 
 
 def _uploaded_images() -> list[bytes]:
