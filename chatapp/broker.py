@@ -273,6 +273,7 @@ class _Reader:
         self.cond = threading.Condition()
         self.client_id: int | None = None
         self.blocked = False
+        self.unblocking = threading.Lock()  # one CLIENT UNBLOCK at a time: one connection, not one per follower
         threading.Thread(target=self._run, name="redis-reader", daemon=True).start()
 
     def read(self, key: str, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
@@ -287,7 +288,7 @@ class _Reader:
                 blocked_client = self.client_id if self.blocked else None
                 self.blocked = False  # one interruption per XREAD is enough
         if blocked_client is not None:
-            with contextlib.suppress(Exception):  # the reader's XREAD returns at once and includes the new key
+            with self.unblocking, contextlib.suppress(Exception):  # XREAD returns now and takes in the new key
                 self.redis.client_unblock(blocked_client)
         with self.cond:
             followed.last_read = time.monotonic()

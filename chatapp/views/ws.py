@@ -58,7 +58,7 @@ class Connection:
             if self.open:
                 try:
                     self.ws.send(json.dumps({"type": kind, **data}))
-                except ConnectionClosed:
+                except (ConnectionClosed, OSError):  # closed by the client, or its socket already gone
                     self.open = False
 
     def run(self) -> None:
