@@ -36,7 +36,10 @@ OIDC = "chatapp.oidc"
 # -- limits: failed attempts only, per IP and per account -----------------------------------------------
 def _limit(setting: str) -> dict:
     return {
-        "limit_value": lambda: current_app.config[setting],
+        # "off" is exempt; Flask-Limiter still parses the value first, so give it one it can read.
+        "limit_value": lambda: (
+            "1 per second" if accounts.limit_off(current_app.config[setting]) else current_app.config[setting]
+        ),
         "exempt_when": lambda: accounts.limit_off(current_app.config[setting]),
         "deduct_when": lambda response: response.status_code != 303,  # a success does not count
         "methods": ["POST"],
