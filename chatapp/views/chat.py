@@ -13,16 +13,16 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from markupsafe import escape
 
 from .. import conversations, images
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
+from ..events import SSE_HEADERS, Done, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
 from ..models import Conversation, Image, Message
+from ..streaming_markdown import Rendered, follow_rendered
 
 bp = Blueprint("chat", __name__)
 
@@ -210,16 +210,18 @@ def stop(message_id: int):  # noqa: ANN201
 
 @bp.get("/messages/<int:message_id>/events")
 def events(message_id: int):  # noqa: ANN201
-    """Server-Sent Events for an answer: the text so far, live deltas, then the rendered message."""
+    """Server-Sent Events for an answer: its Markdown rendered as it grows, then the rendered message."""
     _message_or_404(message_id)
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
     db.session.close()
 
     def stream():  # noqa: ANN202
-        for update in follow(message_id, after):
-            if isinstance(update, Delta):
-                # Wrapped in a span: HTMX would otherwise trim a token's leading space.
-                yield sse(f"<span>{escape(update.text)}</span>", "delta", update.end)
+        for update in follow_rendered(message_id, after):
+            if isinstance(update, Rendered):
+                # One event per update: the tail, and the blocks finished since appended out of band,
+                # so both change in the same swap. Never empty data: browsers drop such events.
+                blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
+                yield sse(blocks + (update.tail or " "), "tail", update.end)
             elif isinstance(update, Done):
                 message = db.session.get(Message, message_id)
                 yield sse(render_template("partials/finished.html", message=message), "done")
