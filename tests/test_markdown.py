@@ -10,11 +10,13 @@ import pytest
 
 from chatapp import streaming_markdown
 from chatapp.rendering import markdown_html, render_markdown, split_blocks
+from tests import test_browser
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
 from tests.sse import Page, collect, message_content, split_out_of_band, visible_text
-from tests.test_browser import answer_text, browser  # noqa: F401 - the Chromium fixture
-from tests.test_browser import page as browser_page  # noqa: F401
+from tests.test_browser import answer_text
+
+browser, browser_page = test_browser.browser, test_browser.page  # the Chromium fixtures
 
 DOCUMENT = """# A title
 
@@ -232,7 +234,7 @@ def test_streamed_fragments_are_sanitized(chat: Chat, upstream) -> None:  # noqa
 
 # -- in Chromium -------------------------------------------------------------------------------------------
 @pytest.mark.browser
-def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_page, app, upstream) -> None:  # noqa: ANN001, F811
+def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_page, app, upstream) -> None:  # noqa: ANN001
     text = "Here is **bold** text.\n\n" + " ".join(f"word{i}" for i in range(40)) + "\n\n$a^2$ done."
     upstream.script(Reply(tokens=_tokens(text), delay=0.05))
     browser_page.goto("/")
@@ -250,7 +252,7 @@ def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_pa
 
 
 @pytest.mark.browser
-def test_chromium_runs_nothing_from_an_answer(browser_page, app, upstream) -> None:  # noqa: ANN001, F811
+def test_chromium_runs_nothing_from_an_answer(browser_page, app, upstream) -> None:  # noqa: ANN001
     upstream.script(Reply(tokens=_tokens(HOSTILE), delay=0.02))
     browser_page.goto("/")
     browser_page.fill("#content", "be nasty")
