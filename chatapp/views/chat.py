@@ -25,6 +25,7 @@ from ..models import Conversation, Image, Message
 from ..streaming_markdown import Rendered, follow_rendered
 
 bp = Blueprint("chat", __name__)
+PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
 
 @bp.after_request
@@ -54,13 +55,27 @@ def _to_message(message: Message):  # noqa: ANN202
     )
 
 
-def render_chat(conversation: Conversation | None, status: int = 200, **context: object) -> tuple[str, int]:
-    """The whole page: sidebar, the visible path of messages, composer."""
+def render_chat(
+    conversation: Conversation | None,
+    status: int = 200,
+    before: int | None = None,
+    after: int | None = None,
+    around: int | None = None,
+    **context: object,
+) -> tuple[str, int]:
+    """The whole page: sidebar, the latest messages of the visible path (or another part of it), composer."""
+    visible, earlier, later = [], 0, 0
+    if conversation:
+        editing = context.get("editing")  # the message being edited must be among those shown
+        around = around or (editing if isinstance(editing, int) else None)
+        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
     html = render_template(
         "chat.html",
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
-        visible=conversation.visible() if conversation else [],
+        visible=visible,
+        earlier=earlier,
+        later=later,
         streaming=conversation.streaming_message() if conversation else None,
         provider=current_generator().provider,
         **context,
@@ -96,8 +111,16 @@ def create():  # noqa: ANN201
 
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
-    """One conversation; ``?edit=<id>`` shows that message as an edit form (for browsers without JS)."""
-    return render_chat(_conversation_or_404(conversation_id), editing=request.args.get("edit", type=int))
+    """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
+    show another part (HTMX: just the messages before or after, loaded in place); ``?edit=<id>``
+    shows that message as an edit form (for browsers without JS)."""
+    found = _conversation_or_404(conversation_id)
+    part = {name: request.args.get(name, type=int) for name in ("before", "after", "around")}
+    if wants_fragment() and (part["before"] or part["after"]):
+        visible, earlier, later = found.visible_window(PAGE_MESSAGES, part["before"], part["after"])
+        edges = {"earlier": earlier, "later": None} if part["before"] else {"earlier": 0, "later": later}
+        return render_template("partials/messages.html", conversation=found, visible=visible, **edges)
+    return render_chat(found, editing=request.args.get("edit", type=int), **part)
 
 
 @bp.post("/c/<int:conversation_id>/messages")
