@@ -126,20 +126,19 @@ class Conversation(db.Model):
 
         ``size`` messages: the latest, or those just ``before`` or ``after`` a message of the path,
         or ``around`` one (it and about half before it). A message not on the path: the latest.
-        Loads only the messages shown (and their siblings' ids), not the whole conversation.
+        Loads only the messages shown and their siblings, not the whole conversation.
         """
         ids = self.path_ids()
         position = {message_id: index for index, (message_id, _parent) in enumerate(ids)}
-        end = len(ids)
         if before in position:
             end = position[before]
         elif after in position:
             end = min(len(ids), position[after] + 1 + size)
         elif around in position:
             end = min(len(ids), max(position[around] + 1 + size - size // 2, size))
-        start = max(0, end - size)
-        if after in position and before not in position:
-            start = position[after] + 1
+        else:
+            end = len(ids)
+        start = position[after] + 1 if after in position and before not in position else max(0, end - size)
         return Tree.load(self.id, ids[start:end]), start, len(ids) - end
 
     def streaming_message(self) -> Message | None:
