@@ -381,8 +381,11 @@ def main() -> None:
         idle = {t: asyncio.run(idle_ttft(t, ports[t], args.idle_samples)) * 1000 for t in args.targets}
         for n in args.streams:
             for target in args.targets:
+                servers = [p.pid for p in processes[1:]]  # CPU of the servers (and their workers) only
+                ticks = cpu_ticks(servers)
                 results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
                 rows.append(summarize(target, n, args.tokens, results, wall))
+                rows[-1]["server_cpu_s"] = (cpu_ticks(servers) - ticks) / os.sysconf("SC_CLK_TCK")
                 settle([p.pid for p in processes])
     finally:
         for process in processes:
@@ -405,12 +408,16 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
         f" {args.tokens} tokens per stream at {args.rate:g} tokens/s\n"
     )
-    print("| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"
+        " | server CPU s |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['target']} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} "
-            f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f} |"
+            f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f}"
+            f" | {r['server_cpu_s']:.1f} |"
         )
         for error in r["errors"]:
             print(f"|   error: {error[:100]} |")
