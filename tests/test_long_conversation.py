@@ -147,3 +147,12 @@ def test_chromium_without_javascript_pages_and_opens_around_a_message(browser, c
         ), "the linked message is in view"
     finally:
         context.close()
+
+
+@pytest.mark.postgres
+def test_windows_on_postgres(make_app, postgres_url: str) -> None:  # noqa: ANN001
+    chat = Chat(make_app(DATABASE_URL=postgres_url))
+    conversation_id, path = long_conversation(chat, exchanges=150)
+    assert shown_ids(chat.get(f"/c/{conversation_id}").get_data(as_text=True)) == path[-SHOWN:]
+    around = chat.get(f"/c/{conversation_id}?around={path[100]}").get_data(as_text=True)
+    assert shown_ids(around) == path[100 - SHOWN // 2 + 1 : 100 + SHOWN // 2 + 1]
