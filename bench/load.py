@@ -170,6 +170,8 @@ async def stream_api(port: int, prompt: str, result: Result, session: tuple[str,
     response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"})
     try:
         async for name, data in sse_events(response):
+            if name == "error":
+                result.error = f"error event: {json.loads(data).get('message')}"
             if name in ("done", "error"):
                 return
             if name == "delta":
