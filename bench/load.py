@@ -5,7 +5,9 @@ updates, tokens lost and aggregate tokens/s. Targets, in the same run and on the
 
 - ``direct``: the client streams from the fake upstream itself (the floor);
 - ``relay``:  a minimal Flask relay (bench/relay.py) under the same gunicorn worker class;
-- ``app``:    chatapp: POST /conversations, then GET the answer's SSE stream.
+- ``app``:    chatapp's page: POST /conversations, then GET the page's SSE stream of the answer
+              (rendered HTML: finished blocks and the unfinished tail, at most four times a second);
+- ``api``:    chatapp's JSON API: POST a message, then GET its SSE stream of raw text deltas.
 
 It also measures time to first token with one stream at a time (no load), where the app's own
 overhead shows. Goals for the app on 2 cores: 150 concurrent streams with p99 largest gap <= 250 ms
@@ -143,6 +145,41 @@ async def stream_relay(port: int, prompt: str, result: Result) -> None:
         response.close()
 
 
+async def api_session(port: int) -> tuple[str, str]:
+    """A guest identity's bearer token and an empty conversation (setup, not timed)."""
+    response = await request(port, "POST", "/api/v1/auth/guest")
+    token = json.loads(await response.body())["token"]
+    response.close()
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    response = await request(port, "POST", "/api/v1/conversations", b"{}", headers)
+    conversation_id = json.loads(await response.body())["id"]
+    response.close()
+    return token, str(conversation_id)
+
+
+async def stream_api(port: int, prompt: str, result: Result, session: tuple[str, str]) -> None:
+    token, conversation_id = session
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    start = time.perf_counter()
+    body = json.dumps({"content": prompt}).encode()
+    response = await request(port, "POST", f"/api/v1/conversations/{conversation_id}/messages", body, headers)
+    sent = json.loads(await response.body())
+    response.close()
+    if response.status != 202:
+        raise RuntimeError(f"send answered {response.status}")
+    response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"})
+    try:
+        async for name, data in sse_events(response):
+            if name == "error":
+                result.error = f"error event: {json.loads(data).get('message')}"
+            if name in ("done", "error"):
+                return
+            if name == "delta":
+                record(result, start, json.loads(data)["content"])
+    finally:
+        response.close()
+
+
 async def app_session(port: int) -> tuple[str, str]:
     """A visitor's cookie and CSRF token (setup, not timed)."""
     response = await request(port, "GET", "/")
@@ -167,10 +204,12 @@ async def stream_app(port: int, prompt: str, result: Result, session: tuple[str,
     response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie})
     try:
         async for name, data in sse_events(response):
+            # Raw text deltas (before Markdown streamed) or rendered updates; the final message
+            # counts too: the last words of a rendered stream can come with it.
+            if name in ("delta", "tail", "block", "done"):
+                record(result, start, html.unescape(re.sub(r"<[^>]+>", " ", data)))
             if name == "done":
                 return
-            if name == "delta":
-                record(result, start, html.unescape(re.sub(r"<[^>]+>", "", data)))
     finally:
         response.close()
 
@@ -185,13 +224,14 @@ def record(result: Result, start: float, text: str) -> None:
 
 async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[list[Result], float]:
     sessions: list = [None] * n
-    if target == "app":
-        sessions = await asyncio.wait_for(asyncio.gather(*(app_session(port) for _ in range(n))), timeout)
+    if target in ("app", "api"):
+        make_session = app_session if target == "app" else api_session
+        sessions = await asyncio.wait_for(asyncio.gather(*(make_session(port) for _ in range(n))), timeout)
     results = [Result() for _ in range(n)]
-    runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app}[target]
+    runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app, "api": stream_api}[target]
 
     async def one(i: int) -> None:
-        args = (port, f"stream {i} says hello", results[i]) + ((sessions[i],) if target == "app" else ())
+        args = (port, f"stream {i} says hello", results[i]) + ((sessions[i],) if sessions[i] else ())
         try:
             await asyncio.wait_for(runner(*args), timeout)
         except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
@@ -330,9 +370,10 @@ def main() -> None:
             "PYTHONPATH": str(ROOT),
         }
         ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}
+        ports["api"] = ports["app"]  # the same server: the API is another door into it
         if "relay" in args.targets:
             processes.append(gunicorn("bench.relay:app", ports["relay"], args, env, workdir / "relay.log"))
-        if "app" in args.targets:
+        if {"app", "api"} & set(args.targets):
             processes.append(gunicorn("wsgi:app", ports["app"], args, env, workdir / "app.log"))
             wait_http(f"http://127.0.0.1:{ports['app']}/healthz")
         if "relay" in args.targets:
@@ -340,11 +381,15 @@ def main() -> None:
 
         timeout = args.tokens / args.rate + 60
         rows = []
+        load_before = os.getloadavg()
         idle = {t: asyncio.run(idle_ttft(t, ports[t], args.idle_samples)) * 1000 for t in args.targets}
         for n in args.streams:
             for target in args.targets:
+                servers = [p.pid for p in processes[1:]]  # CPU of the servers (and their workers) only
+                ticks = cpu_ticks(servers)
                 results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
                 rows.append(summarize(target, n, args.tokens, results, wall))
+                rows[-1]["server_cpu_s"] = (cpu_ticks(servers) - ticks) / os.sysconf("SC_CLK_TCK")
                 settle([p.pid for p in processes])
     finally:
         for process in processes:
@@ -354,23 +399,29 @@ def main() -> None:
                 process.wait(10)
         upstream.stdout.close()
 
-    report(args, rows, idle, workdir)
+    report(args, rows, idle, workdir, (load_before, os.getloadavg()))
 
 
-def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path) -> None:
+def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path, load: tuple) -> None:
     print(f"$ python bench/load.py {' '.join(sys.argv[1:])}")
+    before, after = (" ".join(f"{x:.2f}" for x in values) for values in load)
+    print(f"load average (1, 5, 15 min) before: {before}, after: {after}")
     print(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, gunicorn {args.worker_class}"
         f" ({args.workers} worker{'s' if args.workers > 1 else ''}"
         f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
         f" {args.tokens} tokens per stream at {args.rate:g} tokens/s\n"
     )
-    print("| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"
+        " | server CPU s |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['target']} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} "
-            f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f} |"
+            f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f}"
+            f" | {r['server_cpu_s']:.1f} |"
         )
         for error in r["errors"]:
             print(f"|   error: {error[:100]} |")
@@ -382,16 +433,16 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
             f"app adds {added:.1f} ms p50 TTFT over direct (goal <= 15): {'PASS' if added <= 15 else 'FAIL'}"
         )
     for r in rows:
-        if r["target"] == "app" and r["streams"] >= 150:
+        if r["target"] in ("app", "api") and r["streams"] >= 150:
             ok = r["gap_p99_ms"] <= 250 and r["tokens_lost"] == 0
             verdicts.append(
-                f"app at {r['streams']} streams: p99 gap {r['gap_p99_ms']:.0f} ms, {r['tokens_lost']} lost"
+                f"{r['target']} at {r['streams']} streams: p99 gap {r['gap_p99_ms']:.0f} ms, {r['tokens_lost']} lost"
                 f" (goal <= 250 ms, 0 lost): {'PASS' if ok else 'FAIL'}"
             )
     print("\n".join(verdicts))
     print(f"(server logs in {workdir})")
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "idle_ttft_p50_ms": idle}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "idle_ttft_p50_ms": idle, "load": load}, indent=2))
 
 
 if __name__ == "__main__":

@@ -40,15 +40,20 @@ class Done:
     message: Message | None
 
 
-Update = Delta | Ping | Done
+class Tick:
+    """Nothing new for ``tick`` seconds (only when the follower asked for ticks)."""
 
 
-def follow(message_id: int, after: int = 0) -> Iterator[Update]:
+Update = Delta | Ping | Done | Tick
+
+
+def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: float | None = None) -> Iterator[Update]:
     """Everything after character ``after`` of an answer, then live deltas, then Done.
 
     Reads the broker; if the broker has nothing (the generator runs elsewhere without a shared
     broker, or died), the database decides: a finished answer ends the stream, a stale one is
-    marked interrupted first.
+    marked interrupted first. After each delta it waits ``coalesce`` seconds, so what arrives
+    meanwhile comes as one; with ``tick``, a quiet spell of that long yields a Tick.
     """
     yield Ping()
     if _status(message_id) != STREAMING:
@@ -59,7 +64,7 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
     sent = after
     last_ping = last_news = time.monotonic()
     while True:
-        events, cursor = broker.read(message_id, cursor, timeout=1.0)
+        events, cursor = broker.read(message_id, cursor, timeout=tick or 1.0)
         pieces = []
         done = False
         for event in events:
@@ -74,6 +79,8 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
         if pieces:
             yield Delta("".join(pieces), sent)
             last_news = now
+        elif tick is not None and not done:
+            yield Tick()
         if done and _status(message_id) != STREAMING:  # a "done" of an earlier run (since continued) is stale
             yield from _finished(message_id)
             return
@@ -86,7 +93,7 @@ def follow(message_id: int, after: int = 0) -> Iterator[Update]:
                 yield from _finished(message_id)
                 return
         if pieces:
-            time.sleep(COALESCE)
+            time.sleep(coalesce)
 
 
 def _finished(message_id: int) -> Iterator[Done]:
@@ -105,6 +112,7 @@ def _status(message_id: int) -> str | None:
         ).one_or_none()
         if row is None:
             return None
+        status: str | None
         status, updated_at = row
         stale = utcnow() - timedelta(seconds=current_app.config["STALE_AFTER"])
         if status == STREAMING and updated_at < stale:

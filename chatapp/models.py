@@ -9,9 +9,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, Text, false, func, select, update
+from sqlalchemy import ForeignKey, Index, String, Text, false, func, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Mapped, mapped_column, relationship, selectinload
+from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship, selectinload
+from sqlalchemy.sql.elements import ColumnElement
 
 from .extensions import Model, db
 
@@ -168,6 +169,44 @@ class Conversation(Model):
         tree = Tree(self.id)
         return [(message, tree.siblings(message)) for message in tree.path(self.active_leaf_id)]
 
+    def path_ids(self) -> list[tuple[int, int | None]]:
+        """(id, parent id) of each message of the visible path, root first: walked up from the active
+        leaf in SQL, no rows loaded."""
+        if self.active_leaf_id is None:
+            return []
+        start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
+            Message.id == self.active_leaf_id, Message.conversation_id == self.id
+        )
+        path = start.cte("path", recursive=True)
+        parent = aliased(Message)
+        path = path.union_all(
+            select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id)
+        )
+        rows = db.session.execute(select(path.c.id, path.c.parent_id).order_by(path.c.depth.desc()))
+        return [(message_id, parent_id) for message_id, parent_id in rows]
+
+    def visible_window(
+        self, size: int, before: int | None = None, after: int | None = None, around: int | None = None
+    ) -> tuple[list[tuple[Message, Siblings]], int, int]:
+        """Part of the visible path, with how many messages of it come before and after that part.
+
+        ``size`` messages: the latest, or those just ``before`` or ``after`` a message of the path,
+        or ``around`` one (it and about half before it). A message not on the path: the latest.
+        Loads only the messages shown and their siblings, not the whole conversation.
+        """
+        ids = self.path_ids()
+        position = {message_id: index for index, (message_id, _parent) in enumerate(ids)}
+        if before in position:
+            end = position[before]
+        elif after in position:
+            end = min(len(ids), position[after] + 1 + size)
+        elif around in position:
+            end = min(len(ids), max(position[around] + 1 + size - size // 2, size))
+        else:
+            end = len(ids)
+        start = position[after] + 1 if after in position and before not in position else max(0, end - size)
+        return Tree.load(self.id, ids[start:end]), start, len(ids) - end
+
     def streaming_message(self) -> Message | None:
         """The answer currently streaming in this conversation, if any."""
         query = select(Message).where(Message.conversation_id == self.id, Message.status == STREAMING)
@@ -272,6 +311,29 @@ class Tree:
         for message in db.session.scalars(query):
             self.by_id[message.id] = message
             self.children[message.parent_id].append(message)
+
+    @staticmethod
+    def load(conversation_id: int, ids: list[tuple[int, int | None]]) -> list[tuple[Message, Siblings]]:
+        """These messages ((id, parent id) pairs), in this order, with their "‹ 2 / 3 ›" positions: one
+        query loads them and their siblings (the other versions), none of the rest of the conversation."""
+        if not ids:
+            return []
+        parents = {parent_id for _id, parent_id in ids}
+        same_parent: ColumnElement[bool] = Message.parent_id.in_([p for p in parents if p is not None])
+        if None in parents:
+            same_parent = or_(same_parent, Message.parent_id.is_(None))
+        query = (
+            select(Message)
+            .where(Message.conversation_id == conversation_id, same_parent)
+            .order_by(Message.id)
+            .options(selectinload(Message.images))
+        )
+        by_id: dict[int, Message] = {}
+        versions: dict[int | None, list[int]] = defaultdict(list)
+        for message in db.session.scalars(query):
+            by_id[message.id] = message
+            versions[message.parent_id].append(message.id)
+        return [(by_id[i], _siblings_of(by_id[i], versions[parent_id])) for i, parent_id in ids]
 
     def path(self, leaf_id: int | None) -> list[Message]:
         """The messages from the root down to ``leaf_id``."""

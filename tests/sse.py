@@ -8,7 +8,10 @@ import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any
+
+OUT_OF_BAND = re.compile(r'<div hx-swap-oob="beforeend:#blocks-\d+">')
 
 
 @dataclass
@@ -78,23 +81,114 @@ def parse(chunks: Iterable[bytes | str]) -> Iterator[Event | str]:
             yield Event(fields.get("event", [None])[0], "\n".join(fields.get("data", [])), fields.get("id", [None])[0])
 
 
-def collect(chunks: Iterable[bytes | str], stop_after: int | None = None) -> tuple[str, list[Event]]:
-    """Read until the ``done`` event (or ``stop_after`` deltas); returns the delta text and events."""
+def visible_text(markup: str) -> str:
+    """The words HTML shows, whitespace collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
+
+
+def split_out_of_band(data: str) -> tuple[str, str]:
+    """A page-stream "tail" event's data: (the finished blocks it appends out of band, the new tail)."""
+    found = OUT_OF_BAND.match(data)
+    if not found:
+        return "", data
+    depth, pos = 1, found.end()
+    for tag in re.finditer(r"<(/?)div\b", data[pos:]):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return data[pos : pos + tag.start()], data[pos + tag.end() + 1 :]
+    raise AssertionError(f"unclosed out-of-band wrapper: {data!r}")
+
+
+class _Content(HTMLParser):
+    """Finds the inner HTML of the first element with class "content"."""
+
+    def __init__(self, source: str) -> None:
+        super().__init__(convert_charrefs=False)
+        self.source, self.depth, self.start, self.inner = source, 0, None, None
+        self.lines = [0]
+        for line in source.splitlines(keepends=True):
+            self.lines.append(self.lines[-1] + len(line))
+        self.feed(source)
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self.lines[line - 1] + column
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if self.inner is not None:
+            return
+        if self.start is None and "content" in (dict(attrs).get("class") or "").split():
+            self.start, self.depth = self._offset() + len(self.get_starttag_text()), 1
+        elif self.start is not None and tag == "div":
+            self.depth += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        if self.start is not None and self.inner is None and tag == "div":
+            self.depth -= 1
+            if self.depth == 0:
+                self.inner = self.source[self.start : self._offset()]
+
+
+def message_content(markup: str) -> str:
+    """The inner HTML of a rendered message's content element."""
+    return _Content(markup).inner or ""
+
+
+@dataclass
+class Page:
+    """An answer as the page shows it, from the page stream's events applied as HTMX applies them:
+    "tail" appends the finished blocks it carries and replaces the tail; "done" replaces everything."""
+
+    blocks: str = ""
+    tail: str = ""
+    offset: int = 0  # the id of the last update: how much of the text it shows
+    updates: int = 0
+    final: str | None = None  # the message HTML of the "done" event
+
+    def apply(self, event: Event) -> None:
+        if event.event == "tail":
+            added, self.tail = split_out_of_band(event.data)
+            self.blocks += added
+            self.offset = int(event.id)
+            self.updates += 1
+        elif event.event == "done":
+            self.final = event.data
+
+    @property
+    def streamed(self) -> str:
+        """The HTML the updates built (before any final event)."""
+        return self.blocks + self.tail.strip()
+
+    @property
+    def html(self) -> str:
+        """What the page shows: the final message's content once it came, else what streamed."""
+        return message_content(self.final) if self.final is not None else self.streamed
+
+    @property
+    def text(self) -> str:
+        return visible_text(self.html)
+
+
+def collect(
+    chunks: Iterable[bytes | str], stop_after: int | None = None, page: Page | None = None
+) -> tuple[Page, list[Event]]:
+    """Read until the ``done`` event (or ``stop_after`` updates), applying each to ``page`` (or a
+    new one); returns the page and the events. API streams: the events' data is raw JSON."""
     chunks = iter(chunks)
+    page = page or Page()
     events: list[Event] = []
-    text = ""
-    deltas = 0
+    updates = 0
     for item in parse(chunks):
         if isinstance(item, str):
             continue
         events.append(item)
-        if item.event == "delta":
-            text += item.text
-            deltas += 1
-            if stop_after is not None and deltas >= stop_after:
+        page.apply(item)
+        if item.event in ("tail", "delta"):
+            updates += 1
+            if stop_after is not None and updates >= stop_after:
                 break
         if item.event == "done":
             for _ in chunks:  # read to the end, so the server side of the stream finishes too
                 pass
             break
-    return text, events
+    return page, events

@@ -9,11 +9,12 @@ import time
 from chatapp.conversations import STOP_WAIT
 from chatapp.extensions import db
 from chatapp.models import Message
+from chatapp.rendering import markdown_html
 from chatapp.tokens import PER_MESSAGE_OVERHEAD, count_tokens
 from tests.clients import stored, wait_until
 from tests.conftest import Chat, wait_for_status
 from tests.fake_upstream import Reply
-from tests.sse import collect, parse
+from tests.sse import collect, parse, visible_text
 
 WORDS = [f" w{i}" for i in range(60)]
 
@@ -33,13 +34,15 @@ def test_answer_streams_and_is_stored(chat: Chat, upstream) -> None:  # noqa: AN
     chunks = iter(response)
     first = next(chunks)
     assert first.startswith(b": ping")
-    text, events = collect(chunks)
-    assert text == "Echo: hello there"
+    shown, events = collect(chunks)
+    assert shown.updates and shown.text == "Echo: hello there"
     assert events[-1].event == "done"
     assert 'data-status="complete"' in events[-1].data
     assert "<p>Echo: hello there</p>" in events[-1].data
-    # Every delta carries an id: the character offset after it.
-    assert [e.id for e in events if e.event == "delta"][-1] == str(len("Echo: hello there"))
+    # Every update carries an id: the character offset of the text it shows, rendered.
+    for update in (e for e in events if e.event == "tail"):
+        assert "<p>" in update.data
+        assert visible_text(update.data) == visible_text(markdown_html("Echo: hello there"[: int(update.id)]))
 
     sent = upstream.requests[0]
     assert sent["stream"] is True
@@ -222,7 +225,7 @@ def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # 
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert f'action="/messages/{answer_id}/stop"' in page  # Stop replaces Send while streaming
     stream = events_of(chat, answer_id)
-    seen, _ = collect(stream, stop_after=3)
+    shown, _ = collect(stream, stop_after=3)
 
     started = time.monotonic()
     response = chat.post(f"/messages/{answer_id}/stop")
@@ -235,9 +238,10 @@ def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # 
     message = chat.wait(answer_id)
     assert message.status == "stopped"
 
-    rest, events = collect(stream)  # the viewer gets what was published before the stop, then done
+    shown, events = collect(stream, page=shown)  # what was published before the stop, then done
     assert events[-1].event == "done" and 'data-status="stopped"' in events[-1].data
-    assert message.content == seen + rest
+    assert shown.offset <= len(message.content)  # nothing was shown that is not kept
+    assert shown.text == " ".join(message.content.split())  # and the page ends showing exactly that
     assert 0 < len(message.content) < len("".join(WORDS))
     generating = f"gen-{answer_id}"  # the answer's generation thread, still reading the upstream when stopped
     wait_until(lambda: generating not in {t.name for t in threading.enumerate()}, "the generation thread ended")
@@ -249,12 +253,13 @@ def test_stop_keeps_exactly_the_streamed_text(chat: Chat, upstream) -> None:  # 
 def test_resume_with_last_event_id(chat: Chat, upstream) -> None:  # noqa: ANN001
     upstream.script(Reply(tokens=WORDS[:30], delay=0.02))
     _, answer_id = chat.start("go")
-    first, events = collect(events_of(chat, answer_id), stop_after=4)
-    last_id = [e.id for e in events if e.event == "delta"][-1]
-    assert last_id == str(len(first))
-    rest, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}))
-    assert first + rest == "".join(WORDS[:30])
-    assert events[-1].event == "done"
+    page, events = collect(events_of(chat, answer_id), stop_after=4)
+    last_id = [e.id for e in events if e.event == "tail"][-1]
+    assert last_id == str(page.offset) and page.text == visible_text(markdown_html("".join(WORDS)[: page.offset]))
+    page, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}), page=page)
+    assert all(int(e.id) > int(last_id) for e in events if e.event == "tail")  # only what the page lacks
+    assert visible_text(page.streamed) == visible_text(markdown_html("".join(WORDS)[: page.offset]))
+    assert events[-1].event == "done" and page.text == "".join(WORDS[:30]).strip()
 
 
 def test_reload_reattaches_to_answer_in_progress(chat: Chat, upstream) -> None:  # noqa: ANN001
@@ -264,12 +269,14 @@ def test_reload_reattaches_to_answer_in_progress(chat: Chat, upstream) -> None: 
     wait_until(lambda: stored(chat.app, answer_id).content, "a flush stored part of the answer")
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert f'id="message-{answer_id}" class="message assistant" data-status="streaming"' in page
-    shown = page.split('class="content streaming" sse-swap="delta" hx-swap="beforeend">', 1)[1].split("</div>", 1)[0]
-    assert shown, "the page shows the text generated so far"
-    assert f'sse-connect="/messages/{answer_id}/events?after={len(shown)}"' in page
     reply.resume.set()
-    rest, _ = collect(chat.events(answer_id, f"?after={len(shown)}"))
-    assert shown + rest == "".join(WORDS[:40])
+    after = int(re.search(rf'sse-connect="/messages/{answer_id}/events\?after=(\d+)"', page).group(1))
+    assert after, "the page shows the text generated so far"
+    tail = page.split('<div class="tail" sse-swap="tail" hx-swap="innerHTML">', 1)[1].split("</div>", 1)[0]
+    assert visible_text(tail) == visible_text(markdown_html("".join(WORDS)[:after]))  # formatted
+    rest, events = collect(chat.events(answer_id, f"?after={after}"))
+    assert all(int(e.id) > after for e in events if e.event == "tail")
+    assert rest.text == "".join(WORDS[:40]).strip()
 
 
 def test_finished_answer_sends_final_event_at_once(chat: Chat) -> None:
@@ -404,8 +411,8 @@ def test_javascript_off_flow(chat: Chat, upstream) -> None:  # noqa: ANN001
     page = chat.get(location).get_data(as_text=True)
     assert refresh in page
     assert f'<form method="post" action="/messages/{answer_id}/stop"' in page
-    shown = page.split('sse-swap="delta" hx-swap="beforeend">', 1)[1].split("</div>", 1)[0]
-    assert shown.startswith(" w0")  # the refreshed page shows the answer growing
+    shown = page.split('<div class="tail" sse-swap="tail" hx-swap="innerHTML">', 1)[1].split("</div>", 1)[0]
+    assert shown.startswith("<p>w0 w1")  # the refreshed page shows the answer growing, formatted
 
     assert chat.post(f"/messages/{answer_id}/stop").headers["Location"] == f"/c/{conversation_id}"
     reply.resume.set()

@@ -11,20 +11,21 @@ from flask import (
     stream_with_context,
     url_for,
 )
-from markupsafe import escape
 
 from .. import conversations
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
+from ..events import SSE_HEADERS, Done, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
 from ..limits import uploads
 from ..models import ERROR, Conversation, Message
+from ..streaming_markdown import Rendered, follow_rendered
 from .responses import image_response
 
 bp = Blueprint("chat", __name__)
+PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
 
 @bp.after_request
@@ -48,16 +49,28 @@ def _to_message(message: Message):  # noqa: ANN202
     )
 
 
-def render_chat(conversation: Conversation | None, status: int = 200, **context: object) -> tuple[str, int]:
-    """The whole page: sidebar, the visible path of messages, composer.
+def render_chat(
+    conversation: Conversation | None,
+    status: int = 200,
+    before: int | None = None,
+    after: int | None = None,
+    around: int | None = None,
+    **context: object,
+) -> tuple[str, int]:
+    """The whole page: sidebar, the latest messages of the visible path (or another part of it), composer.
 
     A refused (too long) last message goes back into the composer with its error, after any redirect.
     """
     # The streaming answer first, then the messages: an answer that ends in between is shown ended with
     # one more refresh, never as still being written with no refresh to come (JS off).
     streaming = conversation.streaming_message() if conversation else None
-    visible = conversation.visible() if conversation else []
-    last = visible[-1][0] if visible else None
+    visible: list = []
+    earlier = later = 0
+    if conversation:
+        editing = context.get("editing")  # the message being edited must be among those shown
+        around = around or (editing if isinstance(editing, int) else None)
+        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
+    last = visible[-1][0] if visible and not later else None
     if last is not None and last.role == "user" and last.status == ERROR:
         context.setdefault("draft", last.content)
         context.setdefault("composer_error", last.error)
@@ -66,6 +79,8 @@ def render_chat(conversation: Conversation | None, status: int = 200, **context:
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
         visible=visible,
+        earlier=earlier,
+        later=later,
         streaming=streaming,
         provider=current_generator().provider,
         **context,
@@ -103,10 +118,21 @@ def create():  # noqa: ANN201
 
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
-    """One conversation. For browsers without JS: ``?edit=<id>`` shows that message as an edit form,
-    ``?rename=1`` the title as a form, ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
+    show another part (HTMX: just the messages before or after, loaded in place). For browsers without
+    JS: ``?edit=<id>`` shows that message as an edit form, ``?rename=1`` the title as a form,
+    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    found = _conversation_or_404(conversation_id)
+    before, after, around = (request.args.get(name, type=int) for name in ("before", "after", "around"))
+    if wants_fragment() and (before or after):
+        visible, earlier, later = found.visible_window(PAGE_MESSAGES, before, after)
+        edges = {"earlier": earlier, "later": None} if before else {"earlier": 0, "later": later}
+        return render_template("partials/messages.html", conversation=found, visible=visible, **edges)
     return render_chat(
-        _conversation_or_404(conversation_id),
+        found,
+        before=before,
+        after=after,
+        around=around,
         editing=request.args.get("edit", type=int),
         renaming=bool(request.args.get("rename")),
         refresh=max(request.args.get("refresh", 0, type=int), 0),
@@ -237,16 +263,18 @@ def stop(message_id: int):  # noqa: ANN201
 
 @bp.get("/messages/<int:message_id>/events")
 def events(message_id: int):  # noqa: ANN201
-    """Server-Sent Events for an answer: the text so far, live deltas, then the rendered message."""
+    """Server-Sent Events for an answer: its Markdown rendered as it grows, then the rendered message."""
     _message_or_404(message_id)
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
     db.session.close()
 
     def stream():  # noqa: ANN202
-        for update in follow(message_id, after):
-            if isinstance(update, Delta):
-                # Wrapped in a span: HTMX would otherwise trim a token's leading space.
-                yield sse(f"<span>{escape(update.text)}</span>", "delta", update.end)
+        for update in follow_rendered(message_id, after):
+            if isinstance(update, Rendered):
+                # One event per update: the tail, and the blocks finished since appended out of band,
+                # so both change in the same swap. Never empty data: browsers drop such events.
+                blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
+                yield sse(blocks + (update.tail or " "), "tail", update.end)
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:

@@ -1,0 +1,114 @@
+"""Markdown while it streams: one render per answer for every page that watches it.
+
+An answer still being written is split into top-level blocks (``rendering.split_blocks``). A block
+that is finished (the next one has begun) is rendered once; the unfinished tail after it is
+rendered again as it grows, at most every ``RENDER_INTERVAL`` seconds. The renders live in a
+``Document`` per answer, shared by every follower in the process, so two pages watching one answer
+cost what one does. Each update is addressed by the text offset it reaches (the SSE event id): a
+page that has offset N has the blocks finished by then and the tail as of N, so a resuming page
+gets the blocks finished since and the current tail.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from bisect import bisect_right
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .events import Delta, Done, Ping, Tick, follow
+from .rendering import markdown_html, split_blocks
+
+RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
+RENDERS: Counter[str] = Counter()  # renders done in this process: "block" (each once) and "tail"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What a page lacks: the blocks finished since its offset, the current tail, the new offset."""
+
+    blocks: str
+    tail: str
+    end: int
+
+
+class Document:
+    """The text of one answer as followers have read it, and its renders."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.users = 0
+        self._cut = 0  # where the unfinished tail starts
+        self._decided: list[int] = []  # per finished block: the text length from which it is finished
+        self._blocks: list[str] = []  # per finished block: its HTML
+        self._rendered = (0, 0, "")  # text length, finished blocks and tail HTML of the last render
+        self._rendered_at = float("-inf")
+        self._lock = threading.Lock()
+
+    def feed(self, end: int, text: str) -> None:
+        """Text that ends at offset ``end`` (a follower's delta); what the document has is skipped."""
+        with self._lock:
+            start = end - len(text)
+            if start <= len(self.text) < end:
+                self.text += text[len(self.text) - start :]
+
+    def update_after(self, shown: int, now: float) -> Rendered | None:
+        """What a page at offset ``shown`` lacks, rendering first if the last render is old enough."""
+        with self._lock:
+            length, count, tail = self._rendered
+            if length < len(self.text) and now - self._rendered_at >= RENDER_INTERVAL * 0.9:
+                length, count, tail = self._render()
+                self._rendered_at = now
+            if length <= shown:
+                return None
+            first = bisect_right(self._decided, shown, hi=count)
+            return Rendered("".join(self._blocks[first:count]), tail, length)
+
+    def _render(self) -> tuple[int, int, str]:
+        found, self._cut = split_blocks(self.text, self._cut)
+        for start, end, decided in found:
+            self._decided.append(decided)
+            self._blocks.append(markdown_html(self.text[start:end]))
+        RENDERS["block"] += len(found)
+        RENDERS["tail"] += 1
+        self._rendered = (len(self.text), len(self._blocks), markdown_html(self.text[self._cut :]))
+        return self._rendered
+
+
+_documents: dict[int, Document] = {}
+_documents_lock = threading.Lock()
+
+
+@contextmanager
+def shared_document(message_id: int) -> Iterator[Document]:
+    """The answer's document, shared while anyone in this process follows it."""
+    with _documents_lock:
+        document = _documents.setdefault(message_id, Document())
+        document.users += 1
+    try:
+        yield document
+    finally:
+        with _documents_lock:
+            document.users -= 1
+            if document.users == 0 and _documents.get(message_id) is document:
+                del _documents[message_id]
+
+
+def follow_rendered(message_id: int, after: int = 0) -> Iterator[Rendered | Ping | Done]:
+    """A page's view of an answer: rendered updates past offset ``after``, pings, then Done."""
+    with shared_document(message_id) as document:
+        shown = after
+        # From the start: rendering needs the whole text, even when the page has part of it.
+        for update in follow(message_id, 0, coalesce=RENDER_INTERVAL, tick=RENDER_INTERVAL):
+            if isinstance(update, Delta):
+                document.feed(update.end, update.text)
+            elif not isinstance(update, Tick):
+                yield update
+                continue
+            rendered = document.update_after(shown, time.monotonic())
+            if rendered is not None:
+                shown = rendered.end
+                yield rendered
