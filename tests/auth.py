@@ -51,7 +51,7 @@ def sidebar_titles(chat: Chat) -> list[str]:
     """The conversation titles listed in the sidebar of the new-chat page."""
     html = chat.get("/").get_data(as_text=True)
     sidebar = html.split('id="sidebar"', 1)[1].split("</nav>", 1)[0]
-    return re.findall(r'<a class="conversation-link" href="/c/\d+"[^>]*>([^<]*)</a>', sidebar)
+    return re.findall(r'<a class="conversation-link" href="/c/\d+(?:#latest)?"[^>]*>([^<]*)</a>', sidebar)
 
 
 def all_users(app) -> list[User]:  # noqa: ANN001
