@@ -432,12 +432,15 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         verdicts.append(
             f"app adds {added:.1f} ms p50 TTFT over direct (goal <= 15): {'PASS' if added <= 15 else 'FAIL'}"
         )
+    # The page's stream updates at most every 250 ms by design: its gap goal is 250 ms beyond that.
+    goals = {"api": 250, "app": 500}
     for r in rows:
-        if r["target"] in ("app", "api") and r["streams"] >= 150:
-            ok = r["gap_p99_ms"] <= 250 and r["tokens_lost"] == 0
+        if r["target"] in goals and r["streams"] >= 150:
+            goal = goals[r["target"]]
+            ok = r["gap_p99_ms"] <= goal and r["tokens_lost"] == 0
             verdicts.append(
                 f"{r['target']} at {r['streams']} streams: p99 gap {r['gap_p99_ms']:.0f} ms, {r['tokens_lost']} lost"
-                f" (goal <= 250 ms, 0 lost): {'PASS' if ok else 'FAIL'}"
+                f" (goal <= {goal} ms, 0 lost): {'PASS' if ok else 'FAIL'}"
             )
     print("\n".join(verdicts))
     print(f"(server logs in {workdir})")

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.fake_upstream import Reply
+from tests.sse import collect
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,31 +83,23 @@ def open_chat(client: httpx.Client, content: str) -> tuple[str, str, int]:
     return token, url, int(answer)
 
 
-def read_deltas(client: httpx.Client, answer_id: int, limit: int | None = None) -> str:
-    text = ""
+def read_answer(client: httpx.Client, answer_id: int, limit: int | None = None) -> str:
+    """The answer's words as its page shows them, read from its event stream (``limit`` updates)."""
     with client.stream("GET", f"/messages/{answer_id}/events") as stream:
         assert stream.headers["X-Accel-Buffering"] == "no"
-        deltas = 0
-        for line in stream.iter_lines():
-            if line.startswith("data: <span>"):
-                text += re.sub(r"<[^>]+>", "", line[6:])
-                deltas += 1
-                if limit and deltas >= limit:
-                    break
-            if line == "event: done":
-                break
-    return text
+        page, _ = collect(stream.iter_bytes(), stop_after=limit)
+    return page.text
 
 
 def test_procfile_serves_streams_and_stops(serve, upstream) -> None:  # noqa: ANN001
     client = serve(OPENAI_BASE_URL=upstream.base_url, OPENAI_API_KEY="k", CHAT_MODEL="fake-model")
     upstream.script(Reply(delay=0.05))
     _, _, answer_id = open_chat(client, "hello gunicorn")
-    assert read_deltas(client, answer_id) == "Echo: hello gunicorn"
+    assert read_answer(client, answer_id) == "Echo: hello gunicorn"
 
     upstream.script(Reply(tokens=[f" w{i}" for i in range(200)], delay=0.02))
     token, url, answer_id = open_chat(client, "long one")
-    seen = read_deltas(client, answer_id, limit=3)
+    seen = read_answer(client, answer_id, limit=3)
     assert client.post(f"/messages/{answer_id}/stop", data={"csrf_token": token}).status_code == 303
     page = client.get(url).text
     assert f'id="message-{answer_id}" class="message assistant" data-status="stopped"' in page
@@ -127,7 +120,7 @@ def test_local_model_does_not_block_other_requests(serve) -> None:  # noqa: ANN0
             answered_while_generating += 1
         time.sleep(0.05)
     assert answered_while_generating >= 5
-    assert read_deltas(client, answer_id)  # and the answer itself streams to the end
+    assert read_answer(client, answer_id)  # and the answer itself streams to the end
 
 
 def test_websocket_under_the_procfile_worker(serve, upstream) -> None:  # noqa: ANN001

@@ -244,6 +244,9 @@ def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_pa
     assert browser_page.locator("article.assistant .content strong").inner_text() == "bold"
     assert "**" not in answer_text(browser_page)
     assert browser_page.locator('article.assistant[data-status="streaming"]').count() == 1  # still being written
+    # Once the next paragraph begins, the first is a finished block (moved out of the tail, shown once).
+    browser_page.wait_for_selector('article.assistant[data-status="streaming"] .blocks strong')
+    assert browser_page.locator("article.assistant .content strong").count() == 1
     browser_page.wait_for_selector('article.assistant[data-status="complete"]', timeout=15_000)
     assert browser_page.locator("article.assistant .content math").count() == 1
     final = browser_page.locator("article.assistant .content").inner_html()
@@ -261,5 +264,7 @@ def test_chromium_runs_nothing_from_an_answer(browser_page, app, upstream) -> No
     browser_page.wait_for_selector('article.assistant[data-status="complete"]', timeout=15_000)
     assert browser_page.evaluate("window.hacked") is None
     content = browser_page.locator("article.assistant .content")
-    assert content.locator("script, svg, img, a, [onclick], [onerror], [hx-get]").count() == 0
+    # Nothing from the answer: the page's own code-block head (language, Copy and its icon) is not in it.
+    hostile = "script, svg:not(.code-head *), img, a, [onclick], [onerror], [hx-get]"
+    assert content.locator(hostile).count() == 0
     assert "window.hacked = 7" in content.inner_text()  # the code is shown, as text
