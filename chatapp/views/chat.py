@@ -17,15 +17,13 @@ from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..events import SSE_HEADERS, Done, resume_offset, sse
 from ..extensions import db
-from ..generation import current_generator
 from ..identity import current_user
 from ..limits import uploads
-from ..models import ERROR, Conversation, Message
+from ..models import Conversation, Message
 from ..streaming_markdown import Rendered, follow_rendered
-from .responses import image_response
+from .responses import PAGE_MESSAGES, image_response, render_branch, render_chat
 
 bp = Blueprint("chat", __name__)
-PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
 
 @bp.after_request
@@ -46,55 +44,6 @@ def _to_message(message: Message):  # noqa: ANN202
     """Redirect (303, after a POST) to the conversation, scrolled to ``message``."""
     return redirect(
         url_for(".conversation", conversation_id=message.conversation_id, _anchor=f"message-{message.id}"), 303
-    )
-
-
-def render_chat(
-    conversation: Conversation | None,
-    status: int = 200,
-    before: int | None = None,
-    after: int | None = None,
-    around: int | None = None,
-    **context: object,
-) -> tuple[str, int]:
-    """The whole page: sidebar, the latest messages of the visible path (or another part of it), composer.
-
-    A refused (too long) last message goes back into the composer with its error, after any redirect.
-    """
-    # The streaming answer first, then the messages: an answer that ends in between is shown ended with
-    # one more refresh, never as still being written with no refresh to come (JS off).
-    streaming = conversation.streaming_message() if conversation else None
-    visible: list = []
-    earlier = later = 0
-    if conversation:
-        editing = context.get("editing")  # the message being edited must be among those shown
-        around = around or (editing if isinstance(editing, int) else None)
-        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
-    last = visible[-1][0] if visible and not later else None
-    if last is not None and last.role == "user" and last.status == ERROR:
-        context.setdefault("draft", last.content)
-        context.setdefault("composer_error", last.error)
-    html = render_template(
-        "chat.html",
-        conversation=conversation,
-        conversations=Conversation.for_user(current_user().id),
-        visible=visible,
-        earlier=earlier,
-        later=later,
-        streaming=streaming,
-        provider=current_generator().provider,
-        **context,
-    )
-    return html, status
-
-
-def render_branch(conversation: Conversation) -> str:
-    """The message list after the visible branch changed (HTMX), with the composer's button."""
-    return render_template(
-        "partials/branch.html",
-        conversation=conversation,
-        visible=conversation.visible(),
-        streaming=conversation.streaming_message(),
     )
 
 

@@ -1,14 +1,18 @@
-"""Responses more than one door sends alike (views never import each other: they share these)."""
+"""Responses that several views send alike (views never import each other: they share these)."""
 
 from __future__ import annotations
 
-from flask import Response, request
+from flask import Response, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import images
 from ..conversations import NOT_FOUND
 from ..errors import ChatError
-from ..models import Image
+from ..generation import current_generator
+from ..identity import current_user
+from ..models import ERROR, Conversation, Image
+
+PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
 
 def image_response(image: Image) -> BaseResponse:
@@ -22,3 +26,55 @@ def image_response(image: Image) -> BaseResponse:
     response.cache_control.max_age = 86400
     response.set_etag(image.filename)  # a random name for bytes that never change
     return response.make_conditional(request)
+
+
+def render_chat(
+    conversation: Conversation | None,
+    status: int = 200,
+    before: int | None = None,
+    after: int | None = None,
+    around: int | None = None,
+    **context: object,
+) -> tuple[str, int]:
+    """The whole page: sidebar, the latest messages of the visible path (or another part of it), composer.
+
+    A refused (too long) last message goes back into the composer with its error, after any redirect.
+    """
+    # The streaming answer first, then the messages: an answer that ends in between is shown ended with
+    # one more refresh, never as still being written with no refresh to come (JS off).
+    streaming = conversation.streaming_message() if conversation else None
+    visible: list = []
+    earlier = later = 0
+    if conversation:
+        editing = context.get("editing")  # the message being edited must be among those shown
+        around = around or (editing if isinstance(editing, int) else None)
+        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
+    last = visible[-1][0] if visible and not later else None
+    if last is not None and last.role == "user" and last.status == ERROR:
+        context.setdefault("draft", last.content)
+        context.setdefault("composer_error", last.error)
+    html = render_template(
+        "chat.html",
+        conversation=conversation,
+        conversations=Conversation.for_user(current_user().id),
+        visible=visible,
+        earlier=earlier,
+        later=later,
+        streaming=streaming,
+        provider=current_generator().provider,
+        **context,
+    )
+    return html, status
+
+
+def render_branch(conversation: Conversation) -> str:
+    """The message list after the visible branch changed (HTMX), with the composer's button."""
+    visible, earlier, later = conversation.visible_window(PAGE_MESSAGES)
+    return render_template(
+        "partials/branch.html",
+        conversation=conversation,
+        visible=visible,
+        earlier=earlier,
+        later=later,
+        streaming=conversation.streaming_message(),
+    )

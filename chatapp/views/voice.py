@@ -9,7 +9,7 @@ from ..conversations import ChatError
 from ..identity import current_user
 from ..limits import uploads
 from ..voice import RecordingRequest, transcribe_upload
-from .chat import render_chat
+from .responses import render_chat
 
 bp = Blueprint("voice", __name__)
 # Recordings are held in memory, never written to disk (this request class serves the API's upload too).
