@@ -9,16 +9,15 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from urllib.parse import quote
 
 import httpx
-from werkzeug.serving import make_server
 
 from chatapp.extensions import db
 from chatapp.models import User
+from tests.clients import serve  # noqa: F401 - re-exported for the account tests
 from tests.conftest import Chat, skip_or_fail
 
 PASSWORD = "correct horse battery"
@@ -122,18 +121,6 @@ def oidc_user(provider: str, sub: str, **claims: object) -> None:
     """Tell the provider who ``sub`` is (the claims it will hand out)."""
     response = httpx.put(f"{provider}/users/{quote(sub, safe='')}", json=claims)
     assert response.status_code == 204, response.text
-
-
-@contextlib.contextmanager
-def serve(app) -> Iterator[str]:  # noqa: ANN001
-    """The app over real HTTP on 127.0.0.1 (like the ``live_server`` fixture, for any app)."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
 
 
 def api_status(app, token: str) -> int:  # noqa: ANN001
