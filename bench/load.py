@@ -201,6 +201,8 @@ async def stream_app(port: int, prompt: str, result: Result, session: tuple[str,
     if response.status != 303:
         raise RuntimeError(f"send answered {response.status}")
     answer_id = response.headers["location"].rsplit("message-", 1)[1]
+    if "set-cookie" in response.headers:  # the first send makes the guest: the cookie now names it
+        cookie = response.headers["set-cookie"].split(";", 1)[0]
     response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie})
     try:
         async for name, data in sse_events(response):
