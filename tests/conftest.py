@@ -154,6 +154,15 @@ def live_server(app):  # noqa: ANN001, ANN201
     server.shutdown()
 
 
+@pytest.fixture(scope="module")
+def provider() -> Iterator[str]:
+    """A real OpenID Connect provider process (oidc-provider-mock) on 127.0.0.1; its issuer URL."""
+    from tests.auth import oidc_provider
+
+    with oidc_provider() as url:
+        yield url
+
+
 @pytest.fixture
 def redis_url() -> str:
     if not REDIS_URL:

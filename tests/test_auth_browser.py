@@ -8,24 +8,16 @@ are all blocked: the same DOM and styles, and nothing of the page's own JavaScri
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.auth import PASSWORD, all_users, oidc_provider, oidc_user, user_named
+from tests.auth import PASSWORD, all_users, oidc_user, user_named
+from tests.clients import chromium
 from tests.conftest import skip_or_fail
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 AXE = Path(__file__).resolve().parent.parent / "node_modules" / "axe-core" / "axe.min.js"
 
 pytestmark = pytest.mark.browser
@@ -33,22 +25,10 @@ pytestmark = pytest.mark.browser
 
 @pytest.fixture(scope="module")
 def browser():  # noqa: ANN201
-    if not os.path.exists(CHROMIUM):
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
     if not AXE.exists():
         skip_or_fail("npm ci installs axe-core (node_modules/axe-core) for the accessibility checks")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
-    with oidc_provider() as url:
-        yield url
 
 
 @pytest.fixture

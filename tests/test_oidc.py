@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.auth import all_users, oidc_provider, oidc_user, serve
+from tests.auth import all_users, oidc_user, serve
 from tests.conftest import Chat
 
 CLIENT = {"OIDC_CLIENT_ID": "chatapp", "OIDC_CLIENT_SECRET": "client-secret", "OIDC_LABEL": "Example ID"}
-
-
-@pytest.fixture(scope="module")
-def provider() -> Iterator[str]:
-    with oidc_provider() as url:
-        yield url
 
 
 @pytest.fixture

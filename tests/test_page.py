@@ -14,9 +14,9 @@ import pytest
 
 from chatapp.extensions import db
 from chatapp.models import Conversation, Image, User
+from tests.clients import chromium
 from tests.conftest import Chat, skip_or_fail
 from tests.fake_upstream import Reply
-from tests.test_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.browser
 
@@ -62,14 +62,8 @@ def app(make_app):  # noqa: ANN001, ANN201
 
 @pytest.fixture(scope="module")
 def browser():  # noqa: ANN201
-    if not Path(CHROMIUM).exists():
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as browser:
         yield browser
-        browser.close()
 
 
 def open_context(browser, live_server: str, **options):  # noqa: ANN001, ANN003, ANN201

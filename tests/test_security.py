@@ -15,7 +15,7 @@ import pytest
 
 from chatapp.extensions import db
 from chatapp.models import Conversation
-from tests.conftest import Chat, skip_or_fail, wait_for_status
+from tests.conftest import Chat, wait_for_status
 from tests.fake_upstream import Reply
 from tests.sse import Event, Page
 
@@ -347,16 +347,9 @@ class Elsewhere:
 
 @pytest.fixture
 def browser_page(live_server):  # noqa: ANN001, ANN201
-    import os
+    from tests.clients import chromium
 
-    from tests.test_browser import ARGS, CHROMIUM
-
-    if not os.path.exists(CHROMIUM):
-        skip_or_fail(f"no Chromium at {CHROMIUM} (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+    with chromium() as browser:
         context = browser.new_context(base_url=live_server)
         # Record what the policy refuses (init scripts come from the browser, not the page: allowed).
         context.add_init_script(
@@ -367,7 +360,6 @@ def browser_page(live_server):  # noqa: ANN001, ANN201
         page = context.new_page()
         page.set_default_timeout(10_000)
         yield page
-        browser.close()
 
 
 @pytest.mark.browser
