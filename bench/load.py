@@ -206,9 +206,9 @@ async def stream_app(port: int, prompt: str, result: Result, session: tuple[str,
     response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie})
     try:
         async for name, data in sse_events(response):
-            # Raw text deltas (before Markdown streamed) or rendered updates; the final message
-            # counts too: the last words of a rendered stream can come with it.
-            if name in ("delta", "tail", "block", "done"):
+            # Raw text deltas (before Markdown streamed), rendered updates and the text between
+            # them; the final message counts too: the last words of a stream can come with it.
+            if name in ("delta", "tail", "text", "block", "done"):
                 record(result, start, html.unescape(re.sub(r"<[^>]+>", " ", data)))
             if name == "done":
                 return

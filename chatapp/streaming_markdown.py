@@ -4,9 +4,14 @@ An answer still being written is split into top-level blocks (``rendering.split_
 that is finished (the next one has begun) is rendered once; the unfinished tail after it is
 rendered again as it grows, at most every ``RENDER_INTERVAL`` seconds. The renders live in a
 ``Document`` per answer, shared by every follower in the process, so two pages watching one answer
-cost what one does. Each update is addressed by the text offset it reaches (the SSE event id): a
+cost what one does. Each render is addressed by the text offset it reaches (the SSE event id): a
 page that has offset N has the blocks finished by then and the tail as of N, so a resuming page
 gets the blocks finished since and the current tail.
+
+Between renders the page gets the new text as it arrives (``Text``, every 50 ms like the API's
+deltas), shown as plain text after the tail until the next render replaces it: words keep flowing
+at the API's pace while Markdown is rendered four times a second. Text carries no offset of its
+own, so a page that reconnects resumes from its last render, and gets text only after a render.
 """
 
 from __future__ import annotations
@@ -19,11 +24,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .events import Delta, Done, Ping, Tick, follow
+from .events import COALESCE, Delta, Done, Ping, Tick, follow
 from .rendering import markdown_html, split_blocks
 
 RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
 RENDERS: Counter[str] = Counter()  # renders done in this process: "block" (each once) and "tail"
+
+
+@dataclass(frozen=True)
+class Text:
+    """Text that arrived since the page's last update, to show as it is until the next render."""
+
+    text: str
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,11 @@ class Document:
             start = end - len(text)
             if start <= len(self.text) < end:
                 self.text += text[len(self.text) - start :]
+
+    def text_after(self, offset: int) -> str:
+        """The text past ``offset``."""
+        with self._lock:
+            return self.text[offset:]
 
     def update_after(self, shown: int, now: float) -> Rendered | None:
         """What a page at offset ``shown`` lacks, rendering first if the last render is old enough."""
@@ -97,12 +114,17 @@ def shared_document(message_id: int) -> Iterator[Document]:
                 del _documents[message_id]
 
 
-def follow_rendered(message_id: int, after: int = 0) -> Iterator[Rendered | Ping | Done]:
-    """A page's view of an answer: rendered updates past offset ``after``, pings, then Done."""
+def follow_rendered(message_id: int, after: int = 0, resumed: bool = False) -> Iterator[Rendered | Text | Ping | Done]:
+    """A page's view of an answer past offset ``after``: renders and the text between them, pings, Done.
+
+    ``resumed``: the page reconnected and may show text past its last render, so it gets text only
+    after this connection's first render (which replaces that text).
+    """
     with shared_document(message_id) as document:
-        shown = after
+        shown = after  # the last render the page has
+        has: int | None = None if resumed else after  # where the page's text ends, render or text
         # From the start: rendering needs the whole text, even when the page has part of it.
-        for update in follow(message_id, 0, coalesce=RENDER_INTERVAL, tick=RENDER_INTERVAL):
+        for update in follow(message_id, 0, coalesce=COALESCE, tick=RENDER_INTERVAL):
             if isinstance(update, Delta):
                 document.feed(update.end, update.text)
             elif not isinstance(update, Tick):
@@ -110,5 +132,8 @@ def follow_rendered(message_id: int, after: int = 0) -> Iterator[Rendered | Ping
                 continue
             rendered = document.update_after(shown, time.monotonic())
             if rendered is not None:
-                shown = rendered.end
+                shown = has = rendered.end
                 yield rendered
+            elif has is not None and (text := document.text_after(has)):
+                has += len(text)
+                yield Text(text)

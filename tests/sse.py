@@ -86,16 +86,21 @@ def visible_text(markup: str) -> str:
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", markup)).split())
 
 
+PENDING_CLEARED = re.compile(r'^<span id="pending-\d+" hx-swap-oob="innerHTML"></span>')
+
+
 def split_out_of_band(data: str) -> tuple[str, str]:
-    """A page-stream "tail" event's data: (the finished blocks it appends out of band, the new tail)."""
+    """A page-stream "tail" event's data: (the finished blocks it appends out of band, the new tail).
+
+    The empty out-of-band span that clears the text shown since the last render is left out."""
     found = OUT_OF_BAND.match(data)
     if not found:
-        return "", data
+        return "", PENDING_CLEARED.sub("", data, count=1)
     depth, pos = 1, found.end()
     for tag in re.finditer(r"<(/?)div\b", data[pos:]):
         depth += -1 if tag.group(1) else 1
         if depth == 0:
-            return data[pos : pos + tag.start()], data[pos + tag.end() + 1 :]
+            return data[pos : pos + tag.start()], PENDING_CLEARED.sub("", data[pos + tag.end() + 1 :], count=1)
     raise AssertionError(f"unclosed out-of-band wrapper: {data!r}")
 
 
@@ -137,10 +142,12 @@ def message_content(markup: str) -> str:
 @dataclass
 class Page:
     """An answer as the page shows it, from the page stream's events applied as HTMX applies them:
-    "tail" appends the finished blocks it carries and replaces the tail; "done" replaces everything."""
+    "tail" appends the finished blocks it carries, replaces the tail and empties the text shown since
+    the last render; "text" appends to that text; "done" replaces everything."""
 
     blocks: str = ""
     tail: str = ""
+    pending: str = ""  # the (escaped) text of "text" events since the last "tail"
     offset: int = 0  # the id of the last update: how much of the text it shows
     updates: int = 0
     final: str | None = None  # the message HTML of the "done" event
@@ -149,7 +156,11 @@ class Page:
         if event.event == "tail":
             added, self.tail = split_out_of_band(event.data)
             self.blocks += added
+            self.pending = ""
             self.offset = int(event.id)
+            self.updates += 1
+        elif event.event == "text":
+            self.pending += event.data
             self.updates += 1
         elif event.event == "done":
             self.final = event.data
@@ -157,7 +168,7 @@ class Page:
     @property
     def streamed(self) -> str:
         """The HTML the updates built (before any final event)."""
-        return self.blocks + self.tail.strip()
+        return self.blocks + self.tail.strip() + self.pending
 
     @property
     def html(self) -> str:
@@ -183,7 +194,7 @@ def collect(
             continue
         events.append(item)
         page.apply(item)
-        if item.event in ("tail", "delta"):
+        if item.event in ("tail", "delta"):  # renders, or the API's deltas
             updates += 1
             if stop_after is not None and updates >= stop_after:
                 break

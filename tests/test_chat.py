@@ -255,10 +255,12 @@ def test_resume_with_last_event_id(chat: Chat, upstream) -> None:  # noqa: ANN00
     _, answer_id = chat.start("go")
     page, events = collect(events_of(chat, answer_id), stop_after=4)
     last_id = [e.id for e in events if e.event == "tail"][-1]
-    assert last_id == str(page.offset) and page.text == visible_text(markdown_html("".join(WORDS)[: page.offset]))
+    rendered = visible_text(markdown_html("".join(WORDS)[: page.offset]))
+    assert last_id == str(page.offset) and visible_text(page.blocks + page.tail) == rendered
+    assert page.text.startswith(rendered)  # and the words that came after the last render
     page, events = collect(events_of(chat, answer_id, **{"Last-Event-ID": last_id}), page=page)
     assert all(int(e.id) > int(last_id) for e in events if e.event == "tail")  # only what the page lacks
-    assert visible_text(page.streamed) == visible_text(markdown_html("".join(WORDS)[: page.offset]))
+    assert visible_text(page.blocks + page.tail) == visible_text(markdown_html("".join(WORDS)[: page.offset]))
     assert events[-1].event == "done" and page.text == "".join(WORDS[:30]).strip()
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 import threading
 from html.parser import HTMLParser
@@ -180,6 +181,8 @@ def test_finished_blocks_are_sent_once_and_resume_gets_what_is_missing(chat: Cha
     had = first.offset
     assert first.blocks, "some paragraphs were finished and sent as blocks"
     page, resumed = collect(chat.events(answer_id, **{"Last-Event-ID": str(had)}), page=first)
+    # The page may show text past its last render: a render replaces it before any more text comes.
+    assert [e.event for e in resumed if e.event in ("tail", "text")][0] == "tail"
     updates = [e for e in resumed if e.event == "tail"]
     assert updates and int(updates[0].id) > had
     # Exactly the blocks finished after the page's offset, each once, in order.
@@ -187,7 +190,28 @@ def test_finished_blocks_are_sent_once_and_resume_gets_what_is_missing(chat: Cha
     finished = [(s, e) for s, e, decided in split_blocks(text[: page.offset])[0] if decided > had]
     assert sent_again == "".join(markdown_html(text[s:e]) for s, e in finished)
     assert page.blocks.count("<p>Paragraph 0 ") == 1
-    assert visible_text(page.streamed) == visible_text(markdown_html(text[: page.offset]))
+    assert visible_text(page.blocks + page.tail) == visible_text(markdown_html(text[: page.offset]))
+    assert visible_text(page.streamed) == visible_text(markdown_html(text))  # and the text after the render
+    assert page.text == visible_text(markdown_html(text))
+
+
+def test_words_keep_flowing_between_renders_as_plain_text(chat: Chat, upstream) -> None:  # noqa: ANN001
+    text = "\n\n".join(f"Paragraph {n} has **a few** words <in> it." for n in range(6))
+    upstream.script(Reply(tokens=_tokens(text), delay=0.02, first_delay=0.2))
+    _, answer_id = chat.start("fast words")
+    page, events = collect(chat.events(answer_id))
+    updates = [e for e in events if e.event in ("tail", "text")]
+    texts = [e for e in updates if e.event == "text"]
+    assert len(texts) > len(updates) / 2  # most updates are plain text; renders come four times a second
+    # After each render, the text events continue exactly where it ended, escaped, with no gap or repeat.
+    offset, shown = 0, ""
+    for event in updates:
+        if event.event == "tail":
+            offset, shown = int(event.id), ""
+        else:
+            shown += html.unescape(event.data)
+            assert text[offset:].startswith(shown), (offset, shown)
+            assert "<in>" not in event.data  # plain text, never markup
     assert page.text == visible_text(markdown_html(text))
 
 
@@ -227,7 +251,8 @@ def test_streamed_fragments_are_sanitized(chat: Chat, upstream) -> None:  # noqa
     page, events = collect(chat.events(answer_id))
     updates = [e for e in events if e.event == "tail"]
     assert len(updates) > 3
-    for fragment in [part for e in updates for part in split_out_of_band(e.data)] + [page.html]:
+    texts = [e.data for e in events if e.event == "text"]
+    for fragment in [part for e in updates for part in split_out_of_band(e.data)] + texts + [page.html]:
         assert not dangers(fragment), fragment
     assert "&lt;script&gt;" in page.html
 
@@ -244,6 +269,10 @@ def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_pa
     assert browser_page.locator("article.assistant .content strong").inner_text() == "bold"
     assert "**" not in answer_text(browser_page)
     assert browser_page.locator('article.assistant[data-status="streaming"]').count() == 1  # still being written
+    # Between renders the words that arrived show as plain text after the tail.
+    browser_page.wait_for_function(
+        "() => [...document.querySelectorAll('.streaming-md .pending')].some(e => e.textContent.trim())"
+    )
     # Once the next paragraph begins, the first is a finished block (moved out of the tail, shown once).
     browser_page.wait_for_selector('article.assistant[data-status="streaming"] .blocks strong')
     assert browser_page.locator("article.assistant .content strong").count() == 1

@@ -11,6 +11,7 @@ from flask import (
     stream_with_context,
     url_for,
 )
+from markupsafe import escape
 
 from .. import conversations
 from ..conversations import ChatError
@@ -20,7 +21,7 @@ from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
 from ..models import Conversation, Message
-from ..streaming_markdown import Rendered, follow_rendered
+from ..streaming_markdown import Rendered, Text, follow_rendered
 from .responses import PAGE_MESSAGES, image_response, render_branch, render_chat
 
 bp = Blueprint("chat", __name__)
@@ -212,18 +213,24 @@ def stop(message_id: int):  # noqa: ANN201
 
 @bp.get("/messages/<int:message_id>/events")
 def events(message_id: int):  # noqa: ANN201
-    """Server-Sent Events for an answer: its Markdown rendered as it grows, then the rendered message."""
+    """Server-Sent Events for an answer: its Markdown rendered as it grows, the text between renders,
+    then the rendered message."""
     _message_or_404(message_id)
-    after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    last_event_id = request.headers.get("Last-Event-ID")
+    after = resume_offset(last_event_id, request.args.get("after"))
     db.session.close()
+    pending = f'<span id="pending-{message_id}" hx-swap-oob="innerHTML"></span>'
 
     def stream():  # noqa: ANN202
-        for update in follow_rendered(message_id, after):
-            if isinstance(update, Rendered):
-                # One event per update: the tail, and the blocks finished since appended out of band,
-                # so both change in the same swap. Never empty data: browsers drop such events.
+        for update in follow_rendered(message_id, after, resumed=bool(last_event_id)):
+            if isinstance(update, Text):
+                # No id: a page that reconnects resumes from its last render.
+                yield sse(str(escape(update.text)), "text")
+            elif isinstance(update, Rendered):
+                # One event per render: the tail, the blocks finished since appended out of band, and
+                # the text shown since the last render cleared, so all change in the same swap.
                 blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
-                yield sse(blocks + (update.tail or " "), "tail", update.end)
+                yield sse(blocks + pending + (update.tail or " "), "tail", update.end)
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:
