@@ -230,7 +230,7 @@ def events(message_id: int):  # noqa: ANN201
                 # One event per render: the tail, the blocks finished since appended out of band, and
                 # the text shown since the last render cleared, so all change in the same swap.
                 blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
-                yield sse(blocks + pending + (update.tail or " "), "tail", update.end)
+                yield sse(blocks + pending + (update.tail.strip() or " "), "tail", update.end)
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:
