@@ -276,6 +276,17 @@
     if (box && (pinned || force)) box.scrollTop = box.scrollHeight;
   }
   document.addEventListener("htmx:sseMessage", function () { scrollToEnd(false); });
+  // When the connection fails for good, the SSE extension opens a new one on the sse-connect URL (with
+  // no Last-Event-ID): keep that URL at the last render this page has, so the page resumes from there.
+  document.addEventListener("htmx:sseMessage", function (event) {
+    var message = event.detail || {};
+    var source = event.target.closest && event.target.closest("[sse-connect]");
+    if (message.type !== "tail" || !message.lastEventId || !source) return;
+    var url = new URL(source.getAttribute("sse-connect"), location.href);
+    url.searchParams.set("after", message.lastEventId);
+    url.searchParams.set("resumed", "1");
+    source.setAttribute("sse-connect", url.pathname + url.search);
+  });
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.detail.target === messages()) scrollToEnd(true);
   });

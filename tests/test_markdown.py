@@ -195,6 +195,18 @@ def test_finished_blocks_are_sent_once_and_resume_gets_what_is_missing(chat: Cha
     assert page.text == visible_text(markdown_html(text))
 
 
+def test_the_pages_own_reconnect_resumes_from_its_last_render(chat: Chat, upstream) -> None:  # noqa: ANN001
+    # The page keeps its sse-connect URL at ?after=<last render>&resumed=1 for the SSE extension's reconnect.
+    text = "\n\n".join(f"Paragraph {n} has a few words in it." for n in range(8))
+    upstream.script(Reply(tokens=_tokens(text), delay=0.03, first_delay=0.2))
+    _, answer_id = chat.start("paragraphs")
+    first, _ = collect(chat.events(answer_id), stop_after=4)
+    assert first.blocks, "the page has finished blocks"
+    page, resumed = collect(chat.events(answer_id, f"?after={first.offset}&resumed=1"), page=first)
+    assert [e.event for e in resumed if e.event in ("tail", "text")][0] == "tail"
+    assert page.blocks.count("<p>Paragraph 0 ") == 1 and page.text == visible_text(markdown_html(text))
+
+
 def test_words_keep_flowing_between_renders_as_plain_text(chat: Chat, upstream) -> None:  # noqa: ANN001
     text = "\n\n".join(f"Paragraph {n} has **a few** words <in> it." for n in range(6))
     upstream.script(Reply(tokens=_tokens(text), delay=0.02, first_delay=0.2))
@@ -273,6 +285,10 @@ def test_chromium_shows_markdown_as_it_streams_and_the_reload_matches(browser_pa
     browser_page.wait_for_function(
         "() => [...document.querySelectorAll('.streaming-md .pending')].some(e => e.textContent.trim())"
     )
+    # A reconnect (a new EventSource on the sse-connect URL) would resume from the last render.
+    browser_page.wait_for_selector('article.assistant[sse-connect*="resumed=1"]', state="attached")
+    source = browser_page.locator("article.assistant[sse-connect]").get_attribute("sse-connect")
+    assert re.search(r"after=([1-9]\d*)&resumed=1", source), source
     # Once the next paragraph begins, the first is a finished block (moved out of the tail, shown once).
     browser_page.wait_for_selector('article.assistant[data-status="streaming"] .blocks strong')
     assert browser_page.locator("article.assistant .content strong").count() == 1

@@ -218,11 +218,13 @@ def events(message_id: int):  # noqa: ANN201
     _message_or_404(message_id)
     last_event_id = request.headers.get("Last-Event-ID")
     after = resume_offset(last_event_id, request.args.get("after"))
+    # A page that reconnects may show text past its last render (?resumed=1: the page's own reconnect).
+    resumed = bool(last_event_id) or request.args.get("resumed") == "1"
     db.session.close()
     pending = f'<span id="pending-{message_id}" hx-swap-oob="innerHTML"></span>'
 
     def stream():  # noqa: ANN202
-        for update in follow_rendered(message_id, after, resumed=bool(last_event_id)):
+        for update in follow_rendered(message_id, after, resumed=resumed):
             if isinstance(update, Text):
                 # No id: a page that reconnects resumes from its last render.
                 yield sse(str(escape(update.text)), "text")
