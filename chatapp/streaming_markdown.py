@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .events import Delta, Done, Ping, Tick, follow
+from .events import Delta, Done, Ping, Status, Tick, follow
 from .rendering import markdown_html, split_blocks
 
 RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
@@ -97,8 +97,8 @@ def shared_document(message_id: int) -> Iterator[Document]:
                 del _documents[message_id]
 
 
-def follow_rendered(message_id: int, after: int = 0) -> Iterator[Rendered | Ping | Done]:
-    """A page's view of an answer: rendered updates past offset ``after``, pings, then Done."""
+def follow_rendered(message_id: int, after: int = 0) -> Iterator[Rendered | Status | Ping | Done]:
+    """A page's view of an answer: rendered updates past offset ``after``, statuses, pings, then Done."""
     with shared_document(message_id) as document:
         shown = after
         # From the start: rendering needs the whole text, even when the page has part of it.

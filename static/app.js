@@ -275,7 +275,11 @@
     var box = scroller();
     if (box && (pinned || force)) box.scrollTop = box.scrollHeight;
   }
-  document.addEventListener("htmx:sseMessage", function () { scrollToEnd(false); });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    // "Retrying (attempt 2)…" and the like: said once in the live region, shown under the answer.
+    if (event.detail && event.detail.type === "status") announce(event.target.textContent.replace(/\s+/g, " ").trim() + "…");
+    scrollToEnd(false);
+  });
   document.addEventListener("htmx:afterSwap", function (event) {
     if (event.detail.target === messages()) scrollToEnd(true);
   });

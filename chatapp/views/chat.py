@@ -15,7 +15,7 @@ from flask import (
 from .. import conversations
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Done, resume_offset, sse
+from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
@@ -217,13 +217,23 @@ def events(message_id: int):  # noqa: ANN201
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
     db.session.close()
 
+    waiting = bool(request.args.get("waiting"))  # the page shows why no text came yet (e.g. "Retrying…")
+
     def stream():  # noqa: ANN202
+        nonlocal waiting
         for update in follow_rendered(message_id, after):
             if isinstance(update, Rendered):
                 # One event per update: the tail, and the blocks finished since appended out of band,
                 # so both change in the same swap. Never empty data: browsers drop such events.
                 blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
-                yield sse(blocks + (update.tail or " "), "tail", update.end)
+                writing = ""
+                if waiting:  # text at last: "Writing" again, in the same swap
+                    state = render_template("partials/answer_state.html")
+                    writing, waiting = f'<span hx-swap-oob="innerHTML:#state-{message_id}">{state}</span>', False
+                yield sse(blocks + (update.tail or " ") + writing, "tail", update.end)
+            elif isinstance(update, Status):
+                yield sse(render_template("partials/answer_state.html", status=update.state), "status")
+                waiting = True
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:
