@@ -63,6 +63,7 @@ class FakeUpstream:
     port: int = 0
     record: bool = True
     requests: list[dict] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each chat request
     transcriptions: list[dict] = field(default_factory=list)
     transcription_reply: Reply = field(default_factory=Reply)
     transcription_text: str = "hello from the fake transcriber"
@@ -117,6 +118,7 @@ class FakeUpstream:
             self._queue.clear()
             self._by_model.clear()
             self.requests.clear()
+            self.arrivals.clear()
             self.transcriptions.clear()
         self._default = Reply()
         self.transcription_reply = Reply()
@@ -206,6 +208,7 @@ class FakeUpstream:
     async def _chat(self, request: dict, writer: asyncio.StreamWriter) -> bool:
         if self.record:
             self.requests.append(request)
+            self.arrivals.append(time.monotonic())
         reply = self._next_reply(request.get("model"))
         if reply.drop_before_headers:
             writer.transport.abort()

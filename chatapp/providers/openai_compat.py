@@ -90,7 +90,10 @@ class OpenAIProvider:
             return f"The model server sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
         if isinstance(exc, openai.APIConnectionError) and not mid_stream:
             return "Could not connect to the model server. Retry in a moment; if it keeps failing, tell the operator."
-        return "The connection to the model server dropped in the middle of the answer. The text so far is kept; retry."
+        return (
+            "The connection to the model server dropped in the middle of the answer. "
+            "The text so far is kept: continue or retry."
+        )
 
     def _status_reason(self, exc: openai.APIStatusError, model: str) -> str:
         """What an error status means; the provider's own words only for 4xx (5xx may show internals)."""
