@@ -17,12 +17,19 @@ from PIL import Image as PILImage
 
 from chatapp.config import ConfigError
 from chatapp.providers.openai_compat import retry_after_seconds
-from tests.clients import ApiClient, WebSocket, ndjson, serve, stored, wait_until
+from tests.clients import ApiClient, WebSocket, chromium, ndjson, serve, stored, wait_until
 from tests.conftest import Chat
 from tests.fake_upstream import FakeUpstream, Reply
 from tests.sse import collect, parse
+from tests.test_page import check_accessible, send
 
 FAST = {"UPSTREAM_RETRIES": 2, "UPSTREAM_RETRY_BACKOFF": 0.3}  # retries on, waits short enough for tests
+
+
+@pytest.fixture
+def app(make_app):  # noqa: ANN001, ANN201
+    """The app that ``live_server`` serves: retries on."""
+    return make_app(**FAST)
 
 
 @pytest.fixture(scope="module")
@@ -151,15 +158,14 @@ def test_retries_exhausted_end_in_an_error_with_retry(make_app, upstream) -> Non
 
 def test_stop_during_a_backoff_ends_promptly(make_app, upstream) -> None:  # noqa: ANN001
     chat = Chat(make_app(**FAST))
-    upstream.script(Reply(status=503, error_message="down", retry_after="15"))
-    _, answer_id = chat.start("hello")
-    upstream.wait_for_requests(1)
-    time.sleep(0.1)  # into the 15 s wait
+    upstream.script(Reply(status=503, error_message="down", retry_after="1"))
+    conversation_id, answer_id = chat.start("hello")
+    wait_until(lambda: "Retrying" in chat.get(f"/c/{conversation_id}").get_data(as_text=True), "it waits to retry")
     started = time.monotonic()
     response = chat.post(f"/messages/{answer_id}/stop")
-    assert response.status_code == 303 and time.monotonic() - started < 1.0
+    assert response.status_code == 303 and time.monotonic() - started < 0.5  # not after the 1 s wait
     assert stored(chat.app, answer_id).status == "stopped"
-    time.sleep(0.3)
+    time.sleep(1.2)  # past the moment the retry was due
     assert len(upstream.requests) == 1  # the waiting retry was cancelled, not sent later
 
 
@@ -263,7 +269,6 @@ def test_javascript_off_page_shows_retrying(make_app, upstream) -> None:  # noqa
     chat = Chat(make_app(**FAST))
     upstream.script(Reply(status=503, error_message="down", retry_after="2"))
     conversation_id, answer_id = chat.start("hello")
-    upstream.wait_for_requests(1)
     page = wait_until(
         lambda: (html := chat.get(f"/c/{conversation_id}").get_data(as_text=True)) and "Retrying" in html and html,
         "the page says it is retrying",
@@ -272,6 +277,23 @@ def test_javascript_off_page_shows_retrying(make_app, upstream) -> None:  # noqa
     assert chat.wait(answer_id).content == "Echo: hello"
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
     assert "Retrying" not in page and "Echo: hello" in page
+
+
+@pytest.mark.browser
+def test_the_page_with_javascript_shows_retrying_then_the_answer(live_server, upstream) -> None:  # noqa: ANN001
+    upstream.script(Reply(status=503, error_message="down", retry_after="2"))
+    with chromium() as browser:
+        context = browser.new_context(base_url=live_server, bypass_csp=True, reduced_motion="reduce")
+        page = context.new_page()
+        page.goto("/")
+        send(page, "hello")
+        state = page.locator("article.assistant .state.writing")
+        state.filter(has_text="Retrying (attempt 2)").wait_for(timeout=5000)
+        page.wait_for_function("document.getElementById('announcer').textContent.includes('Retrying (attempt 2)')")
+        check_accessible(page, "retrying")
+        page.locator('article.assistant[data-status="complete"]', has_text="Echo: hello").wait_for(timeout=10000)
+        assert "Retrying" not in page.inner_text("#messages")
+        context.close()
 
 
 def test_the_page_stream_sends_the_status_then_writing_again(make_app, upstream) -> None:  # noqa: ANN001
