@@ -226,6 +226,36 @@ def test_an_image_skips_a_text_only_fallback(make_app, upstream, other) -> None:
     assert other.requests[0]["messages"][-1]["content"][1]["type"] == "image_url"
 
 
+def test_a_timeout_before_the_headers_is_retried(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(**FAST, UPSTREAM_TIMEOUT=0.3))
+    upstream.script(Reply(headers_delay=1.0), Reply(hang=True))  # silent before the headers, then after them
+    _, answer_id = chat.start("hello")
+    message = chat.wait(answer_id)
+    assert message.status == "complete" and message.content == "Echo: hello"
+    assert len(upstream.requests) == 3
+
+
+@pytest.mark.slow
+def test_the_local_model_as_fallback_answers_text_and_is_skipped_for_images(make_app, upstream) -> None:  # noqa: ANN001
+    chat = Chat(make_app(UPSTREAM_RETRIES=0, FALLBACK_MODELS="local", MAX_RESPONSE_TOKENS=8))
+    upstream.script(Reply(status=503, error_message="down"))
+    conversation_id, answer_id = chat.start("Say hello.")
+    message = chat.wait(answer_id, timeout=120)
+    assert message.status == "complete" and message.content.strip()
+    assert (message.model, message.provider) == ("SmolLM2-135M-Instruct.Q4_1", "local")
+
+    upstream.script(Reply(status=503, error_message="down"))
+    image = (io.BytesIO(_png()), "dot.png")
+    response = chat.post(
+        f"/c/{conversation_id}/messages",
+        {"content": "and this?", "images": [image]},
+        content_type="multipart/form-data",
+    )
+    message = chat.wait(int(response.headers["Location"].rsplit("message-", 1)[1]))
+    assert message.status == "error" and "had an error (503)" in message.error  # local never saw the image
+    assert message.model == "fake-model"
+
+
 def test_the_breaker_opens_after_n_failures_and_recovers_after_the_cooldown(make_app, upstream) -> None:  # noqa: ANN001
     app = make_app(UPSTREAM_RETRIES=0, BREAKER_FAILURES=3, BREAKER_COOLDOWN=1.0)
     chat = Chat(app)
