@@ -153,7 +153,7 @@ class Generator:
         failure: ProviderError | None = None
         tried: list[str] = []
         for target in self.router.targets(options.get("model"), images):
-            if tried:
+            if tried and self.router.breaker.state(target.upstream) != "open":  # an open one fails at once, unseen
                 self._announce(generation, {"state": "fallback", "model": target.name}, "falling back to %s")
             tried.append(target.name)
             failure = self._ask(generation, target, prompt, options)
