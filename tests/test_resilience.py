@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import time
 from email.utils import formatdate
 
@@ -142,11 +143,18 @@ def test_retry_after_forms() -> None:
     assert retry_after_seconds({"retry-after": "soon"}) is None and retry_after_seconds({}) is None
 
 
-def test_retries_exhausted_end_in_an_error_with_retry(make_app, upstream) -> None:  # noqa: ANN001
+def test_retries_exhausted_end_in_an_error_with_retry(make_app, upstream, caplog) -> None:  # noqa: ANN001
     chat = Chat(make_app(**FAST))
     upstream.script(*[Reply(status=502, error_message="bad gateway")] * 3)
-    conversation_id, answer_id = chat.start("hello")
-    message = chat.wait(answer_id)
+    with caplog.at_level(logging.INFO, logger="chatapp.answers"):
+        conversation_id, answer_id = chat.start("hello")
+        message = chat.wait(answer_id)
+    retries = [r for r in caplog.records if r.name == "chatapp.answers" and hasattr(r, "attempt")]
+    assert [(r.attempt, r.model, r.message_id) for r in retries] == [
+        (2, "fake-model", answer_id),
+        (3, "fake-model", answer_id),
+    ]
+    assert all(r.in_ms > 0 for r in retries)  # one line per retry, with its fields for structured logs
     assert message.status == "error" and "had an error (502)" in message.error
     assert len(upstream.requests) == 3  # the first try and UPSTREAM_RETRIES more
     page = chat.get(f"/c/{conversation_id}").get_data(as_text=True)
