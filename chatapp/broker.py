@@ -8,6 +8,7 @@ message, so a late or reconnecting viewer can replay them; stop requests go over
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import queue
@@ -26,7 +27,7 @@ KEEP_FINISHED = 60.0  # seconds a finished message's events stay readable (a vie
 class Event:
     """A delta (text starting at character ``offset``) or the end of an answer."""
 
-    kind: str  # "delta", "done", or (inside the Redis publisher only) "reset"
+    kind: str  # "delta", "status" (JSON in ``text``), "done", or (inside the Redis publisher only) "reset"
     offset: int = 0
     text: str = ""
 
@@ -42,6 +43,10 @@ class Broker(Protocol):
     def publish_delta(self, message_id: int, offset: int, text: str) -> None: ...
 
     def publish_done(self, message_id: int) -> None: ...
+
+    def publish_status(self, message_id: int, status: dict) -> None: ...
+
+    def last_status(self, message_id: int) -> dict | None: ...
 
     def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]: ...
 
@@ -73,6 +78,16 @@ class MemoryBroker:
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Append a delta and wake the viewers."""
         self._append(message_id, Event("delta", offset, text))
+
+    def publish_status(self, message_id: int, status: dict) -> None:
+        """Tell the viewers how the answer stands before text comes (e.g. retrying)."""
+        self._append(message_id, Event("status", text=json.dumps(status)))
+
+    def last_status(self, message_id: int) -> dict | None:
+        """The status the answer is in, if the last thing published was one."""
+        channel = self._channels.get(message_id)
+        last = channel.events[-1] if channel and channel.events else None
+        return json.loads(last.text) if last and last.kind == "status" else None
 
     def publish_done(self, message_id: int) -> None:
         """Mark the answer finished and drop channels finished long ago."""
@@ -150,6 +165,23 @@ class RedisBroker:
         """Queue a delta; the publisher thread sends queued deltas in batches."""
         self._ensure_publisher()
         self._queue.put((message_id, Event("delta", offset, text)))
+
+    def publish_status(self, message_id: int, status: dict) -> None:
+        """Queue a status (e.g. retrying), seen by the viewers in every process."""
+        self._ensure_publisher()
+        self._queue.put((message_id, Event("status", text=json.dumps(status))))
+
+    def last_status(self, message_id: int) -> dict | None:
+        """The status the answer is in, if the last entry of its stream is one (for pages without JS)."""
+        try:
+            entries: Any = self.redis.xrevrange(self._key(message_id), count=1)
+        except Exception:
+            log.warning("could not read the status of message %s from Redis", message_id, exc_info=True)
+            return None
+        for _, fields in entries:
+            if fields.get("k") == "status":
+                return json.loads(fields["t"])
+        return None
 
     def publish_done(self, message_id: int) -> None:
         """Queue the end marker (after any queued deltas)."""

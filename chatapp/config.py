@@ -40,6 +40,14 @@ DEFAULTS: dict[str, object] = {
     "REDIS_URL": None,
     "REDIS_PREFIX": "chatapp",  # key prefix, so several apps can share one Redis
     "UPSTREAM_TIMEOUT": 60.0,  # seconds without a byte from the model before giving up
+    # Providers that recover (chatapp/resilience.py)
+    "UPSTREAM_RETRIES": 2,  # further tries before the first token (connection errors, timeouts, 429, 5xx)
+    "UPSTREAM_RETRY_BACKOFF": 0.5,  # seconds before the first retry, doubling each time (with jitter)
+    "UPSTREAM_RETRY_MAX_WAIT": 20.0,  # the longest wait; a Retry-After asking for more is not retried
+    "FALLBACK_MODELS": "",  # comma-separated: model, model@https://host/v1 [key=VAR] [text-only], local
+    "FALLBACK_API_KEY": None,  # the key for model@URL entries without key=VAR
+    "BREAKER_FAILURES": 5,  # consecutive failed calls after which an upstream is left alone; 0: never
+    "BREAKER_COOLDOWN": 30.0,  # seconds an upstream is left alone before one trial call
     "FLUSH_INTERVAL": 0.5,  # seconds between database writes of a streaming answer
     "STALE_AFTER": 10.0,  # seconds without a heartbeat before a streaming answer counts as dead
     "MAX_FORM_BYTES": 1_000_000,

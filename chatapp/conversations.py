@@ -262,9 +262,14 @@ def retry(answer: Message) -> Message:
 
 
 def continue_answer(answer: Message) -> Message:
-    """Let the model go on from a stopped or interrupted answer, appending to the same message."""
-    if answer.role != "assistant" or answer.status not in (STOPPED, INTERRUPTED):
-        raise ChatError("Only a stopped or interrupted answer can be continued.", 409, "not_continuable")
+    """Let the model go on from a stopped or interrupted answer (or one an error cut off), appending to it."""
+    cut_off = answer.status == ERROR and bool(answer.content)  # the model server failed after the first token
+    if answer.role != "assistant" or not (answer.status in (STOPPED, INTERRUPTED) or cut_off):
+        raise ChatError(
+            "Only a stopped or interrupted answer can be continued (or one an error cut off after some text).",
+            409,
+            "not_continuable",
+        )
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
     quotas.check_can_start(conversation.user_id)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -29,6 +30,13 @@ class Delta:
     end: int
 
 
+@dataclass(frozen=True)
+class Status:
+    """No text yet, and why: e.g. ``{"state": "retrying", "attempt": 2, "in_ms": 800, "model": …}``."""
+
+    state: dict
+
+
 class Ping:
     """Time for a keep-alive comment."""
 
@@ -44,7 +52,7 @@ class Tick:
     """Nothing new for ``tick`` seconds (only when the follower asked for ticks)."""
 
 
-Update = Delta | Ping | Done | Tick
+Update = Delta | Status | Ping | Done | Tick
 
 
 def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: float | None = None) -> Iterator[Update]:
@@ -67,10 +75,15 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
         events, cursor = broker.read(message_id, cursor, timeout=tick or 1.0)
         pieces = []
         done = False
+        status = None  # the latest status, unless text or the end came after it (a replay has it all)
         for event in events:
             if event.kind == "done":
                 done = True
                 continue
+            if event.kind == "status":
+                status = json.loads(event.text)
+                continue
+            status = None
             end = event.offset + len(event.text)
             if end > sent:
                 pieces.append(event.text[max(0, sent - event.offset) :])
@@ -79,7 +92,10 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
         if pieces:
             yield Delta("".join(pieces), sent)
             last_news = now
-        elif tick is not None and not done:
+        if status is not None and not done:
+            yield Status(status)
+            last_news = now
+        elif not pieces and tick is not None and not done:
             yield Tick()
         if done and _status(message_id) != STREAMING:  # a "done" of an earlier run (since continued) is stale
             yield from _finished(message_id)

@@ -34,9 +34,11 @@ from .models import (
     utcnow,
 )
 from .providers import Provider, ProviderError, Stream
+from .resilience import Router, Target
 from .tokens import PromptMessage, count_tokens
 
 log = logging.getLogger(__name__)
+answers_log = logging.getLogger("chatapp.answers")  # an answer's life: one line per step
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
 
@@ -57,7 +59,9 @@ class Generation:
     finish_reason: str | None = None
     usage: tuple[int | None, int | None] = (None, None)
     stream: Stream | None = None
+    writer: Target | None = None  # the model that wrote the text (a fallback, perhaps)
     finished: bool = False
+    ended: threading.Event = field(default_factory=threading.Event)  # set once finished: wakes a retry's wait
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def text(self) -> str:
@@ -72,6 +76,7 @@ class Generator:
         self.app = app
         self.broker = broker
         self.provider = provider
+        self.router = Router.from_config(app.config, provider)
         self.running: dict[int, Generation] = {}
         self.flush_interval = app.config["FLUSH_INTERVAL"]
         self.stale_after = app.config["STALE_AFTER"]
@@ -135,25 +140,92 @@ class Generator:
 
     def _run(self, generation: Generation, prompt: list[dict], options: dict) -> None:
         try:
-            max_tokens = options.get("max_tokens") or self.max_tokens
-            stream = self.provider.stream(prompt, max_tokens, options.get("model"), options.get("temperature"))
-            generation.stream = stream
-            if generation.finished:  # stopped while connecting
-                stream.close()
-                return
-            for chunk in stream:
-                if chunk.text and not self._append(generation, chunk.text):
-                    break
-                if chunk.finish_reason:
-                    generation.finish_reason = chunk.finish_reason
-                if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
-                    generation.usage = (chunk.prompt_tokens, chunk.completion_tokens)
-            self._finish(generation, COMPLETE)
+            self._answer(generation, prompt, options)
         except ProviderError as exc:
             self._finish(generation, ERROR, str(exc))
         except Exception:
             log.exception("generation of message %s failed", generation.message_id)
             self._finish(generation, ERROR, "Something went wrong on the server while writing this answer. Retry.")
+
+    def _answer(self, generation: Generation, prompt: list[dict], options: dict) -> None:
+        """Ask the conversation's model, then each fallback able to serve the prompt, until one answers."""
+        images = any(isinstance(m["content"], list) for m in prompt)
+        failure: ProviderError | None = None
+        tried: list[str] = []
+        for target in self.router.targets(options.get("model"), images):
+            if tried and self.router.breaker.state(target.upstream) != "open":  # an open one fails at once, unseen
+                self._announce(generation, {"state": "fallback", "model": target.name}, "falling back to %s")
+            tried.append(target.name)
+            failure = self._ask(generation, target, prompt, options)
+            if failure is None or generation.finished:
+                return
+        if failure is not None:
+            if len(tried) > 1:
+                raise ProviderError(f"{failure} (Tried {', '.join(tried)}.)")
+            raise failure
+
+    def _ask(self, generation: Generation, target: Target, prompt: list[dict], options: dict) -> ProviderError | None:
+        """Stream from one model, retrying before the first token; the failure if it cannot answer, else None.
+
+        A failure after text was written (or one that asking again cannot mend) ends the answer:
+        it is raised, the text so far kept.
+        """
+        breaker, upstream = self.router.breaker, target.upstream
+        attempt = 0
+        while True:
+            attempt += 1
+            if not breaker.allow(upstream):
+                return ProviderError(self.router.open_message(upstream), retryable=True)
+            written = generation.length
+            try:
+                self._stream(generation, target, prompt, options)
+            except ProviderError as exc:
+                if exc.retryable:
+                    breaker.record(upstream, ok=False)
+                if generation.length > written or not exc.retryable:
+                    raise
+                wait = self.router.delay(attempt, exc.retry_after)
+                if wait is None or generation.finished:
+                    return exc
+                state = {"state": "retrying", "attempt": attempt + 1, "in_ms": round(wait * 1000), "model": target.name}
+                self._announce(generation, state, "retrying %s (attempt %d) in %d ms: %s", exc)
+                if generation.ended.wait(wait):
+                    return None  # stopped while waiting
+                continue
+            breaker.record(upstream, ok=True)
+            return None
+
+    def _announce(self, generation: Generation, state: dict, what: str, cause: Exception | None = None) -> None:
+        """Publish a status to the answer's viewers (every door, every process) and log it once."""
+        self.broker.publish_status(generation.message_id, state)
+        args = [state["model"]]
+        if state["state"] == "retrying":
+            args += [state["attempt"], state["in_ms"], str(cause)]
+        answers_log.info(
+            f"message %s: {what}",
+            generation.message_id,
+            *args,
+            extra={"message_id": generation.message_id, **{k: v for k, v in state.items() if k != "state"}},
+        )
+
+    def _stream(self, generation: Generation, target: Target, prompt: list[dict], options: dict) -> None:
+        """One try: stream ``target``'s answer into the message until it ends (or is stopped)."""
+        max_tokens = options.get("max_tokens") or self.max_tokens
+        stream = target.provider.stream(prompt, max_tokens, target.model, options.get("temperature"))
+        generation.stream = stream
+        if generation.finished:  # stopped while connecting
+            stream.close()
+            return
+        for chunk in stream:
+            if chunk.text:
+                generation.writer = generation.writer or target
+                if not self._append(generation, chunk.text):
+                    break
+            if chunk.finish_reason:
+                generation.finish_reason = chunk.finish_reason
+            if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
+                generation.usage = (chunk.prompt_tokens, chunk.completion_tokens)
+        self._finish(generation, COMPLETE)
 
     def _append(self, generation: Generation, text: str) -> bool:
         # Under the lock, so a stop sees either all of this delta (stored and published) or none.
@@ -175,6 +247,7 @@ class Generator:
                 return False
             generation.finished = True
             text = generation.text()
+        generation.ended.set()
         now = time.monotonic()
         prompt_tokens, completion_tokens = generation.usage
         completion_counted = count_tokens(text)
@@ -192,6 +265,8 @@ class Generator:
             "completion_tokens": completion_tokens if completion_tokens is not None else completion_counted,
             "updated_at": utcnow(),
         }
+        if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
+            values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name
         with self.app.app_context():
             try:
                 db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))

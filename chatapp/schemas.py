@@ -134,6 +134,16 @@ class MessageOut(BaseModel):
         ).model_dump(mode="json")
 
 
+class StreamStatus(BaseModel):
+    """A ``status`` event of an answer's stream: no text yet, and why (sent before the first delta)."""
+
+    message_id: int
+    state: Literal["retrying", "fallback"]  # retrying the model server; or asking the next fallback model
+    model: str  # the model being retried, or the fallback now asked
+    attempt: int | None = None  # retrying: the number of the try to come (2 for the first retry)
+    in_ms: int | None = None  # retrying: milliseconds until it
+
+
 class ConversationPage(BaseModel):
     items: list[ConversationOut]
     next_cursor: str | None

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .events import COALESCE, Delta, Done, Ping, Tick, follow
+from .events import COALESCE, Delta, Done, Ping, Status, Tick, follow
 from .rendering import markdown_html, split_blocks
 
 RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
@@ -114,8 +114,11 @@ def shared_document(message_id: int) -> Iterator[Document]:
                 del _documents[message_id]
 
 
-def follow_rendered(message_id: int, after: int = 0, resumed: bool = False) -> Iterator[Rendered | Text | Ping | Done]:
-    """A page's view of an answer past offset ``after``: renders and the text between them, pings, Done.
+def follow_rendered(
+    message_id: int, after: int = 0, resumed: bool = False
+) -> Iterator[Rendered | Text | Status | Ping | Done]:
+    """A page's view of an answer past offset ``after``: renders and the text between them, statuses,
+    pings, Done.
 
     ``resumed``: the page reconnected and may show text past its last render, so it gets text only
     after this connection's first render (which replaces that text).

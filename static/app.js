@@ -275,7 +275,11 @@
     var box = scroller();
     if (box && (pinned || force)) box.scrollTop = box.scrollHeight;
   }
-  document.addEventListener("htmx:sseMessage", function () { scrollToEnd(false); });
+  document.addEventListener("htmx:sseMessage", function (event) {
+    // "Retrying (attempt 2)…" and the like: said once in the live region, shown under the answer.
+    if (event.detail && event.detail.type === "status") announce(event.target.textContent.replace(/\s+/g, " ").trim() + "…");
+    scrollToEnd(false);
+  });
   // When the connection fails for good, the SSE extension opens a new one on the sse-connect URL (with
   // no Last-Event-ID): keep that URL at the last render this page has, so the page resumes from there.
   document.addEventListener("htmx:sseMessage", function (event) {

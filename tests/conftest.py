@@ -60,6 +60,7 @@ def make_app(tmp_path, upstream):  # noqa: ANN001, ANN201
             "CHAT_MODEL": "fake-model",
             "REDIS_URL": None,
             "UPSTREAM_TIMEOUT": 5.0,
+            "UPSTREAM_RETRIES": 0,  # one scripted error is one failed answer; tests/test_resilience.py retries
             "UPLOAD_FOLDER": str(tmp_path / "uploads"),
         }
         config.update(overrides)

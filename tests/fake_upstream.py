@@ -1,7 +1,9 @@
 """A fake OpenAI-compatible server over real HTTP, speaking the real streaming wire format.
 
-Tests script its replies (tokens, delays, errors, dropped connections) so the real ``openai``
-client in the app runs against it. Runs on asyncio in a thread (tests) or as its own process
+Tests script its replies (tokens, delays, error statuses with or without ``Retry-After``,
+connections dropped before the headers or mid-stream) so the real ``openai`` client in the app runs
+against it; replies can be scripted per model (``script_for``), and a test may start a second
+instance to stand for another server. Runs on asyncio in a thread (tests) or as its own process
 for the benchmarks: ``python tests/fake_upstream.py --port 8911 --tokens 250 --rate 50``.
 """
 
@@ -33,12 +35,24 @@ class Reply:
     finish_reason: str = "stop"
     usage: bool = True
     hang: bool = False  # send the headers, then nothing
+    retry_after: str | None = None  # an error's Retry-After header: seconds, or an HTTP date
+    drop_before_headers: bool = False  # read the request, then close the connection without a word
+    headers_delay: float = 0.0  # seconds before the status line and headers are sent
     pause_after: int | None = None  # after this many tokens, wait until ``resume`` is set
     resume: threading.Event = field(default_factory=threading.Event)
 
 
 ERROR_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
-REASONS = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests"}
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
 
 
 @dataclass
@@ -49,6 +63,7 @@ class FakeUpstream:
     port: int = 0
     record: bool = True
     requests: list[dict] = field(default_factory=list)
+    arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each chat request
     transcriptions: list[dict] = field(default_factory=list)
     transcription_reply: Reply = field(default_factory=Reply)
     transcription_text: str = "hello from the fake transcriber"
@@ -56,6 +71,7 @@ class FakeUpstream:
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque()
+        self._by_model: dict[str, deque[Reply]] = {}
         self._default = Reply()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -87,6 +103,11 @@ class FakeUpstream:
         with self._lock:
             self._queue.extend(replies)
 
+    def script_for(self, model: str, *replies: Reply) -> None:
+        """Queue replies for requests naming ``model``; they come before the general script."""
+        with self._lock:
+            self._by_model.setdefault(model, deque()).extend(replies)
+
     def set_default(self, reply: Reply) -> None:
         """The reply used when nothing is queued."""
         self._default = reply
@@ -95,7 +116,9 @@ class FakeUpstream:
         """Forget the script and the recorded requests."""
         with self._lock:
             self._queue.clear()
+            self._by_model.clear()
             self.requests.clear()
+            self.arrivals.clear()
             self.transcriptions.clear()
         self._default = Reply()
         self.transcription_reply = Reply()
@@ -109,8 +132,11 @@ class FakeUpstream:
             time.sleep(0.01)
         return self.requests
 
-    def _next_reply(self) -> Reply:
+    def _next_reply(self, model: str | None = None) -> Reply:
         with self._lock:
+            queued = self._by_model.get(model or "")
+            if queued:
+                return queued.popleft()
             return self._queue.popleft() if self._queue else self._default
 
     # -- serving -----------------------------------------------------------------------------
@@ -182,10 +208,16 @@ class FakeUpstream:
     async def _chat(self, request: dict, writer: asyncio.StreamWriter) -> bool:
         if self.record:
             self.requests.append(request)
-        reply = self._next_reply()
+            self.arrivals.append(time.monotonic())
+        reply = self._next_reply(request.get("model"))
+        if reply.drop_before_headers:
+            writer.transport.abort()
+            return False
+        if reply.headers_delay:
+            await asyncio.sleep(reply.headers_delay)
         if reply.status != 200:
             kind = ERROR_TYPES.get(reply.status, "server_error")
-            extra = "Retry-After: 1\r\n" if reply.status == 429 else ""
+            extra = f"Retry-After: {reply.retry_after}\r\n" if reply.retry_after is not None else ""
             await self._json(writer, reply.status, _error(reply.error_message, kind), extra)
             return True
         tokens = list(reply.tokens) if reply.tokens is not None else _echo(request)

@@ -390,6 +390,7 @@ def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
         "model": "fake-model",
         "broker": "MemoryBroker",
         "generations_running": 0,
+        "upstreams": {f"http://127.0.0.1:{upstream.port}": "closed"},
     }
     upstream.script(Reply(tokens=WORDS, delay=0.05))
     _, answer_id = chat.start("x")

@@ -21,7 +21,16 @@ class Chunk:
 
 
 class ProviderError(Exception):
-    """The model could not answer; ``str(err)`` is a reason a user can read."""
+    """The model could not answer; ``str(err)`` is a reason a user can read.
+
+    ``retryable``: the server may answer if asked again (connection failed, timed out, 429, 5xx);
+    ``retry_after``: the seconds it asked to be left alone for (its ``Retry-After``), if it said.
+    """
+
+    def __init__(self, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
 
 
 class Stream(Protocol):
@@ -37,6 +46,8 @@ class Provider(Protocol):
 
     name: str
     model: str
+    upstream: str  # which server: the circuit breaker's key ("local" for the in-process model)
+    text_only: bool  # cannot read images
 
     def stream(
         self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None

@@ -28,6 +28,8 @@ class LocalProvider:
     """Streams from a llama.cpp model loaded once per process; one answer at a time."""
 
     name = "local"
+    upstream = "local"
+    text_only = True
 
     def __init__(self, path: str | None, model: str | None, n_ctx: int) -> None:
         self.path = path or bundled_model_path()

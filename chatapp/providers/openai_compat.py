@@ -6,7 +6,9 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -22,14 +24,17 @@ class OpenAIProvider:
     """OpenAI, OpenRouter, Ollama, vLLM, llama.cpp server: anything speaking Chat Completions."""
 
     name = "openai"
+    text_only = False  # whether a model reads images is the server's to say (a 400 if it cannot)
 
     def __init__(self, api_key: str | None, base_url: str | None, model: str | None, timeout: float) -> None:
         self.model = model or UPSTREAM_DEFAULT_MODEL
         self.base_url = base_url
-        self.host = urlsplit(base_url).netloc if base_url else "api.openai.com"
+        parts = urlsplit(base_url or "https://api.openai.com/v1")
+        self.host = parts.netloc.rsplit("@", 1)[-1]
+        self.upstream = f"{parts.scheme}://{self.host}"  # the circuit breaker's key, and /healthz's name for it
         self.timeout = timeout
         # Local servers (Ollama, llama.cpp) accept any key; the client insists on one.
-        # No automatic retries: a failed answer shows its reason and a Retry button instead.
+        # No retries in the client: chatapp's own (chatapp.resilience) wait visibly and can be stopped.
         self.client = openai.OpenAI(
             api_key=api_key or "not-needed",
             base_url=base_url,
@@ -61,7 +66,8 @@ class OpenAIProvider:
         try:
             response = request.__enter__()
         except openai.OpenAIError as exc:
-            raise ProviderError(self.describe(exc, model=model)) from exc
+            retryable, retry_after = _retry_info(exc)
+            raise ProviderError(self.describe(exc, model=model), retryable, retry_after) from exc
         return OpenAIStream(self, response)
 
     def models(self) -> list[str]:
@@ -84,7 +90,10 @@ class OpenAIProvider:
             return f"The model server sent nothing for {self.timeout:g} seconds, so the answer was abandoned. Retry."
         if isinstance(exc, openai.APIConnectionError) and not mid_stream:
             return "Could not connect to the model server. Retry in a moment; if it keeps failing, tell the operator."
-        return "The connection to the model server dropped in the middle of the answer. The text so far is kept; retry."
+        return (
+            "The connection to the model server dropped in the middle of the answer. "
+            "The text so far is kept: continue or retry."
+        )
 
     def _status_reason(self, exc: openai.APIStatusError, model: str) -> str:
         """What an error status means; the provider's own words only for 4xx (5xx may show internals)."""
@@ -122,7 +131,8 @@ class OpenAIStream:
             raise
         except Exception as exc:  # whatever broke the stream (socket, HTTP library, bad JSON): say so
             log.info("stream from %s failed: %r", self.provider.host, exc)
-            raise ProviderError(self.provider.describe(exc, mid_stream=True)) from exc
+            # Worth another try when nothing was written yet (the generator knows): the server may recover.
+            raise ProviderError(self.provider.describe(exc, mid_stream=True), retryable=True) from exc
         finally:
             self.close()
 
@@ -144,6 +154,37 @@ def _chunks(event: dict) -> Iterator[Chunk]:
         text = (choice.get("delta") or {}).get("content")
         if text or choice.get("finish_reason"):
             yield Chunk(text=text or "", finish_reason=choice.get("finish_reason"))
+
+
+def _retry_info(exc: openai.OpenAIError) -> tuple[bool, float | None]:
+    """Whether asking again may work (connection, timeout, 408, 409, 429, 5xx), and the wait the server asked for."""
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        retryable = status in (408, 409, 429) or status >= 500
+        return retryable, retry_after_seconds(exc.response.headers) if retryable else None
+    return isinstance(exc, openai.APIConnectionError), None  # APITimeoutError is one too
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """The wait a server asked for: ``retry-after-ms`` (OpenAI's), ``Retry-After`` in seconds or as an HTTP date."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            return max(float(raw_ms) / 1000, 0.0)
+        except ValueError:
+            pass
+    raw = (headers.get("retry-after") or "").strip()
+    if not raw:
+        return None
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", raw):
+        return float(raw)
+    try:
+        when = parsedate_to_datetime(raw)
+    except (TypeError, ValueError):
+        return None  # neither form: as if it had not said
+    if when.tzinfo is None:
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
 
 
 def _is_timeout(exc: BaseException) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..generation import current_generator
 from ..models import siblings_of
 from ..rendering import render_markdown
 from ..voice import Transcriber
@@ -25,3 +26,5 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["siblings_of"] = siblings_of
     app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None
+    # Why an answer being written has no text yet (retrying…), for pages drawn while it waits (JS off too).
+    app.jinja_env.globals["answer_status"] = lambda message_id: current_generator().broker.last_status(message_id)

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from .. import accounts, conversations, schemas
 from ..errors import ChatError, api_error
-from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
+from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import require_bearer
@@ -335,6 +335,9 @@ def stream(message_id: int) -> Response:
             if isinstance(update, Delta):
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)
+            elif isinstance(update, Status):
+                data = schemas.StreamStatus(message_id=message_id, **update.state).model_dump(mode="json")
+                yield _line("status", data) if ndjson else sse(json.dumps(data), "status")
             elif isinstance(update, Done) and update.message is None:  # deleted while it was being written
                 gone = {"code": "not_found", "message": conversations.NOT_FOUND}
                 yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
@@ -362,8 +365,13 @@ def _line(kind: str, data: dict) -> str:
 # -- OpenAPI ---------------------------------------------------------------------------------------------
 SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
     "type": "object",
+    "description": (
+        "delta: {message_id, seq, content}; status: a StreamStatus (e.g. retrying the model server, before "
+        "the first delta); done: the MessageOut; error: {code, message, detail}. NDJSON lines carry the "
+        'same objects with a "type" field naming the event.'
+    ),
     "properties": {
-        "event": {"enum": ["delta", "done", "error"]},
+        "event": {"enum": ["delta", "status", "done", "error"]},
         "data": {"type": "string"},
         "id": {"type": "string"},
     },
@@ -373,7 +381,8 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
 
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
-    models = {schemas.Error} | {s for r in ROUTES for s in (r.body, r.response) if s}
+    models: set[type[BaseModel]] = {schemas.Error, schemas.StreamStatus}  # StreamStatus: the stream's status events
+    models |= {s for r in ROUTES for s in (r.body, r.response) if s}
     _, definitions = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )

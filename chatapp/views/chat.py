@@ -16,7 +16,7 @@ from markupsafe import escape
 from .. import conversations
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Done, resume_offset, sse
+from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
@@ -223,7 +223,10 @@ def events(message_id: int):  # noqa: ANN201
     db.session.close()
     pending = f'<span id="pending-{message_id}" hx-swap-oob="innerHTML"></span>'
 
+    waiting = bool(request.args.get("waiting"))  # the page shows why no text came yet (e.g. "Retrying…")
+
     def stream():  # noqa: ANN202
+        nonlocal waiting
         for update in follow_rendered(message_id, after, resumed=resumed):
             if isinstance(update, Text):
                 # No id: a page that reconnects resumes from its last render.
@@ -232,7 +235,14 @@ def events(message_id: int):  # noqa: ANN201
                 # One event per render: the tail, the blocks finished since appended out of band, and
                 # the text shown since the last render cleared, so all change in the same swap.
                 blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
-                yield sse(blocks + pending + (update.tail.strip() or " "), "tail", update.end)
+                writing = ""
+                if waiting:  # text at last: "Writing" again, in the same swap
+                    state = render_template("partials/answer_state.html")
+                    writing, waiting = f'<span hx-swap-oob="innerHTML:#state-{message_id}">{state}</span>', False
+                yield sse(blocks + pending + (update.tail.strip() or " ") + writing, "tail", update.end)
+            elif isinstance(update, Status):
+                yield sse(render_template("partials/answer_state.html", status=update.state), "status")
+                waiting = True
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:

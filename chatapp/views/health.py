@@ -13,7 +13,11 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz():  # noqa: ANN201
-    """Status, database reachability, provider and model, answers generating in this process."""
+    """Status, database reachability, provider and model, answers generating in this process.
+
+    ``upstreams``: each model server's circuit breaker in this process (closed, open, half-open);
+    an open one is reported, never a failure of this check (an outage must not restart the app).
+    """
     generator = current_generator()
     try:
         db.session.execute(text("SELECT 1"))
@@ -29,5 +33,6 @@ def healthz():  # noqa: ANN201
         "model": generator.provider.model,
         "broker": type(generator.broker).__name__,
         "generations_running": len(generator.running),
+        "upstreams": generator.router.states(),
     }
     return jsonify(body), 200 if database else 503

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from .. import conversations, schemas
 from ..conversations import NOT_FOUND
 from ..errors import API_CODES, ChatError
-from ..events import Delta, Done, follow
+from ..events import Delta, Done, Status, follow
 from ..extensions import db, sock
 from ..identity import require_bearer
 from ..models import ERROR, STREAMING, ApiToken, Conversation, Message, User
@@ -144,6 +144,9 @@ class Connection:
                         return  # closed, or unsubscribed from the conversation this answer was followed for
                     if isinstance(update, Delta):
                         self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
+                    elif isinstance(update, Status):  # e.g. retrying the model server
+                        status = schemas.StreamStatus(message_id=message_id, **update.state).model_dump(mode="json")
+                        self.send("status", **ids, **status)
                     elif isinstance(update, Done):
                         message = update.message
                         if message is None:  # deleted while it was being written
