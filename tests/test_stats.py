@@ -54,7 +54,8 @@ def test_each_answer_keeps_its_words_and_tone_shown_on_the_page_and_in_the_api(c
 def test_days_are_the_identitys_days_and_the_api_has_the_page_s_figures(chat: Chat, upstream) -> None:  # noqa: ANN001
     sign_up(chat, "kenji")
     update_user(chat.app, user_named(chat.app, "kenji").id, time_zone="Asia/Tokyo")
-    upstream.script(Reply(tokens=tokens(HAPPY)), Reply(tokens=tokens(GLOOMY)), Reply(tokens=tokens("The train leaves at nine from platform two.")))
+    plain = "The train leaves at nine from platform two."
+    upstream.script(Reply(tokens=tokens(HAPPY)), Reply(tokens=tokens(GLOOMY)), Reply(tokens=tokens(plain)))
     conversation_id, first = chat.start("one")
     chat.wait(first)
     second = chat.send(conversation_id, "two")
