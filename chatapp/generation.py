@@ -22,6 +22,7 @@ from sqlalchemy import bindparam, update
 from . import quotas
 from .broker import Broker
 from .extensions import db
+from .insight import answer_metrics
 from .models import (
     COMPLETE,
     ERROR,
@@ -264,6 +265,7 @@ class Generator:
             "prompt_tokens": prompt_tokens if prompt_tokens is not None else generation.prompt_tokens,
             "completion_tokens": completion_tokens if completion_tokens is not None else completion_counted,
             "updated_at": utcnow(),
+            **answer_metrics(text),
         }
         if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
             values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name

@@ -237,6 +237,8 @@ class Message(Model):
     duration_ms: Mapped[int | None]
     prompt_tokens: Mapped[int | None]
     completion_tokens: Mapped[int | None]
+    word_count: Mapped[int | None]  # an answer's length in words, once it has ended
+    sentiment: Mapped[float | None]  # its tone from -1 (negative) to 1 (positive): VADER's compound score
     finish_reason: Mapped[str | None] = mapped_column(String(50))
     feedback_rating: Mapped[str | None] = mapped_column(String(8))  # "up" or "down"
     feedback_comment: Mapped[str | None] = mapped_column(Text)

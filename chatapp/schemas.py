@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -106,6 +106,8 @@ class MessageOut(BaseModel):
     duration_ms: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
+    word_count: int | None = Field(description="The answer's length in words, once it has ended.")
+    sentiment: float | None = Field(description="The answer's tone from -1 (negative) to 1 (positive) (VADER).")
     finish_reason: str | None
     error: str | None
     sibling_index: int
@@ -183,6 +185,45 @@ class ModelList(BaseModel):
     items: list[ModelInfo]
 
 
+class StatsDay(BaseModel):
+    day: date
+    answers: int
+    prompt_tokens: int
+    completion_tokens: int
+    up: int
+    down: int
+    sentiment: float | None
+
+
+class StatsModel(BaseModel):
+    model: str
+    answers: int
+    prompt_tokens: int
+    completion_tokens: int
+    ttft_ms_median: float | None
+    duration_ms_median: float | None
+    sentiment: float | None
+    up: int
+    down: int
+
+
+class StatsBucket(BaseModel):
+    bucket: str
+    answers: int
+
+
+class StatsFeedback(BaseModel):
+    up: int
+    down: int
+    ratio: float | None = Field(description="Thumbs up over all rated answers.")
+
+
+class StatsTones(BaseModel):
+    positive: int
+    neutral: int
+    negative: int
+
+
 class Stats(BaseModel):
     conversations: int
     messages: int
@@ -191,3 +232,11 @@ class Stats(BaseModel):
     average_duration_ms: float | None
     tokens_used: int
     most_used_model: str | None
+
+    time_zone: str = Field(description="The identity's time zone: the days below are its days.")
+    days: list[StatsDay] = Field(description="The last 30 days, oldest first.")
+    models: list[StatsModel]
+    ttft_ms: list[StatsBucket] = Field(description="Time to first token, answers per bucket.")
+    duration_ms: list[StatsBucket] = Field(description="Answer duration, answers per bucket.")
+    feedback: StatsFeedback
+    tones: StatsTones = Field(description="Answers by sentiment: positive (≥ 0.05), neutral, negative (≤ -0.05).")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Flask
 
 from ..generation import current_generator
+from ..insight import tone
 from ..models import siblings_of
 from ..rendering import render_markdown
 from ..voice import Transcriber
@@ -12,7 +13,7 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, settings, theme, voice, ws
+    from . import admin, api, auth, chat, health, settings, stats, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -23,7 +24,9 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(theme.bp)
+    app.register_blueprint(stats.bp)
     app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.filters["tone"] = tone
     app.jinja_env.globals["siblings_of"] = siblings_of
     app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None
     # Why an answer being written has no text yet (retrying…), for pages drawn while it waits (JS off too).

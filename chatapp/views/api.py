@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, schemas
+from .. import accounts, conversations, insight, schemas
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
 from ..extensions import db
@@ -302,8 +302,11 @@ def models():  # noqa: ANN201
 
 @route("/stats", "GET", response=schemas.Stats)
 def stats():  # noqa: ANN201
-    """The identity's totals."""
-    return jsonify(user_stats(g.api_user_id))
+    """The identity's totals, and its answers of the last 30 days by day (in its time zone) and by model:
+    tokens, timings, feedback and tone. ``?scope=all``: everyone's series, for an administrator."""
+    user = db.session.get(User, g.api_user_id)
+    series = insight.stats_of(user, request.args.get("scope") or "mine").as_dict()
+    return jsonify(user_stats(g.api_user_id) | series)
 
 
 @route("/openapi.json", "GET", public=True)
