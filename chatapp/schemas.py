@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Tree, siblings_of
+from .models import Conversation, Message, ShareLink, Tree, siblings_of
 
 
 def _utc(value: datetime) -> datetime:
@@ -132,6 +132,69 @@ class MessageOut(BaseModel):
                 for i in m.images
             ],
         ).model_dump(mode="json")
+
+
+class ShareCreate(Strict):
+    kind: Literal["snapshot", "live"] = "live"  # snapshot: as it is now; live: follows new messages
+    visibility: Literal["anyone", "accounts"] = "anyone"  # accounts: signed-in users only (not guests)
+    expires_at: UtcDatetime | None = None  # None: does not expire; a time without an offset is UTC
+    allow_indexing: bool = False  # False: the shared page asks search engines not to list it
+
+
+class ShareOut(BaseModel):
+    token: str
+    url: str  # the page to send people; GET /api/v1/shared/{token} is the same as JSON
+    conversation_id: int
+    kind: Literal["snapshot", "live"]
+    visibility: Literal["anyone", "accounts"]
+    allow_indexing: bool
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None
+    expired: bool
+
+    @classmethod
+    def from_link(cls, link: ShareLink, url: str, expired: bool) -> dict:
+        """The link as the API shows it to its owner (JSON-ready)."""
+        fields = {f: getattr(link, f) for f in cls.model_fields if f not in ("url", "expired")}
+        return cls(**fields, url=url, expired=expired).model_dump(mode="json")
+
+
+class ShareList(BaseModel):
+    items: list[ShareOut]
+
+
+class SharedMessageOut(BaseModel):
+    """A message as a share link shows it: no feedback, the author of user messages, versions by id."""
+
+    id: int
+    parent_id: int | None
+    role: Literal["user", "assistant"]
+    author: str | None  # who wrote a user message; None for answers
+    content: str
+    status: Literal["streaming", "complete", "stopped", "error", "interrupted"]
+    error: str | None
+    model: str | None
+    provider: str | None
+    created_at: UtcDatetime
+    ttft_ms: int | None
+    duration_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    sibling_index: int
+    sibling_count: int
+    previous_version_id: int | None  # ?leaf= this to see the previous version
+    next_version_id: int | None
+    images: list[ImageOut]  # GET with the same link (and token, for a signed-in-only link)
+
+
+class SharedConversation(BaseModel):
+    title: str
+    shared_by: str
+    kind: Literal["snapshot", "live"]
+    visibility: Literal["anyone", "accounts"]
+    created_at: UtcDatetime  # when the link was made (a snapshot shows the conversation as it was then)
+    messages: list[SharedMessageOut]  # the visible path, root first
 
 
 class ConversationPage(BaseModel):

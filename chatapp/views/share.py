@@ -1,0 +1,216 @@
+"""Share links on the pages: the owner's Share page (create, copy, revoke) and the read-only viewer.
+
+Every action is a plain form answered with a 303; the viewer works without JavaScript (a live link's
+page refreshes itself while an answer is written) and, with it, streams answers as they are written.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from flask import Blueprint, Response, current_app, redirect, render_template, request, stream_with_context, url_for
+
+from .. import conversations, sharing
+from ..errors import ChatError, error_response, wants_fragment
+from ..events import SSE_HEADERS, Done, resume_offset, sse
+from ..extensions import db
+from ..identity import current_user, session_user
+from ..models import Conversation, ShareLink, User, utcnow
+from ..streaming_markdown import Rendered, follow_rendered
+from .responses import image_response
+
+bp = Blueprint("share", __name__)
+
+EXPIRIES = {"": None, "1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
+EXPIRIES["30d"] = timedelta(days=30)
+EXPIRY_LABELS = {"": "Never", "1h": "In 1 hour", "1d": "In 1 day", "7d": "In 7 days", "30d": "In 30 days"}
+WATCH_EVERY = 1.0  # seconds between a live viewer's looks for new messages
+WATCH_FOR = 600.0  # seconds a watch stream stays open; the browser reconnects (and the link is checked again)
+VIEWER_PAGES = {"share.view", "share.fork"}
+
+
+@bp.errorhandler(ChatError)
+def _refused(exc: ChatError):  # noqa: ANN202
+    """On the viewer's page: why the link shows nothing, with a way to sign in when that helps; noindex."""
+    if request.endpoint not in VIEWER_PAGES or wants_fragment():
+        response = current_app.make_response(error_response(exc.message, exc.status, exc.code, exc.details))
+    else:
+        sign_in = url_for("auth.sign_in", next=request.full_path.rstrip("?") if request.method == "GET" else None)
+        html = render_template("share_refused.html", message=exc.message, status=exc.status, sign_in=sign_in)
+        response = current_app.make_response((html, exc.status))
+    response.headers.update({"X-Robots-Tag": "noindex", **exc.headers})
+    return response
+
+
+# -- the owner's Share page ------------------------------------------------------------------------------
+def _own(conversation_id: int) -> Conversation:
+    return conversations.owned_conversation(current_user().id, conversation_id)
+
+
+@bp.get("/c/<int:conversation_id>/share")
+def manage(conversation_id: int):  # noqa: ANN201
+    """The Share page: the conversation's links (to copy or turn off) and a form for a new one."""
+    return _render_manage(_own(conversation_id))
+
+
+def _render_manage(conversation: Conversation, status: int = 200, **context: object) -> tuple[str, int]:
+    html = render_template(
+        "share.html",
+        conversation=conversation,
+        conversations=Conversation.for_user(current_user().id),
+        links=sharing.links(conversation),
+        expiries=EXPIRY_LABELS,
+        is_expired=sharing.is_expired,
+        created=request.args.get("created"),
+        **context,
+    )
+    return html, status
+
+
+@bp.post("/c/<int:conversation_id>/share")
+def create(conversation_id: int):  # noqa: ANN201
+    """Make a link (live or snapshot, who may open it, expiry, indexing), then back to the Share page."""
+    conversation = _own(conversation_id)
+    form = request.form
+    choice = form.get("expires", "")
+    try:
+        if choice not in EXPIRIES:
+            raise ChatError(
+                "Choose when the link expires from the list.", 422, "invalid", {"fields": [{"field": "expires"}]}
+            )
+        delay = EXPIRIES[choice]
+        link = sharing.create(
+            conversation,
+            kind=form.get("kind", sharing.LIVE),
+            visibility=form.get("visibility", sharing.ANYONE),
+            expires_at=utcnow() + delay if delay else None,
+            allow_indexing=form.get("allow_indexing") == "on",
+        )
+    except ChatError as exc:
+        if exc.status not in (409, 422):
+            raise
+        return _render_manage(conversation, exc.status, error=exc.message, form=form)
+    return redirect(
+        url_for(".manage", conversation_id=conversation.id, created=link.id, _anchor=f"link-{link.id}"), 303
+    )
+
+
+@bp.post("/share/<token>/revoke")
+def revoke(token: str):  # noqa: ANN201
+    """Turn one link off; the others keep working."""
+    link = sharing.owned_link(current_user().id, token)
+    sharing.revoke(link)
+    return redirect(url_for(".manage", conversation_id=link.conversation_id), 303)
+
+
+# -- the viewer ------------------------------------------------------------------------------------------
+def _resolve(token: str) -> ShareLink:
+    return sharing.resolve(token, session_user())
+
+
+@bp.get("/s/<token>")
+def view(token: str):  # noqa: ANN201
+    """The shared conversation, read-only; ``?leaf=<message id>`` shows another version (only here)."""
+    link = _resolve(token)
+    leaf = request.args.get("leaf", type=int)
+    shown = sharing.view(link, leaf)
+    title, description = sharing.description(link, shown)
+    owner = db.session.get(User, shown.conversation.user_id)
+    html = render_template(
+        "shared.html",
+        share=link,
+        shown=shown,
+        conversation=shown.conversation,
+        visible=shown.visible,
+        earlier=0,
+        later=0,
+        streaming=shown.streaming,
+        leaf=leaf,
+        owner=owner.name if owner else "a deleted user",
+        og_title=title,
+        og_description=description,
+        refresh=max(request.args.get("refresh", 0, type=int), 0),
+    )
+    headers = {} if link.allow_indexing else {"X-Robots-Tag": "noindex"}
+    return html, 200, headers
+
+
+@bp.get("/s/<token>/messages/<int:message_id>/events")
+def events(token: str, message_id: int):  # noqa: ANN201
+    """A live link's answer as it is written (Server-Sent Events, as on the chat page), read-only."""
+    link = _resolve(token)
+    sharing.answer(link, message_id)
+    after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    db.session.close()
+
+    def stream():  # noqa: ANN202
+        for update in follow_rendered(message_id, after):
+            if isinstance(update, Rendered):
+                blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
+                yield sse(blocks + (update.tail or " "), "tail", update.end)
+            elif isinstance(update, Done):
+                finished = update.message
+                html = render_template("partials/message.html", message=finished, share=link) if finished else " "
+                yield sse(html, "done")
+            else:
+                yield ": ping\n\n"
+
+    return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+@bp.get("/s/<token>/watch")
+def watch(token: str):  # noqa: ANN201
+    """A live link's page with JavaScript: the messages again whenever the owner's path changes."""
+    link = _resolve(token)
+    if link.kind != sharing.LIVE:
+        raise ChatError("Only live links change: this one is a snapshot.", 404, "not_found")
+    link_id, seen = link.id, sharing.changes(link.id)
+    db.session.close()
+
+    def stream():  # noqa: ANN202
+        nonlocal seen
+        yield ": watching\n\n"
+        started = time.monotonic()
+        while time.monotonic() - started < WATCH_FOR:
+            time.sleep(WATCH_EVERY)
+            now = sharing.changes(link_id)
+            if now is None:  # revoked, expired or deleted meanwhile: the page says so on its next load
+                yield sse(" ", "gone")
+                return
+            if now != seen:
+                seen = now
+                fresh = db.session.get(ShareLink, link_id)
+                if fresh is not None:
+                    yield sse(_messages_html(fresh, sharing.view(fresh)), "changed")
+            else:
+                yield ": ping\n\n"
+            db.session.close()
+
+    return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+def _messages_html(link: ShareLink, shown: sharing.View) -> str:
+    return render_template(
+        "partials/messages.html",
+        share=link,
+        conversation=shown.conversation,
+        visible=shown.visible,
+        earlier=0,
+        later=0,
+    )
+
+
+@bp.get("/s/<token>/images/<int:image_id>")
+def image(token: str, image_id: int):  # noqa: ANN201
+    """An image of the shared conversation, for whoever may open the link (and nobody else)."""
+    return image_response(sharing.image(_resolve(token), image_id))
+
+
+@bp.post("/s/<token>/fork")
+def fork(token: str):  # noqa: ANN201
+    """Continue in my chats: copy the path shown into a new conversation of the viewer's, and open it."""
+    link = _resolve(token)
+    leaf = request.form.get("leaf", type=int)
+    copy = sharing.fork(link, current_user(), leaf)
+    return redirect(url_for("chat.conversation", conversation_id=copy.id, _anchor="latest"), 303)
