@@ -341,3 +341,41 @@ def test_deleting_the_conversation_ends_its_links(app, chat: Chat, upstream, kin
     assert Chat(app).get(path).status_code == 404
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(ShareLink)) == 0
+
+
+@pytest.mark.postgres
+def test_share_links_on_postgresql(make_app, postgres_url: str, upstream) -> None:  # noqa: ANN001
+    """The migration's table on PostgreSQL: a snapshot made mid-answer (its frozen JSON), live, fork, revoke;
+    and the migration goes down and up again."""
+    app = make_app(DATABASE_URL=postgres_url)
+    owner = Chat(app)
+    conversation_id, _ = owner_with_answer(owner, upstream)
+    reply = Reply(tokens=["Part ", "one ", "and ", "two"], pause_after=2)
+    upstream.script(reply)
+    answer_id = owner.send(conversation_id, "More")
+
+    def flushed() -> bool:
+        with app.app_context():
+            return db.session.get(Message, answer_id).content == "Part one "
+
+    wait_until(flushed, "two tokens are stored")
+    snapshot = share(owner, conversation_id, kind="snapshot")
+    live = share(owner, conversation_id)
+    reply.resume.set()
+    owner.wait(answer_id)
+    viewer = Chat(app)
+    assert answers(viewer.get(snapshot).get_data(as_text=True))[-1] == "Part one"
+    assert answers(viewer.get(live).get_data(as_text=True))[-1] == "Part one and two"
+    viewer.get(live)
+    copy = viewer.post(f"{live}/fork")
+    assert copy.status_code == 303
+    assert "Part one and two" in viewer.get(copy.headers["Location"]).get_data(as_text=True)
+    owner.post(f"/share/{live.rsplit('/', 1)[1]}/revoke")
+    assert viewer.get(live).status_code == 404
+
+    from flask_migrate import downgrade, upgrade
+
+    with app.app_context():
+        db.session.remove()
+        downgrade(revision="d4e6b3c2f704")
+        upgrade()

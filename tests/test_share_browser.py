@@ -39,7 +39,9 @@ def make_link(page, **choices: str) -> str:  # noqa: ANN001
         page.wait_for_selector("h1:has-text('Share')")
     for field, value in choices.items():
         page.check(f"#{field}-{value}")
+    before = page.locator(".share-link").count()
     page.click("button:has-text('Create link')")
+    page.wait_for_function(f"document.querySelectorAll('.share-link').length > {before}")
     page.wait_for_selector(".share-link.created")
     return page.locator(".share-link.created .share-url").input_value()
 
@@ -53,6 +55,10 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
     owner.press("#content", "Enter")
     owner.wait_for_selector('article.assistant[data-status="complete"]')
     url = make_link(owner)
+    owner.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    owner.click(".share-link.created .copy-link")
+    owner.wait_for_function("document.querySelector('.share-link.created .copy-link').textContent.includes('Copied')")
+    assert owner.evaluate("navigator.clipboard.readText()") == url
     owner.goto(owner.url.split("/share")[0])  # back to the conversation
 
     viewer = open_page(browser, live_server, errors)
@@ -117,9 +123,7 @@ def test_share_page_and_viewer_pass_axe(browser, live_server, app, upstream) -> 
     viewer.context.close()
 
 
-def test_javascript_off_viewer_watches_an_answer_and_continues_in_own_chats(
-    browser, live_server, app, upstream  # noqa: ANN001
-) -> None:
+def test_javascript_off_viewer_watches_and_continues_in_own_chats(browser, live_server, app, upstream) -> None:  # noqa: ANN001
     owner = Chat(app)
     upstream.script(Reply(tokens=["Done."]))
     conversation_id, answer_id = owner.start("Start")
