@@ -16,6 +16,7 @@ from tests.auth import sign_up, text
 from tests.clients import ApiClient, wait_until
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
+from tests.sse import Event, Stream, parse
 
 
 def share(chat: Chat, conversation_id: int, **fields: str) -> str:
@@ -264,11 +265,13 @@ def test_live_link_streams_the_answer_and_a_snapshot_has_no_stream(app, chat: Ch
     page = viewer.get(live).get_data(as_text=True)
     assert f'sse-connect="{live}/messages/{answer_id}/events?after=' in page
     assert '<meta http-equiv="refresh"' in page  # without JavaScript the page refreshes while it is written
-    stream = viewer.client.get(f"{live}/messages/{answer_id}/events", buffered=False)
-    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    stream = Stream(lambda: viewer.client.get(f"{live}/messages/{answer_id}/events", buffered=False))
+    assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
     reply.resume.set()
-    body = b"".join(stream.response).decode()
-    assert "event: done" in body and "viewers" in body and "/retry" not in body
+    events = [e for e in parse(stream) if isinstance(e, Event)]
+    assert [e.event for e in events][-1] == "done" and any(e.event == "tail" for e in events)
+    done = events[-1].data
+    assert "Streaming to viewers" in done and 'data-status="complete"' in done and "/retry" not in done
     assert viewer.get(f"{snapshot}/messages/{answer_id}/events").status_code == 404
     assert viewer.get(f"/s/nope/messages/{answer_id}/events").status_code == 404
 
@@ -379,3 +382,35 @@ def test_share_links_on_postgresql(make_app, postgres_url: str, upstream) -> Non
         db.session.remove()
         downgrade(revision="d4e6b3c2f704")
         upgrade()
+
+
+def test_anyone_link_works_with_guests_off_and_fork_asks_to_sign_in(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app(GUESTS="off")
+    owner = Chat(app)
+    assert sign_up(owner, "owner", display_name="Ana").status_code == 303
+    conversation_id, _ = owner_with_answer(owner, upstream)
+    path = share(owner, conversation_id)
+    stranger = Chat(app)
+    page = stranger.get(path)
+    assert page.status_code == 200 and "The first answer" in page.get_data(as_text=True)
+    assert '<h2 class="author">Ana</h2>' in page.get_data(as_text=True)
+    assert "Shared by Ana" in text(page)
+    response = stranger.post(f"{path}/fork")
+    assert response.status_code == 303 and "/sign-in" in response.headers["Location"]
+
+
+def test_live_watch_stream_sends_the_new_messages_then_says_when_the_link_is_off(app, chat: Chat, upstream) -> None:  # noqa: ANN001
+    conversation_id, _ = owner_with_answer(chat, upstream)
+    path = share(chat, conversation_id)
+    viewer = Chat(app)
+    stream = Stream(lambda: viewer.client.get(f"{path}/watch", buffered=False))
+    assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    events = (e for e in parse(stream) if isinstance(e, Event))
+    upstream.script(Reply(tokens=["Newer"]))
+    chat.wait(chat.send(conversation_id, "Something new"))
+    changed = next(events)
+    assert changed.event == "changed" and "Something new" in changed.data
+    chat.post(f"/share/{path.rsplit('/', 1)[1]}/revoke")
+    gone = next(e for e in events if e.event != "changed")
+    assert gone.event == "gone" and "turned off" in gone.data
+    assert viewer.get(f"{share(chat, conversation_id, kind='snapshot')}/watch").status_code == 404

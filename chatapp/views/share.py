@@ -175,8 +175,8 @@ def watch(token: str):  # noqa: ANN201
         while time.monotonic() - started < WATCH_FOR:
             time.sleep(WATCH_EVERY)
             now = sharing.changes(link_id)
-            if now is None:  # revoked, expired or deleted meanwhile: the page says so on its next load
-                yield sse(" ", "gone")
+            if now is None:  # revoked, expired or deleted meanwhile: the messages give way to a notice
+                yield sse(render_template("partials/share_gone.html"), "gone")
                 return
             if now != seen:
                 seen = now
