@@ -81,6 +81,7 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
     assert "word39" not in streaming_text
     # …and then the finished answer.
     viewer.wait_for_selector('article.assistant[data-status="complete"]:has-text("word39")')
+    viewer.wait_for_function("document.getElementById('announcer').textContent === 'Answer finished'")
     assert viewer.locator("article.assistant").count() == 2
     assert errors == []
     owner.context.close()
