@@ -6,6 +6,7 @@ page refreshes itself while an answer is written) and, with it, streams answers 
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -28,6 +29,7 @@ EXPIRY_LABELS = {"": "Never", "1h": "In 1 hour", "1d": "In 1 day", "7d": "In 7 d
 WATCH_EVERY = 1.0  # seconds between a live viewer's looks for new messages
 WATCH_FOR = 600.0  # seconds a watch stream stays open; the browser reconnects (and the link is checked again)
 VIEWER_PAGES = {"share.view", "share.fork"}
+RENDERED_KEPT = 256  # message lists kept for live watchers (one per link and state)
 
 
 @bp.errorhandler(ChatError)
@@ -180,9 +182,7 @@ def watch(token: str):  # noqa: ANN201
                 return
             if now != seen:
                 seen = now
-                fresh = db.session.get(ShareLink, link_id)
-                if fresh is not None:
-                    yield sse(_messages_html(fresh, sharing.view(fresh)), "changed")
+                yield sse(_changed_html(link_id, now), "changed")
             else:
                 yield ": ping\n\n"
             db.session.close()
@@ -190,15 +190,32 @@ def watch(token: str):  # noqa: ANN201
     return Response(stream_with_context(stream()), headers=SSE_HEADERS)
 
 
-def _messages_html(link: ShareLink, shown: sharing.View) -> str:
-    return render_template(
+_rendering = threading.Lock()
+_rendered: dict[tuple, str] = {}  # (link id, its state) → the message list: rendered once for all its watchers
+
+
+def _changed_html(link_id: int, state: tuple) -> str:
+    """The live link's message list in this state; rendered once per process, however many watch it."""
+    key = (link_id, *state)
+    with _rendering:  # one render per state, even when many watchers see the change at once
+        return _rendered.get(key) or _render_changed(key, link_id)
+
+
+def _render_changed(key: tuple, link_id: int) -> str:
+    link = db.session.get(ShareLink, link_id)
+    shown = sharing.view(link) if link is not None else None
+    html = render_template(
         "partials/messages.html",
         share=link,
-        conversation=shown.conversation,
-        visible=shown.visible,
+        conversation=shown.conversation if shown else None,
+        visible=shown.visible if shown else [],
         earlier=0,
         later=0,
     )
+    if len(_rendered) >= RENDERED_KEPT:
+        _rendered.pop(next(iter(_rendered)))  # the oldest
+    _rendered[key] = html
+    return html
 
 
 @bp.get("/s/<token>/images/<int:image_id>")
