@@ -414,3 +414,26 @@ def test_live_watch_stream_sends_the_new_messages_then_says_when_the_link_is_off
     gone = next(e for e in events if e.event != "changed")
     assert gone.event == "gone" and "turned off" in gone.data
     assert viewer.get(f"{share(chat, conversation_id, kind='snapshot')}/watch").status_code == 404
+
+
+@pytest.mark.redis
+def test_live_link_streams_from_another_worker_with_redis(
+    make_app, upstream, redis_url: str, redis_prefix: str
+) -> None:  # noqa: ANN001
+    """The owner's answer is written in worker A; a viewer's page and stream come from worker B."""
+    worker_a = Chat(make_app(REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
+    worker_b = make_app(REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix)
+    conversation_id, _ = owner_with_answer(worker_a, upstream)
+    path = share(worker_a, conversation_id)
+    viewer = Chat(worker_b)
+    watch = (
+        e for e in parse(Stream(lambda: viewer.client.get(f"{path}/watch", buffered=False))) if isinstance(e, Event)
+    )
+    upstream.script(Reply(tokens=[f" w{i}" for i in range(20)], delay=0.1))
+    answer_id = worker_a.send(conversation_id, "Across workers")
+    stream = Stream(lambda: viewer.client.get(f"{path}/messages/{answer_id}/events", buffered=False))
+    first = next(watch)  # worker B's watcher sees the new message
+    assert first.event == "changed" and "Across workers" in first.data
+    events = [e for e in parse(stream) if isinstance(e, Event)]
+    assert events[-1].event == "done" and "w0 w1" in events[-1].data and "w19" in events[-1].data
+    assert any(e.event == "tail" for e in events)  # streamed from worker A's generator through Redis

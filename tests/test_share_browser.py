@@ -69,7 +69,8 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
     viewer.wait_for_timeout(300)  # the page's watch stream is open
 
     words = [f"word{i} " for i in range(40)]
-    upstream.script(Reply(tokens=words, delay=0.05))
+    reply = Reply(tokens=words, delay=0.02, pause_after=20)
+    upstream.script(reply)
     owner.fill("#content", "Tell them a story")
     owner.press("#content", "Enter")
     # Without a reload, the viewer sees the new message, then the answer as it is written…
@@ -79,6 +80,7 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
     )
     streaming_text = viewer.locator('article.assistant[data-status="streaming"]').inner_text()
     assert "word39" not in streaming_text
+    reply.resume.set()
     # …and then the finished answer.
     viewer.wait_for_selector('article.assistant[data-status="complete"]:has-text("word39")')
     viewer.wait_for_function("document.getElementById('announcer').textContent === 'Answer finished'")
@@ -134,11 +136,13 @@ def test_javascript_off_viewer_watches_and_continues_in_own_chats(browser, live_
     page_html = owner.get(response.headers["Location"]).get_data(as_text=True)
     path = "/s/" + page_html.split('class="share-url" value="', 1)[1].split('"', 1)[0].rsplit("/s/", 1)[1]
 
-    upstream.script(Reply(tokens=[f" slow{i}" for i in range(30)], delay=0.05))
+    reply = Reply(tokens=[f" slow{i}" for i in range(30)], delay=0.02, pause_after=10)
+    upstream.script(reply)
     owner.send(conversation_id, "Keep going")
     viewer = open_page(browser, live_server, java_script_enabled=False, viewport={"width": 390, "height": 700})
     viewer.goto(path)
     viewer.wait_for_selector('article.assistant[data-status="streaming"]')
+    reply.resume.set()
     # Nobody touches the page: it refreshes until the answer is complete.
     viewer.wait_for_selector('article.assistant[data-status="complete"]:has-text("slow29")')
     viewer.click("button:has-text('Continue in my chats')")
