@@ -23,9 +23,13 @@ from .responses import image_response
 
 bp = Blueprint("share", __name__)
 
-EXPIRIES = {"": None, "1h": timedelta(hours=1), "1d": timedelta(days=1), "7d": timedelta(days=7)}
-EXPIRIES["30d"] = timedelta(days=30)
-EXPIRY_LABELS = {"": "Never", "1h": "In 1 hour", "1d": "In 1 day", "7d": "In 7 days", "30d": "In 30 days"}
+EXPIRIES: dict[str, tuple[str, timedelta | None]] = {  # the form's choices: value → (label, lifetime)
+    "": ("Never", None),
+    "1h": ("In 1 hour", timedelta(hours=1)),
+    "1d": ("In 1 day", timedelta(days=1)),
+    "7d": ("In 7 days", timedelta(days=7)),
+    "30d": ("In 30 days", timedelta(days=30)),
+}
 WATCH_EVERY = 1.0  # seconds between a live viewer's looks for new messages
 WATCH_FOR = 600.0  # seconds a watch stream stays open; the browser reconnects (and the link is checked again)
 VIEWER_PAGES = {"share.view", "share.fork"}
@@ -62,7 +66,7 @@ def _render_manage(conversation: Conversation, status: int = 200, **context: obj
         conversation=conversation,
         conversations=Conversation.for_user(current_user().id),
         links=sharing.links(conversation),
-        expiries=EXPIRY_LABELS,
+        expiries={value: label for value, (label, _) in EXPIRIES.items()},
         is_expired=sharing.is_expired,
         created=request.args.get("created"),
         **context,
@@ -81,7 +85,7 @@ def create(conversation_id: int):  # noqa: ANN201
             raise ChatError(
                 "Choose when the link expires from the list.", 422, "invalid", {"fields": [{"field": "expires"}]}
             )
-        delay = EXPIRIES[choice]
+        delay = EXPIRIES[choice][1]
         link = sharing.create(
             conversation,
             kind=form.get("kind", sharing.LIVE),
