@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, ShareLink, Tree, siblings_of
+from .models import Conversation, Message, ShareLink, Siblings, Tree, siblings_of
 
 
 def _utc(value: datetime) -> datetime:
@@ -186,6 +186,25 @@ class SharedMessageOut(BaseModel):
     previous_version_id: int | None  # ?leaf= this to see the previous version
     next_version_id: int | None
     images: list[ImageOut]  # GET with the same link (and token, for a signed-in-only link)
+    stream_url: str | None  # an answer being written (live links): its SSE or NDJSON stream
+
+    @classmethod
+    def from_message(cls, m: Message | Any, position: Siblings, token: str) -> dict:  # noqa: ANN401
+        """A message (or a snapshot's frozen one) as the link shows it (JSON-ready)."""
+        base = f"/api/v1/shared/{token}"
+        return cls(
+            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f != "images"},
+            author=m.author_name if m.role == "user" else None,
+            sibling_index=position.index,
+            sibling_count=position.count,
+            previous_version_id=position.previous_id,
+            next_version_id=position.next_id,
+            images=[
+                ImageOut(id=i.id, mime=i.mime, width=i.width, height=i.height, url=f"{base}/images/{i.id}")
+                for i in m.images
+            ],
+            stream_url=f"{base}/messages/{m.id}/stream" if m.is_streaming else None,
+        ).model_dump(mode="json")
 
 
 class SharedConversation(BaseModel):

@@ -13,7 +13,7 @@ import pytest
 from chatapp.extensions import db
 from chatapp.models import Conversation, Message, ShareLink, utcnow
 from tests.auth import sign_up, text
-from tests.clients import ApiClient, wait_until
+from tests.clients import ApiClient, ndjson, wait_until
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
 from tests.sse import Event, Stream, parse
@@ -437,3 +437,29 @@ def test_live_link_streams_from_another_worker_with_redis(
     events = [e for e in parse(stream) if isinstance(e, Event)]
     assert events[-1].event == "done" and "w0 w1" in events[-1].data and "w19" in events[-1].data
     assert any(e.event == "tail" for e in events)  # streamed from worker A's generator through Redis
+
+
+def test_api_viewer_follows_a_live_answer(app, upstream) -> None:  # noqa: ANN001
+    owner = ApiClient(app)
+    conversation = owner.call("POST", "/conversations", {"title": "Live API"}).get_json()
+    live = owner.call("POST", f"/conversations/{conversation['id']}/shares", {}).get_json()
+    snapshot = owner.call("POST", f"/conversations/{conversation['id']}/shares", {"kind": "snapshot"}).get_json()
+    reply = Reply(tokens=["one ", "two ", "three"], pause_after=1)
+    upstream.script(reply)
+    sent = owner.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "Go"}).get_json()
+    answer_id = sent["assistant_message"]["id"]
+    anyone = app.test_client()
+    shown = anyone.get(f"/api/v1/shared/{live['token']}").get_json()["messages"]
+    stream_url = shown[-1]["stream_url"]
+    assert (
+        shown[-1]["status"] == "streaming"
+        and stream_url == f"/api/v1/shared/{live['token']}/messages/{answer_id}/stream"
+    )
+    assert shown[0]["stream_url"] is None
+    stream = Stream(lambda: anyone.get(stream_url, headers={"Accept": "application/x-ndjson"}, buffered=False))
+    reply.resume.set()
+    lines = list(ndjson(stream))
+    assert any(line["type"] == "delta" for line in lines)
+    assert lines[-1]["type"] == "done" and lines[-1]["message"]["content"] == "one two three"
+    assert "feedback" not in lines[-1]["message"] and lines[-1]["message"]["stream_url"] is None
+    assert anyone.get(f"/api/v1/shared/{snapshot['token']}/messages/{answer_id}/stream").status_code == 404

@@ -24,7 +24,7 @@ from ..extensions import db
 from ..generation import current_generator
 from ..identity import bearer_token, require_bearer
 from ..limits import uploads
-from ..models import ERROR, ApiToken, Conversation, Message, Tree, User, user_stats
+from ..models import DELETED_USER, ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
 from ..voice import transcribe_upload
 from .responses import image_response
 
@@ -355,34 +355,25 @@ def shared(token: str):  # noqa: ANN201
         raise ChatError("leaf must be a message id.", 422, details={"fields": [{"field": "leaf"}]})
     shown = sharing.view(link, int(leaf_arg) if leaf_arg else None)
     owner = db.session.get(User, shown.conversation.user_id)
-    messages = [
-        schemas.SharedMessageOut(
-            **{
-                f: getattr(m, f) for f in schemas.SharedMessageOut.model_fields if hasattr(Message, f) and f != "images"
-            },
-            author=m.author_name if m.role == "user" else None,
-            sibling_index=position.index,
-            sibling_count=position.count,
-            previous_version_id=position.previous_id,
-            next_version_id=position.next_id,
-            images=[
-                schemas.ImageOut(
-                    id=i.id, mime=i.mime, width=i.width, height=i.height, url=f"/api/v1/shared/{token}/images/{i.id}"
-                )
-                for i in m.images
-            ],
-        )
-        for m, position in shown.visible
-    ]
-    body = schemas.SharedConversation(
-        title=shown.conversation.title,
-        shared_by=owner.name if owner else "a deleted user",
-        kind=link.kind,  # type: ignore[arg-type]  # stored valid
-        visibility=link.visibility,  # type: ignore[arg-type]
-        created_at=link.created_at,
-        messages=messages,
+    messages = [schemas.SharedMessageOut.from_message(m, position, token) for m, position in shown.visible]
+    body = schemas.SharedConversation.model_validate(
+        {
+            "title": shown.conversation.title,
+            "shared_by": owner.name if owner else DELETED_USER,
+            "kind": link.kind,
+            "visibility": link.visibility,
+            "created_at": link.created_at,
+            "messages": messages,
+        }
     )
     return jsonify(body.model_dump(mode="json"))
+
+
+@route("/shared/{token}/messages/{message_id}/stream", "GET", public=True, streams=True)
+def shared_stream(token: str, message_id: int):  # noqa: ANN201
+    """A live link's answer as it is written: SSE (default) or NDJSON, as ``/messages/{id}/stream``."""
+    answer = sharing.answer(sharing.resolve(token, _optional_user()), message_id)
+    return stream(answer.id, lambda m: schemas.SharedMessageOut.from_message(m, siblings_of(m), token))
 
 
 @route("/shared/{token}/images/{image_id}", "GET", public=True)
@@ -416,8 +407,9 @@ def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     return jsonify(body), 202
 
 
-def stream(message_id: int) -> Response:
-    """Deltas then the final message, as SSE events or NDJSON lines; each carries its offset."""
+def stream(message_id: int, to_json: Callable[[Message], dict] = message_json) -> Response:
+    """Deltas then the final message (as ``to_json`` gives it), as SSE events or NDJSON lines; each carries
+    its offset."""
     ndjson = request.accept_mimetypes.best == "application/x-ndjson"
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
     db.session.close()
@@ -431,7 +423,7 @@ def stream(message_id: int) -> Response:
                 gone = {"code": "not_found", "message": conversations.NOT_FOUND}
                 yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
             elif isinstance(update, Done) and update.message is not None:
-                message = message_json(update.message)
+                message = to_json(update.message)
                 kind = "error" if message["status"] == ERROR else "done"
                 data = (
                     {"message": message}

@@ -17,7 +17,7 @@ from ..errors import ChatError, error_response, wants_fragment
 from ..events import SSE_HEADERS, Done, resume_offset, sse
 from ..extensions import db
 from ..identity import current_user, session_user
-from ..models import Conversation, ShareLink, User, utcnow
+from ..models import DELETED_USER, Conversation, ShareLink, User, utcnow
 from ..streaming_markdown import Rendered, follow_rendered
 from .responses import image_response
 
@@ -133,7 +133,7 @@ def view(token: str):  # noqa: ANN201
         later=0,
         streaming=shown.streaming,
         leaf=leaf,
-        owner=owner.name if owner else "a deleted user",
+        owner=owner.name if owner else DELETED_USER,
         og_title=title,
         og_description=description,
         refresh=max(request.args.get("refresh", 0, type=int), 0),
