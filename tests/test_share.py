@@ -201,6 +201,7 @@ def test_open_graph_and_noindex_unless_the_owner_allows_indexing(app, chat: Chat
     assert '<meta property="og:title" content="Hello there">' in head
     assert '<meta property="og:description" content="Hello there">' in head
     assert '<meta name="robots" content="noindex">' in head and response.headers["X-Robots-Tag"] == "noindex"
+    assert response.headers["Cache-Control"] == "private, no-cache"
     response = viewer.get(listed)
     assert 'name="robots"' not in response.get_data(as_text=True) and "X-Robots-Tag" not in response.headers
     assert "search engines may list it" in text(chat.get(f"/c/{conversation_id}/share"))
@@ -221,7 +222,7 @@ def test_images_are_seen_through_the_link_and_by_nobody_else(app, chat: Chat, up
     assert image_url.startswith(f"{path}/images/")
     image_id = image_url.rsplit("/", 1)[1]
     shown = viewer.client.get(image_url)
-    assert shown.status_code == 200 and shown.mimetype == "image/png"
+    assert shown.status_code == 200 and shown.mimetype == "image/png" and shown.headers["X-Robots-Tag"] == "noindex"
     assert viewer.get(f"/images/{image_id}").status_code == 404  # not without the link
     other_path = share(chat, owner_with_answer(chat, upstream)[0])
     assert viewer.get(f"{other_path}/images/{image_id}").status_code == 404  # nor through another conversation's

@@ -138,7 +138,10 @@ def view(token: str):  # noqa: ANN201
         og_description=description,
         refresh=max(request.args.get("refresh", 0, type=int), 0),
     )
-    headers = {} if link.allow_indexing else {"X-Robots-Tag": "noindex"}
+    # Not kept by shared caches, and checked again on every visit: a link turned off stops showing at once.
+    headers = {"Cache-Control": "private, no-cache"}
+    if not link.allow_indexing:
+        headers["X-Robots-Tag"] = "noindex"
     return html, 200, headers
 
 
@@ -225,7 +228,11 @@ def _render_changed(key: tuple, link_id: int) -> str:
 @bp.get("/s/<token>/images/<int:image_id>")
 def image(token: str, image_id: int):  # noqa: ANN201
     """An image of the shared conversation, for whoever may open the link (and nobody else)."""
-    return image_response(sharing.image(_resolve(token), image_id))
+    link = _resolve(token)
+    response = image_response(sharing.image(link, image_id))
+    if not link.allow_indexing:
+        response.headers["X-Robots-Tag"] = "noindex"
+    return response
 
 
 @bp.post("/s/<token>/fork")
