@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, Text, false, func, literal, or_, select, update
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, false, func, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,6 +27,7 @@ STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
 TITLE_LENGTH = 60
 SEEN_EVERY = timedelta(minutes=5)  # last_seen_at is written at most this often per user
 NEW_TITLE = "New chat"
+DELETED_USER = "a deleted user"
 
 
 def utcnow() -> datetime:
@@ -260,6 +261,34 @@ class Message(Model):
     def is_streaming(self) -> bool:
         """True while the answer is still being generated."""
         return self.status == STREAMING
+
+    @property
+    def author_name(self) -> str:
+        """Who wrote this (user) message, as pages show it: the conversation owner's name, or "a deleted user"."""
+        owner = db.session.get(User, self.conversation.user_id)
+        return owner.name if owner is not None else DELETED_USER
+
+
+class ShareLink(Model):
+    """A read-only link to a conversation: a random token, each revoked on its own (``chatapp.sharing``)."""
+
+    __tablename__ = "share_link"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)  # kept: the owner copies the link again later
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "snapshot" (as it was when made) or "live"
+    visibility: Mapped[str] = mapped_column(String(16))  # "anyone" (with the link) or "accounts" (signed in)
+    allow_indexing: Mapped[bool] = mapped_column(default=False, server_default=false())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    # A snapshot: the newest message id then (later ones are not shown), the path shown, and the
+    # state of the answers that could still change then (streaming, stopped, interrupted): {id: fields}.
+    last_message_id: Mapped[int | None]
+    leaf_id: Mapped[int | None]
+    frozen: Mapped[dict | None] = mapped_column(JSON)
+
+    conversation: Mapped[Conversation] = relationship()
 
 
 class Image(Model):

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Tree, siblings_of
+from .models import Conversation, Message, ShareLink, Siblings, Tree, siblings_of
 
 
 def _utc(value: datetime) -> datetime:
@@ -144,6 +144,88 @@ class StreamStatus(BaseModel):
     model: str  # the model being retried, or the fallback now asked
     attempt: int | None = None  # retrying: the number of the try to come (2 for the first retry)
     in_ms: int | None = None  # retrying: milliseconds until it
+
+
+class ShareCreate(Strict):
+    kind: Literal["snapshot", "live"] = "live"  # snapshot: as it is now; live: follows new messages
+    visibility: Literal["anyone", "accounts"] = "anyone"  # accounts: signed-in users only (not guests)
+    expires_at: UtcDatetime | None = None  # None: does not expire; a time without an offset is UTC
+    allow_indexing: bool = False  # False: the shared page asks search engines not to list it
+
+
+class ShareOut(BaseModel):
+    token: str
+    url: str  # the page to send people; GET /api/v1/shared/{token} is the same as JSON
+    conversation_id: int
+    kind: Literal["snapshot", "live"]
+    visibility: Literal["anyone", "accounts"]
+    allow_indexing: bool
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None
+    expired: bool
+
+    @classmethod
+    def from_link(cls, link: ShareLink, url: str, expired: bool) -> dict:
+        """The link as the API shows it to its owner (JSON-ready)."""
+        fields = {f: getattr(link, f) for f in cls.model_fields if f not in ("url", "expired")}
+        return cls(**fields, url=url, expired=expired).model_dump(mode="json")
+
+
+class ShareList(BaseModel):
+    items: list[ShareOut]
+
+
+class SharedMessageOut(BaseModel):
+    """A message as a share link shows it: no feedback, the author of user messages, versions by id."""
+
+    id: int
+    parent_id: int | None
+    role: Literal["user", "assistant"]
+    author: str | None  # who wrote a user message; None for answers
+    content: str
+    status: Literal["streaming", "complete", "stopped", "error", "interrupted"]
+    error: str | None
+    model: str | None
+    provider: str | None
+    created_at: UtcDatetime
+    ttft_ms: int | None
+    duration_ms: int | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    finish_reason: str | None
+    sibling_index: int
+    sibling_count: int
+    previous_version_id: int | None  # ?leaf= this to see the previous version
+    next_version_id: int | None
+    images: list[ImageOut]  # GET with the same link (and token, for a signed-in-only link)
+    stream_url: str | None  # an answer being written (live links): its SSE or NDJSON stream
+
+    @classmethod
+    def from_message(cls, m: Message | Any, position: Siblings, token: str) -> dict:  # noqa: ANN401
+        """A message (or a snapshot's frozen one) as the link shows it (JSON-ready)."""
+        base = f"/api/v1/shared/{token}"
+        return cls(
+            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f != "images"},
+            author=m.author_name if m.role == "user" else None,
+            sibling_index=position.index,
+            sibling_count=position.count,
+            previous_version_id=position.previous_id,
+            next_version_id=position.next_id,
+            images=[
+                ImageOut(id=i.id, mime=i.mime, width=i.width, height=i.height, url=f"{base}/images/{i.id}")
+                for i in m.images
+            ],
+            stream_url=f"{base}/messages/{m.id}/stream" if m.is_streaming else None,
+        ).model_dump(mode="json")
+
+
+class SharedConversation(BaseModel):
+    title: str
+    shared_by: str
+    kind: Literal["snapshot", "live"]
+    visibility: Literal["anyone", "accounts"]
+    created_at: UtcDatetime  # when the link was made (a snapshot shows the conversation as it was then)
+    messages: list[SharedMessageOut]  # the visible path, root first
 
 
 class ConversationPage(BaseModel):

@@ -356,13 +356,19 @@
     });
   }
   document.addEventListener("click", function (event) {
-    var button = event.target.closest && event.target.closest(".copy-message, .code-copy");
+    var button = event.target.closest && event.target.closest(".copy-message, .code-copy, .copy-link");
     if (!button) return;
-    var source = button.classList.contains("code-copy")
-      ? button.closest(".code-block").querySelector("pre")
-      : button.closest("article").querySelector(".content");
+    var text;
+    if (button.classList.contains("copy-link")) {  // a share link's URL, from its read-only field
+      text = byId(button.getAttribute("data-copy")).value;
+    } else {
+      var source = button.classList.contains("code-copy")
+        ? button.closest(".code-block").querySelector("pre")
+        : button.closest("article").querySelector(".content");
+      text = source.innerText.replace(/\n$/, "");
+    }
     var label = button.querySelector(".action-label"), before = label.firstChild.textContent;
-    copyText(source.innerText.replace(/\n$/, "")).then(function () {
+    copyText(text).then(function () {
       label.firstChild.textContent = "Copied";
       button.classList.add("copied");
       button.querySelector("use").setAttribute("href", "#i-check");

@@ -13,7 +13,7 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, settings, stats, theme, voice, ws
+    from . import admin, api, auth, chat, health, settings, share, stats, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -25,6 +25,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(admin.bp)
     app.register_blueprint(theme.bp)
     app.register_blueprint(stats.bp)
+    app.register_blueprint(share.bp)
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["tone"] = tone
     app.jinja_env.globals["siblings_of"] = siblings_of

@@ -7,6 +7,7 @@ document at ``/api/v1/openapi.json`` is generated from those same declarations.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,14 +17,14 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, insight, schemas
+from .. import accounts, conversations, insight, schemas, sharing
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
-from ..identity import require_bearer
+from ..identity import bearer_token, require_bearer
 from ..limits import uploads
-from ..models import ERROR, Conversation, Message, Tree, User, user_stats
+from ..models import DELETED_USER, ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
 from ..voice import transcribe_upload
 from .responses import image_response
 
@@ -62,10 +63,18 @@ def route(
     def register(view: Callable) -> Callable:
         ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams, public))
         view.public = public  # type: ignore[attr-defined]  # read by _authenticate
-        bp.add_url_rule(path.replace("{", "<int:").replace("}", ">"), view_func=view, methods=[method])
+        bp.add_url_rule(_rule(path), view_func=view, methods=[method])
         return view
 
     return register
+
+
+STRING_PARAMETERS = {"token"}  # path parameters that are text (share link tokens); the others are ids
+
+
+def _rule(path: str) -> str:
+    """The URL rule for a documented path: ``{token}`` is text, every other ``{name}`` an id."""
+    return re.sub(r"\{(\w+)\}", lambda m: f"<{m[1]}>" if m[1] in STRING_PARAMETERS else f"<int:{m[1]}>", path)
 
 
 @bp.errorhandler(HTTPException)
@@ -309,6 +318,80 @@ def stats():  # noqa: ANN201
     return jsonify(user_stats(g.api_user_id) | series)
 
 
+# -- share links -----------------------------------------------------------------------------------------
+def share_json(link) -> dict:  # noqa: ANN001
+    url = url_for("share.view", token=link.token, _external=True)
+    return schemas.ShareOut.from_link(link, url, sharing.is_expired(link))
+
+
+@route(
+    "/conversations/{conversation_id}/shares", "POST", body=schemas.ShareCreate, response=schemas.ShareOut, status=201
+)
+def create_share(conversation_id: int):  # noqa: ANN201
+    """Make a read-only link to the conversation: snapshot or live, for anyone or signed-in users only."""
+    conversation = own_conversation(conversation_id)
+    data = parse(schemas.ShareCreate)
+    link = sharing.create(conversation, data.kind, data.visibility, data.expires_at, data.allow_indexing)
+    return jsonify(share_json(link)), 201
+
+
+@route("/conversations/{conversation_id}/shares", "GET", response=schemas.ShareList)
+def list_shares(conversation_id: int):  # noqa: ANN201
+    """The conversation's links that are not turned off (expired ones too, marked so), newest first."""
+    return jsonify(items=[share_json(link) for link in sharing.links(own_conversation(conversation_id))])
+
+
+@route("/shares/{token}", "DELETE", status=204)
+def revoke_share(token: str):  # noqa: ANN201
+    """Turn one of your links off; it then answers 404 saying so. The others keep working."""
+    sharing.revoke(sharing.owned_link(g.api_user_id, token))
+    return "", 204
+
+
+@route("/shared/{token}", "GET", response=schemas.SharedConversation, public=True)
+def shared(token: str):  # noqa: ANN201
+    """A shared conversation's visible path (``?leaf=<message id>``: another version); a bearer token for
+    signed-in-only links."""
+    link = sharing.resolve(token, _optional_user())
+    leaf_arg = request.args.get("leaf", "")
+    if leaf_arg and not (leaf_arg.isascii() and leaf_arg.isdigit() and len(leaf_arg) <= 19):
+        raise ChatError("leaf must be a message id.", 422, details={"fields": [{"field": "leaf"}]})
+    shown = sharing.view(link, int(leaf_arg) if leaf_arg else None)
+    owner = db.session.get(User, shown.conversation.user_id)
+    messages = [schemas.SharedMessageOut.from_message(m, position, token) for m, position in shown.visible]
+    body = schemas.SharedConversation.model_validate(
+        {
+            "title": shown.conversation.title,
+            "shared_by": owner.name if owner else DELETED_USER,
+            "kind": link.kind,
+            "visibility": link.visibility,
+            "created_at": link.created_at,
+            "messages": messages,
+        }
+    )
+    return jsonify(body.model_dump(mode="json"))
+
+
+@route("/shared/{token}/messages/{message_id}/stream", "GET", public=True, streams=True)
+def shared_stream(token: str, message_id: int):  # noqa: ANN201
+    """A live link's answer as it is written: SSE (default) or NDJSON, as ``/messages/{id}/stream``."""
+    answer = sharing.answer(sharing.resolve(token, _optional_user()), message_id)
+    return stream(answer.id, lambda m: schemas.SharedMessageOut.from_message(m, siblings_of(m), token))
+
+
+@route("/shared/{token}/images/{image_id}", "GET", public=True)
+def shared_image(token: str, image_id: int):  # noqa: ANN201
+    """An image of a shared conversation, for whoever may open the link."""
+    return image_response(sharing.image(sharing.resolve(token, _optional_user()), image_id))
+
+
+def _optional_user() -> User | None:
+    """The bearer token's identity, if one was sent and is valid (public routes work without one)."""
+    token = bearer_token()
+    user_id = ApiToken.user_for(token) if token else None
+    return db.session.get(User, user_id) if user_id else None
+
+
 @route("/openapi.json", "GET", public=True)
 def openapi():  # noqa: ANN201
     """This API's OpenAPI 3.1 document."""
@@ -327,8 +410,9 @@ def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     return jsonify(body), 202
 
 
-def stream(message_id: int) -> Response:
-    """Deltas then the final message, as SSE events or NDJSON lines; each carries its offset."""
+def stream(message_id: int, to_json: Callable[[Message], dict] = message_json) -> Response:
+    """Deltas then the final message (as ``to_json`` gives it), as SSE events or NDJSON lines; each carries
+    its offset."""
     ndjson = request.accept_mimetypes.best == "application/x-ndjson"
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
     db.session.close()
@@ -345,7 +429,7 @@ def stream(message_id: int) -> Response:
                 gone = {"code": "not_found", "message": conversations.NOT_FOUND}
                 yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
             elif isinstance(update, Done) and update.message is not None:
-                message = message_json(update.message)
+                message = to_json(update.message)
                 kind = "error" if message["status"] == ERROR else "done"
                 data = (
                     {"message": message}
@@ -395,7 +479,7 @@ def openapi_document() -> dict:
         parameters = [p.strip("{}") for p in r.path.split("/") if p.startswith("{")]
         if parameters:
             operation["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "integer"}} for p in parameters
+                {"name": p, "in": "path", "required": True, "schema": _parameter_schema(p)} for p in parameters
             ]
         if r.body:
             operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(r.body)}}}
@@ -423,6 +507,12 @@ def openapi_document() -> dict:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _parameter_schema(name: str) -> dict:
+    if name in STRING_PARAMETERS:
+        return {"type": "string", "minLength": 1, "maxLength": sharing.TOKEN_LENGTH}
+    return {"type": "integer"}
 
 
 def _ref(model: type[BaseModel]) -> dict:

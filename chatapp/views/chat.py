@@ -8,21 +8,17 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
-from markupsafe import escape
 
 from .. import conversations
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
 from ..models import Conversation, Message
-from ..streaming_markdown import Rendered, Text, follow_rendered
-from .responses import PAGE_MESSAGES, image_response, render_branch, render_chat
+from .responses import PAGE_MESSAGES, answer_events, image_response, render_branch, render_chat
 
 bp = Blueprint("chat", __name__)
 
@@ -216,39 +212,7 @@ def events(message_id: int):  # noqa: ANN201
     """Server-Sent Events for an answer: its Markdown rendered as it grows, the text between renders,
     then the rendered message."""
     _message_or_404(message_id)
-    last_event_id = request.headers.get("Last-Event-ID")
-    after = resume_offset(last_event_id, request.args.get("after"))
-    # A page that reconnects may show text past its last render (?resumed=1: the page's own reconnect).
-    resumed = bool(last_event_id) or request.args.get("resumed") == "1"
-    db.session.close()
-    pending = f'<span id="pending-{message_id}" hx-swap-oob="innerHTML"></span>'
-
-    waiting = bool(request.args.get("waiting"))  # the page shows why no text came yet (e.g. "Retrying…")
-
-    def stream():  # noqa: ANN202
-        nonlocal waiting
-        for update in follow_rendered(message_id, after, resumed=resumed):
-            if isinstance(update, Text):
-                # No id: a page that reconnects resumes from its last render.
-                yield sse(str(escape(update.text)), "text")
-            elif isinstance(update, Rendered):
-                # One event per render: the tail, the blocks finished since appended out of band, and
-                # the text shown since the last render cleared, so all change in the same swap.
-                blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
-                writing = ""
-                if waiting:  # text at last: "Writing" again, in the same swap
-                    state = render_template("partials/answer_state.html")
-                    writing, waiting = f'<span hx-swap-oob="innerHTML:#state-{message_id}">{state}</span>', False
-                yield sse(blocks + pending + (update.tail.strip() or " ") + writing, "tail", update.end)
-            elif isinstance(update, Status):
-                yield sse(render_template("partials/answer_state.html", status=update.state), "status")
-                waiting = True
-            elif isinstance(update, Done):
-                yield sse(render_template("partials/finished.html", message=update.message), "done")
-            else:
-                yield ": ping\n\n"
-
-    return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+    return answer_events(message_id, lambda message: render_template("partials/finished.html", message=message))
 
 
 @bp.post("/c/<int:conversation_id>/rename")

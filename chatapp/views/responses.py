@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from flask import Response, render_template, request
+from collections.abc import Callable
+
+from flask import Response, render_template, request, stream_with_context
+from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import images
 from ..conversations import NOT_FOUND
 from ..errors import ChatError
+from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
+from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
-from ..models import ERROR, Conversation, Image
+from ..models import ERROR, Conversation, Image, Message
+from ..streaming_markdown import Rendered, Text, follow_rendered
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
@@ -26,6 +32,47 @@ def image_response(image: Image) -> BaseResponse:
     response.cache_control.max_age = 86400
     response.set_etag(image.filename)  # a random name for bytes that never change
     return response.make_conditional(request)
+
+
+def answer_events(message_id: int, finished: Callable[[Message | None], str]) -> Response:
+    """An answer's page stream (Server-Sent Events): its Markdown rendered as it grows, the text between
+    renders, why no text came yet ("retrying"), then ``finished(message)``, the HTML that replaces it.
+
+    Resumes from ``Last-Event-ID`` or ``?after=``; a page that reconnects (``Last-Event-ID``, or
+    ``?resumed=1`` from the page's own reconnect) may show text past its last render, so it gets a
+    render before any more text.
+    """
+    last_event_id = request.headers.get("Last-Event-ID")
+    after = resume_offset(last_event_id, request.args.get("after"))
+    resumed = bool(last_event_id) or request.args.get("resumed") == "1"
+    waiting = bool(request.args.get("waiting"))  # the page shows why no text came yet (e.g. "Retrying…")
+    db.session.close()
+    pending = f'<span id="pending-{message_id}" hx-swap-oob="innerHTML"></span>'
+
+    def stream():  # noqa: ANN202
+        nonlocal waiting
+        for update in follow_rendered(message_id, after, resumed=resumed):
+            if isinstance(update, Text):
+                # No id: a page that reconnects resumes from its last render.
+                yield sse(str(escape(update.text)), "text")
+            elif isinstance(update, Rendered):
+                # One event per render: the tail, the blocks finished since appended out of band, and
+                # the text shown since the last render cleared, so all change in the same swap.
+                blocks = update.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{update.blocks}</div>'
+                writing = ""
+                if waiting:  # text at last: "Writing" again, in the same swap
+                    state = render_template("partials/answer_state.html")
+                    writing, waiting = f'<span hx-swap-oob="innerHTML:#state-{message_id}">{state}</span>', False
+                yield sse(blocks + pending + (update.tail.strip() or " ") + writing, "tail", update.end)
+            elif isinstance(update, Status):
+                yield sse(render_template("partials/answer_state.html", status=update.state), "status")
+                waiting = True
+            elif isinstance(update, Done):
+                yield sse(finished(update.message) or " ", "done")
+            else:
+                yield ": ping\n\n"
+
+    return Response(stream_with_context(stream()), headers=SSE_HEADERS)
 
 
 def render_chat(
