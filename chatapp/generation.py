@@ -22,7 +22,6 @@ from sqlalchemy import bindparam, update
 from . import quotas
 from .broker import Broker
 from .extensions import db
-from .insight import answer_metrics
 from .models import (
     COMPLETE,
     ERROR,
@@ -37,6 +36,7 @@ from .models import (
 from .providers import Provider, ProviderError, Stream
 from .resilience import Router, Target
 from .tokens import PromptMessage, count_tokens
+from .tone import answer_metrics
 
 log = logging.getLogger(__name__)
 answers_log = logging.getLogger("chatapp.answers")  # an answer's life: one line per step

@@ -1,10 +1,9 @@
-"""Insight into answers: each answer's length and tone, and the Stats page's series and charts.
+"""Insight into answers: the Stats page's series and charts.
 
-An answer's words and sentiment are measured once, when it ends (VADER, an offline lexicon shipped
-in its package). The stats are computed from the answers of the last ``days`` days, grouped by day
-in the viewer's time zone and by model. Charts are SVG rendered on the server by pygal, shown as
-images (an SVG image runs no script and the page's style policy does not reach into it), each with
-a table of the same figures under it.
+An answer's words and tone are measured once, when it ends (``tone.answer_metrics``). The stats are
+computed from the answers of the last ``days`` days, grouped by day in the viewer's time zone and by
+model. Charts are SVG rendered on the server by pygal, shown as images (an SVG image runs no script
+and the page's style policy does not reach into it), each with a table of the same figures under it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
-from functools import cache
 from statistics import median
 from zoneinfo import ZoneInfo
 
@@ -24,31 +22,10 @@ from . import accounts
 from .errors import ChatError
 from .extensions import db
 from .models import Conversation, Message, User, utcnow
+from .tone import tone
 
 TTFT_BUCKETS = ((250, "< 0.25 s"), (500, "0.25–0.5 s"), (1000, "0.5–1 s"), (2000, "1–2 s"), (5000, "2–5 s"))
 DURATION_BUCKETS = ((2000, "< 2 s"), (5000, "2–5 s"), (10_000, "5–10 s"), (30_000, "10–30 s"), (60_000, "30–60 s"))
-NEUTRAL = 0.05  # VADER's usual threshold: compound scores within ±0.05 are neutral
-
-
-@cache
-def _analyzer():  # noqa: ANN202 - vaderSentiment has no type hints
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    return SentimentIntensityAnalyzer()
-
-
-def answer_metrics(text: str) -> dict:
-    """An answer's length in words and its tone from -1 to 1 (None when it has no words)."""
-    words = len(text.split())
-    sentiment = round(_analyzer().polarity_scores(text)["compound"], 3) if words else None
-    return {"word_count": words, "sentiment": sentiment}
-
-
-def tone(sentiment: float | None) -> str:
-    """A word for a sentiment score."""
-    if sentiment is None:
-        return "unknown"
-    return "positive" if sentiment >= NEUTRAL else "negative" if sentiment <= -NEUTRAL else "neutral"
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Flask
 
 from ..generation import current_generator
-from ..insight import tone
 from ..models import siblings_of
 from ..rendering import render_markdown
+from ..tone import tone
 from ..voice import Transcriber
 
 
