@@ -11,6 +11,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from . import metrics
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
@@ -55,11 +56,21 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
     marked interrupted first. After each delta it waits ``coalesce`` seconds, so what arrives
     meanwhile comes as one; with ``tick``, a quiet spell of that long yields a Tick.
     """
+    metrics.STREAMS_OPEN.inc()
+    try:
+        yield from _follow(message_id, after, coalesce, tick)
+    finally:
+        metrics.STREAMS_OPEN.dec()
+
+
+def _follow(message_id: int, after: int, coalesce: float, tick: float | None) -> Iterator[Update]:
     yield Ping()
     if _status(message_id) != STREAMING:
         yield from _finished(message_id)
         return
     broker = current_generator().broker
+    lag = metrics.BROKER_LAG.labels(broker=type(broker).__name__.removesuffix("Broker").lower())
+    since = time.time()  # events published before are replayed, not received live: no lag to measure
     cursor = None
     sent = after
     last_ping = last_news = time.monotonic()
@@ -67,7 +78,10 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
         events, cursor = broker.read(message_id, cursor, timeout=tick or 1.0)
         pieces = []
         done = False
+        received = time.time()
         for event in events:
+            if event.at >= since:
+                lag.observe(received - event.at)
             if event.kind == "done":
                 done = True
                 continue

@@ -19,7 +19,7 @@ from datetime import timedelta
 from flask import Flask
 from sqlalchemy import bindparam, update
 
-from . import quotas
+from . import logs, metrics, quotas
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -37,6 +37,7 @@ from .providers import Provider, ProviderError, Stream
 from .tokens import PromptMessage, count_tokens
 
 log = logging.getLogger(__name__)
+answers_log = logging.getLogger("chatapp.answers")  # one line per step of an answer's life
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
 
@@ -57,6 +58,8 @@ class Generation:
     finish_reason: str | None = None
     usage: tuple[int | None, int | None] = (None, None)
     stream: Stream | None = None
+    model: str = ""  # as a metrics label (chatapp.metrics.model_label)
+    log_fields: dict = field(default_factory=dict)  # request id, identity, conversation, message
     finished: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -76,6 +79,7 @@ class Generator:
         self.flush_interval = app.config["FLUSH_INTERVAL"]
         self.stale_after = app.config["STALE_AFTER"]
         self.max_tokens = app.config["MAX_RESPONSE_TOKENS"]
+        self.log_content = bool(app.config["LOG_CONTENT"])
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -92,7 +96,20 @@ class Generator:
         self.ensure_threads()
         generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
         generation.user_id, generation.prefix_length = message.conversation.user_id, len(prefix)
+        generation.model = metrics.model_label((options or {}).get("model"), self.provider.model)
+        generation.log_fields = logs.current_fields() | {
+            "user_id": generation.user_id,
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+        }
         self.running[message.id] = generation
+        metrics.ANSWERS_STARTED.labels(model=generation.model).inc()
+        metrics.ANSWERS_RUNNING.inc()
+        started = {"event": "answer.started", "model": (options or {}).get("model") or self.provider.model}
+        started |= {"prompt_tokens": generation.prompt_tokens, "continued": bool(prefix)}
+        if self.log_content:
+            started["prompt"] = _text_of(prompt[-1].content) if prompt else ""
+        answers_log.info("answer started", extra=generation.log_fields | started)
         self.broker.open(message.id)
         if prefix:
             self._append(generation, prefix)
@@ -134,6 +151,8 @@ class Generator:
             generation.stream.close()
 
     def _run(self, generation: Generation, prompt: list[dict], options: dict) -> None:
+        logs.bind(**generation.log_fields)  # what the provider logs from this thread carries the ids too
+        announced = False
         try:
             max_tokens = options.get("max_tokens") or self.max_tokens
             stream = self.provider.stream(prompt, max_tokens, options.get("model"), options.get("temperature"))
@@ -144,6 +163,9 @@ class Generator:
             for chunk in stream:
                 if chunk.text and not self._append(generation, chunk.text):
                     break
+                if chunk.text and not announced:
+                    announced = True
+                    self._first_token(generation)
                 if chunk.finish_reason:
                     generation.finish_reason = chunk.finish_reason
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
@@ -167,6 +189,13 @@ class Generator:
             generation.length += len(text)
             self.broker.publish_delta(generation.message_id, offset, text)
         return True
+
+    def _first_token(self, generation: Generation) -> None:
+        assert generation.first_token_at is not None
+        seconds = generation.first_token_at - generation.started
+        metrics.TIME_TO_FIRST_TOKEN.labels(model=generation.model).observe(seconds)
+        fields = {"event": "answer.first_token", "ttft_ms": round(seconds * 1000)}
+        answers_log.info("answer first token", extra=generation.log_fields | fields)
 
     def _finish(self, generation: Generation, status: str, error: str | None = None) -> bool:
         """Store the final state once; False if the answer was already finished."""
@@ -209,7 +238,29 @@ class Generator:
                 db.session.remove()
         self.running.pop(generation.message_id, None)
         self.broker.publish_done(generation.message_id)
+        self._record_end(generation, status, values, text)
         return True
+
+    def _record_end(self, generation: Generation, status: str, values: dict, text: str) -> None:
+        """The end of an answer in the metrics and, as one line, in the log."""
+        model = generation.model
+        metrics.ANSWERS_RUNNING.dec()
+        metrics.ANSWERS_FINISHED.labels(model=model, status=status).inc()
+        metrics.ANSWER_DURATION.labels(model=model, status=status).observe(values["duration_ms"] / 1000)
+        new_text = text[generation.prefix_length :]
+        if generation.usage != (None, None) or new_text:  # else the model never answered: nothing was spent
+            completion = values["completion_tokens"]
+            if generation.prefix_length and generation.usage[1] is None:
+                completion = count_tokens(new_text)  # a continued answer's earlier text was counted before
+            metrics.TOKENS.labels(model=model, kind="prompt").inc(values["prompt_tokens"])
+            metrics.TOKENS.labels(model=model, kind="completion").inc(completion)
+        fields = {key: values[key] for key in ("duration_ms", "ttft_ms", "prompt_tokens", "completion_tokens")}
+        fields |= {"event": f"answer.{status}", "status": status, "reason": values["error"] or values["finish_reason"]}
+        fields["characters"] = len(text)
+        if self.log_content:
+            fields["content"] = text
+        level = logging.WARNING if status in (ERROR, INTERRUPTED) else logging.INFO
+        answers_log.log(level, "answer %s", status, extra=generation.log_fields | fields)
 
     def _flush_forever(self) -> None:
         last_sweep = 0.0
@@ -263,6 +314,13 @@ def _spent(generation: Generation, text: str, status: str, completion_counted: i
     if completion is None:
         completion = count_tokens(new_text) if generation.prefix_length else completion_counted
     return (prompt if prompt is not None else generation.prompt_tokens) + completion
+
+
+def _text_of(content: str | list[dict]) -> str:
+    """A prompt message's text (the text parts of a message with images)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
 
 
 def current_generator() -> Generator:

@@ -388,6 +388,8 @@ def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
         "model": "fake-model",
         "broker": "MemoryBroker",
         "generations_running": 0,
+        "streams_open": 0,
+        "workers": 1,
     }
     upstream.script(Reply(tokens=WORDS, delay=0.05))
     _, answer_id = chat.start("x")

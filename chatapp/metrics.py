@@ -1,0 +1,139 @@
+"""Prometheus metrics: what the app counts, and ``GET /metrics`` (behind ``METRICS_TOKEN``).
+
+Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts,
+so every worker writes its values to files there and a scrape of any worker reports the sum of
+all of them (prometheus-client's multiprocess mode). Without it (one process, ``flask run``, the
+tests) the values live in this process's default registry.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from flask import Blueprint, Flask, Response, abort, current_app, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+# -- what is counted --------------------------------------------------------------------------------------
+HTTP_REQUESTS = Counter(
+    "chatapp_http_requests", "HTTP requests by route (the URL rule) and status", ["method", "route", "status"]
+)
+STREAMS_OPEN = Gauge(
+    "chatapp_streams_open", "Viewers following an answer live (SSE, NDJSON, WebSocket)", multiprocess_mode="livesum"
+)
+ANSWERS_RUNNING = Gauge("chatapp_answers_running", "Answers being generated now", multiprocess_mode="livesum")
+WORKERS = Gauge("chatapp_workers", "Processes serving the app", multiprocess_mode="livesum")
+ANSWERS_STARTED = Counter("chatapp_answers_started", "Answers started", ["model"])
+ANSWERS_FINISHED = Counter(
+    "chatapp_answers_finished", "Answers ended, by status (complete, stopped, error, interrupted)", ["model", "status"]
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "chatapp_answer_time_to_first_token_seconds",
+    "From an answer's start to its first text",
+    ["model"],
+    buckets=(0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
+)
+ANSWER_DURATION = Histogram(
+    "chatapp_answer_duration_seconds",
+    "From an answer's start to its end",
+    ["model", "status"],
+    buckets=(0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0),
+)
+TOKENS = Counter(
+    "chatapp_tokens", "Tokens sent to (prompt) and received from (completion) the model", ["model", "kind"]
+)
+UPSTREAM_ERRORS = Counter(
+    "chatapp_upstream_errors",
+    "Failed calls to the model server, by kind "
+    "(connect, timeout, disconnect, rate_limited, server_error, client_error, error_event)",
+    ["kind"],
+)
+UPSTREAM_RETRIES = Counter("chatapp_upstream_retries", "Calls to the model server tried again", ["model"])
+LIMIT_REFUSALS = Counter("chatapp_limit_refusals", "Requests refused by a limit or quota (429)", ["limit"])
+BROKER_LAG = Histogram(
+    "chatapp_broker_lag_seconds",
+    "From a delta's publication to a follower receiving it",
+    ["broker"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+
+OTHER_MODEL = "other"  # the label of model names the operator did not list (a label per typo is no use)
+
+
+def model_label(model: str | None, default: str) -> str:
+    """The model's name as a label: the configured model or one in ``ALLOWED_MODELS``, else "other"."""
+    from .conversations import allowed_models
+
+    name = model or default
+    return name if name == default or name in allowed_models() else OTHER_MODEL
+
+
+def refused(limit: str) -> None:
+    """Count a refusal by the limit named ``limit`` (a quota, a rate limit)."""
+    LIMIT_REFUSALS.labels(limit=limit).inc()
+
+
+# -- totals across workers ---------------------------------------------------------------------------------
+def registry() -> CollectorRegistry:
+    """What a scrape reports: every worker's files in multiprocess mode, else this process's registry."""
+    if not MULTIPROCESS:
+        return REGISTRY
+    collected = CollectorRegistry()
+    multiprocess.MultiProcessCollector(collected)
+    return collected
+
+
+def total(name: str) -> float:
+    """The sum of a metric's samples over every label and (in multiprocess mode) every worker."""
+    return sum(sample.value for family in registry().collect() for sample in family.samples if sample.name == name)
+
+
+# -- the endpoint and request counting --------------------------------------------------------------------
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+def scrape():  # noqa: ANN201
+    """The metrics in Prometheus' text format; 404 unless ``METRICS_TOKEN`` is set, 401 without it."""
+    token = current_app.config["METRICS_TOKEN"]
+    if not token:
+        abort(404)
+    header = request.headers.get("Authorization", "")
+    sent = header[7:].strip() if header.startswith("Bearer ") else ""
+    if not hmac.compare_digest(sent.encode(), str(token).encode()):
+        return Response(
+            "Send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'.\n",
+            401,
+            {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain; charset=utf-8"},
+        )
+    return Response(generate_latest(registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def _count(response: Response) -> Response:
+    rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+    HTTP_REQUESTS.labels(method=request.method, route=rule, status=str(response.status_code)).inc()
+    return response
+
+
+def _breached(limit: object) -> None:
+    """Flask-Limiter's callback when a request goes over one of its limits (sign-in attempts)."""
+    refused(f"http:{request.endpoint or 'unknown'}")
+
+
+def init_app(app: Flask) -> None:
+    """Count requests, mark this process as a worker, add ``/metrics``; before the limiter is bound."""
+    app.config.setdefault("RATELIMIT_ON_BREACH_CALLBACK", _breached)
+    app.after_request(_count)
+    app.register_blueprint(bp)
+    WORKERS.set(1)
