@@ -172,6 +172,8 @@ class Generator:
                     generation.usage = (chunk.prompt_tokens, chunk.completion_tokens)
             self._finish(generation, COMPLETE)
         except ProviderError as exc:
+            if not generation.finished:  # else a stop closed the stream: not the upstream's failure
+                metrics.upstream_error(exc)
             self._finish(generation, ERROR, str(exc))
         except Exception:
             log.exception("generation of message %s failed", generation.message_id)

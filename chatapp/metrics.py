@@ -79,6 +79,28 @@ def model_label(model: str | None, default: str) -> str:
     return name if name == default or name in allowed_models() else OTHER_MODEL
 
 
+def upstream_error(exc: BaseException) -> None:
+    """Count a failed call to the model server (each attempt, when calls are retried)."""
+    UPSTREAM_ERRORS.labels(kind=error_kind(exc)).inc()
+
+
+def error_kind(exc: BaseException) -> str:
+    """What went wrong, from a ``ProviderError`` (or the client's exception it was raised from)."""
+    import openai
+
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, openai.APIStatusError):
+        status = cause.status_code
+        return "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
+    if isinstance(cause, openai.APITimeoutError) or any("Timeout" in c.__name__ for c in type(cause).__mro__):
+        return "timeout"
+    if isinstance(cause, openai.APIConnectionError):
+        return "connect"
+    if cause is exc:  # raised by the provider itself: an error event in the stream, or the local model
+        return "error_event"
+    return "disconnect"  # the stream broke after it began
+
+
 def refused(limit: str) -> None:
     """Count a refusal by the limit named ``limit`` (a quota, a rate limit)."""
     LIMIT_REFUSALS.labels(limit=limit).inc()

@@ -12,7 +12,6 @@ from urllib.parse import urlsplit
 
 import openai
 
-from .. import metrics
 from ..config import UPSTREAM_DEFAULT_MODEL
 from . import Chunk, ProviderError
 
@@ -79,7 +78,6 @@ class OpenAIProvider:
         ``model`` is the model the request named (a conversation may choose its own).
         """
         log.warning("upstream %s (model %s) failed: %r", self.host, model or self.model, exc)
-        metrics.UPSTREAM_ERRORS.labels(kind=error_kind(exc, mid_stream)).inc()
         if isinstance(exc, openai.APIStatusError):
             return self._status_reason(exc, model or self.model)
         if isinstance(exc, openai.APITimeoutError) or _is_timeout(exc):
@@ -137,7 +135,6 @@ class OpenAIStream:
 def _chunks(event: dict) -> Iterator[Chunk]:
     """The Chunks in one chat.completion.chunk event (or raise for an error event)."""
     if event.get("error"):
-        metrics.UPSTREAM_ERRORS.labels(kind="error_event").inc()
         message = event["error"].get("message", "unknown error") if isinstance(event["error"], dict) else event["error"]
         raise ProviderError(f"The model provider stopped with an error: “{str(message)[:300]}”. Retry.")
     usage = event.get("usage")
@@ -147,16 +144,6 @@ def _chunks(event: dict) -> Iterator[Chunk]:
         text = (choice.get("delta") or {}).get("content")
         if text or choice.get("finish_reason"):
             yield Chunk(text=text or "", finish_reason=choice.get("finish_reason"))
-
-
-def error_kind(exc: BaseException, mid_stream: bool = False) -> str:
-    """What went wrong, as the ``kind`` label of the upstream-errors metric."""
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        return "rate_limited" if status == 429 else "server_error" if status >= 500 else "client_error"
-    if isinstance(exc, openai.APITimeoutError) or _is_timeout(exc):
-        return "timeout"
-    return "connect" if isinstance(exc, openai.APIConnectionError) and not mid_stream else "disconnect"
 
 
 def _is_timeout(exc: BaseException) -> bool:
