@@ -78,10 +78,11 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
         events, cursor = broker.read(message_id, cursor, timeout=tick or 1.0)
         pieces = []
         done = False
-        received = time.time()
+        # Once per batch, for its oldest event received live (published since this follower began).
+        live = [event.at for event in events if event.at >= since]
+        if live:
+            lag.observe(time.time() - min(live))
         for event in events:
-            if event.at >= since:
-                lag.observe(received - event.at)
             if event.kind == "done":
                 done = True
                 continue

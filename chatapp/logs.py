@@ -108,12 +108,24 @@ def log_format(config: dict) -> str:
 
 
 class _Handler(logging.StreamHandler):
-    """chatapp's own handler on the root logger (one per process: a new app replaces it)."""
+    """chatapp's own handler on the root logger (one per process: a new app replaces it).
+
+    It writes to whatever ``sys.stderr`` is when a line is logged (as logging's last resort does),
+    so a replaced stderr (a test's capture, since closed) never swallows the lines.
+    """
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        """The current stderr."""
+        return sys.stderr
 
 
 def init_app(app: Flask) -> None:
     """Send log lines to stderr in the configured format; give every request an id. Call first."""
-    handler = _Handler(sys.stderr)
+    handler = _Handler()
     handler.setFormatter(make_formatter(log_format(app.config)))
     handler.addFilter(ContextFilter())
     root = logging.getLogger()

@@ -63,7 +63,8 @@ UPSTREAM_RETRIES = Counter("chatapp_upstream_retries", "Calls to the model serve
 LIMIT_REFUSALS = Counter("chatapp_limit_refusals", "Requests refused by a limit or quota (429)", ["limit"])
 BROKER_LAG = Histogram(
     "chatapp_broker_lag_seconds",
-    "From a delta's publication to a follower receiving it",
+    "From a delta's publication to a follower receiving it (the oldest of each batch read; "
+    "includes the follower's deliberate 50 ms coalescing)",
     ["broker"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )

@@ -78,7 +78,9 @@ def test_stops_and_errors_are_logged_once_with_their_reason(make_app, upstream, 
     )
     assert failed["ttft_ms"] is None
     # What the provider logs from the answer's thread carries the answer's ids too.
-    upstream_line = next(line for line in lines if line["logger"] == "chatapp.providers.openai_compat")
+    upstream_line = next(
+        line for line in lines if line["logger"] == "chatapp.providers.openai_compat" and "500" in line["message"]
+    )
     assert upstream_line["message_id"] == failed_id and upstream_line["conversation_id"] == conversation_id
     assert upstream_line["request_id"] == failed["request_id"]
 
