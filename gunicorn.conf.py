@@ -43,6 +43,26 @@ _made_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _made_metrics_dir:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="chatapp-metrics-")
 
+# gunicorn's own lines (start, workers booting and dying) in the app's LOG_FORMAT, as read from the
+# environment: JSON by default in production, like the app's (chatapp/logs.py).
+if (os.environ.get("LOG_FORMAT") or ("json" if os.environ.get("CHATAPP_ENV") == "production" else "")) == "json":
+    logconfig_dict = {
+        "root": {"level": "WARNING", "handlers": []},  # the app puts its own handler there
+        "loggers": {
+            "gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "INFO", "handlers": [], "propagate": False},  # chatapp.requests has it
+        },
+        "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+        "formatters": {
+            "json": {
+                "()": "pythonjsonlogger.json.JsonFormatter",
+                "fmt": "%(levelname)s %(name)s %(message)s",
+                "rename_fields": {"levelname": "level", "name": "logger"},
+                "timestamp": "time",
+            }
+        },
+    }
+
 
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's hook signature
     """Start from zero: a fixed ``PROMETHEUS_MULTIPROC_DIR`` may hold a previous run's files."""

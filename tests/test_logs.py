@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 
+import httpx
 import pytest
 
 from chatapp.config import ConfigError
-from tests.clients import ApiClient
+from tests.clients import ApiClient, wait_until
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
 from tests.sse import collect
+from tests.test_gunicorn import ROOT, free_port, procfile_command
 
 SECRET = "my secret plans for tuesday"
 
@@ -144,3 +148,38 @@ def test_text_by_default_in_development(make_app, capsys) -> None:  # noqa: ANN0
 def test_an_unknown_log_format_stops_start_up(make_app) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match="LOG_FORMAT must be json or text"):
         make_app(LOG_FORMAT="xml")
+
+
+def test_every_line_is_json_under_the_procfile(tmp_path, upstream) -> None:  # noqa: ANN001
+    """The production command (gunicorn's own lines included) writes nothing but JSON lines to stderr."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SECRET_KEY": "gunicorn-test",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'g.sqlite3'}",
+        "PYTHONPATH": str(ROOT),
+        "SECURE_COOKIES": "0",
+        "WEB_CONCURRENCY": "1",
+        "OPENAI_BASE_URL": upstream.base_url,
+        "OPENAI_API_KEY": "k",
+    }
+    env.pop("LOG_FORMAT", None)
+    log_path = tmp_path / "stderr.log"
+    with open(log_path, "wb") as stderr:
+        process = subprocess.Popen(procfile_command(port), cwd=ROOT, env=env, stderr=stderr)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def served() -> bool:
+            try:
+                return httpx.get(f"{url}/healthz", headers={"X-Request-ID": "from-the-proxy"}).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(served, "gunicorn serves", timeout=30)
+    finally:
+        process.terminate()
+        process.wait(20)
+    lines = json_lines(log_path.read_text())
+    assert any(line["logger"] == "gunicorn.error" and "Booting worker" in line["message"] for line in lines)
+    assert any(line["logger"] == "chatapp.requests" and line["request_id"] == "from-the-proxy" for line in lines)
