@@ -1,4 +1,4 @@
-"""Prometheus metrics: what the app counts, and ``GET /metrics`` (behind ``METRICS_TOKEN``).
+"""Prometheus metrics: what the app counts (served by ``views/metrics.py`` behind ``METRICS_TOKEN``).
 
 Under gunicorn, ``gunicorn.conf.py`` sets ``PROMETHEUS_MULTIPROC_DIR`` before any worker starts,
 so every worker writes its values to files there and a scrape of any worker reports the sum of
@@ -8,20 +8,10 @@ tests) the values live in this process's default registry.
 
 from __future__ import annotations
 
-import hmac
 import os
 
-from flask import Blueprint, Flask, Response, abort, current_app, request
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    REGISTRY,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-    multiprocess,
-)
+from flask import Flask, Response, request
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 
 MULTIPROCESS = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 
@@ -122,27 +112,7 @@ def total(name: str) -> float:
     return sum(sample.value for family in registry().collect() for sample in family.samples if sample.name == name)
 
 
-# -- the endpoint and request counting --------------------------------------------------------------------
-bp = Blueprint("metrics", __name__)
-
-
-@bp.get("/metrics")
-def scrape():  # noqa: ANN201
-    """The metrics in Prometheus' text format; 404 unless ``METRICS_TOKEN`` is set, 401 without it."""
-    token = current_app.config["METRICS_TOKEN"]
-    if not token:
-        abort(404)
-    header = request.headers.get("Authorization", "")
-    sent = header[7:].strip() if header.startswith("Bearer ") else ""
-    if not hmac.compare_digest(sent.encode(), str(token).encode()):
-        return Response(
-            "Send the metrics token as 'Authorization: Bearer <METRICS_TOKEN>'.\n",
-            401,
-            {"WWW-Authenticate": 'Bearer realm="metrics"', "Content-Type": "text/plain; charset=utf-8"},
-        )
-    return Response(generate_latest(registry()), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
+# -- request counting ------------------------------------------------------------------------------------
 def _count(response: Response) -> Response:
     rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
     HTTP_REQUESTS.labels(method=request.method, route=rule, status=str(response.status_code)).inc()
@@ -155,8 +125,7 @@ def _breached(limit: object) -> None:
 
 
 def init_app(app: Flask) -> None:
-    """Count requests, mark this process as a worker, add ``/metrics``; before the limiter is bound."""
+    """Count requests and limit refusals, and mark this process as a worker; before the limiter is bound."""
     app.config.setdefault("RATELIMIT_ON_BREACH_CALLBACK", _breached)
     app.after_request(_count)
-    app.register_blueprint(bp)
     WORKERS.set(1)
