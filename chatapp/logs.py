@@ -16,7 +16,7 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from flask import Flask, Response, current_app, g, has_request_context, request
+from flask import Flask, Response, g, has_request_context, request
 from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.json import JsonFormatter
 from sqlalchemy import inspect
@@ -42,11 +42,6 @@ def current_fields() -> dict[str, Any]:
     if has_request_context():
         fields.update(_request_fields())
     return fields
-
-
-def content_allowed() -> bool:
-    """Whether message text may be logged (``LOG_CONTENT``)."""
-    return bool(current_app.config["LOG_CONTENT"])
 
 
 def _request_fields() -> dict[str, Any]:
