@@ -61,23 +61,22 @@ def _redis() -> bool:
         return False
 
 
-_probes: dict[int, tuple[float, dict[str, Any]]] = {}
-_probe_lock = threading.Lock()
-
-
 def _upstream() -> dict[str, Any]:
     """Whether the model server answers (any HTTP answer counts), probed at most every 30 s."""
-    provider = current_generator().provider
-    found = _probes.get(id(provider))
-    if found is not None and time.monotonic() - found[0] < UPSTREAM_EVERY:
-        return found[1]
     with _probe_lock:
+        found = current_app.extensions.get("chatapp.upstream_probe")
+        if found is not None and time.monotonic() - found[0] < UPSTREAM_EVERY:
+            return found[1]
+        provider = current_generator().provider
         result: dict[str, Any] = {"provider": provider.name, "model": provider.model, "reachable": True}
         client = getattr(provider, "client", None)  # the local model has none: it is in this process
         if client is not None:
             result.update(_probe(client))
-        _probes[id(provider)] = (time.monotonic(), result)
+        current_app.extensions["chatapp.upstream_probe"] = (time.monotonic(), result)
     return result
+
+
+_probe_lock = threading.Lock()  # one probe at a time; the others wait for its answer
 
 
 def _probe(client: Any) -> dict[str, Any]:

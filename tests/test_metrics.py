@@ -346,7 +346,7 @@ def test_two_workers_report_together(gunicorn, upstream) -> None:  # noqa: ANN00
         GUEST_LIMIT_PER_IP="off",
         ANSWER_LIMITS="off",
     )
-    upstream.set_default(Reply(tokens=[f" w{i}" for i in range(400)], delay=0.05))  # about 20 s each
+    upstream.set_default(Reply(tokens=[f" w{i}" for i in range(2000)], delay=0.05))  # outlasts the test
     started = 0
 
     def running_everywhere() -> bool:
