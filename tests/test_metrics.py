@@ -239,9 +239,14 @@ def test_ready_but_saying_so_when_the_upstream_is_down(make_app) -> None:  # noq
     assert "127.0.0.1" not in response.get_data(as_text=True)
 
 
-@pytest.fixture
-def own_redis(tmp_path) -> Iterator:  # noqa: ANN001
-    """A redis-server of this test's own on a free port; yields (url, start, stop)."""
+@pytest.fixture(scope="session")
+def own_redis(tmp_path_factory) -> Iterator:  # noqa: ANN001
+    """A redis-server of our own on a free port, for tests that stop it; yields (url, start, stop).
+
+    It lives until the session ends (a test leaves it running), so the apps built on it do not
+    complain about a lost Redis through the rest of the run.
+    """
+    tmp_path = tmp_path_factory.mktemp("redis")
     if not shutil.which("redis-server"):
         pytest.skip("redis-server is not installed")
     port = free_port()
