@@ -24,7 +24,7 @@ def healthz():  # noqa: ANN201
     finally:
         db.session.close()
     # Under gunicorn, totals over every worker (their metrics files); else this app's own count.
-    running = int(metrics.total("chatapp_answers_running")) if metrics.MULTIPROCESS else len(generator.running)
+    running = int(metrics.live_total("chatapp_answers_running")) if metrics.MULTIPROCESS else len(generator.running)
     body = {
         "status": "ok" if database else "degraded",
         "database": database,
@@ -32,8 +32,8 @@ def healthz():  # noqa: ANN201
         "model": generator.provider.model,
         "broker": type(generator.broker).__name__,
         "generations_running": running,
-        "streams_open": int(metrics.total("chatapp_streams_open")),
-        "workers": int(metrics.total("chatapp_workers")),
+        "streams_open": int(metrics.live_total("chatapp_streams_open")),
+        "workers": int(metrics.live_total("chatapp_workers")),
     }
     return jsonify(body), 200 if database else 503
 
