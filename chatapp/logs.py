@@ -133,6 +133,8 @@ def init_app(app: Flask) -> None:
     if level not in logging.getLevelNamesMapping():
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {app.config['LOG_LEVEL']!r}.")
     logging.getLogger("chatapp").setLevel(level)
+    # A database error's message quotes the statement's parameters, a message's text among them.
+    app.config["SQLALCHEMY_ENGINE_OPTIONS"].setdefault("hide_parameters", not app.config["LOG_CONTENT"])
     app.before_request(_begin)
     app.after_request(_end)
 

@@ -133,6 +133,19 @@ def test_message_text_is_logged_only_when_asked(make_app, upstream, capsys) -> N
     assert f"message_id={answer_id}" in finished and "request_id='" in finished
 
 
+@pytest.mark.parametrize("log_content", [False, True])
+def test_database_errors_do_not_quote_message_text(make_app, log_content) -> None:  # noqa: ANN001
+    from sqlalchemy import text
+    from sqlalchemy.exc import OperationalError
+
+    from chatapp.extensions import db
+
+    app = make_app(LOG_CONTENT=log_content)
+    with app.app_context(), pytest.raises(OperationalError) as failed:
+        db.session.execute(text("UPDATE no_such_table SET content = :content"), {"content": SECRET})
+    assert (SECRET in str(failed.value)) is log_content
+
+
 def test_json_by_default_in_production(make_app, capsys) -> None:  # noqa: ANN001
     make_app(CHATAPP_ENV="production").test_client().get("/healthz")
     lines = json_lines(capsys.readouterr().err)
