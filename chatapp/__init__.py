@@ -45,9 +45,11 @@ def create_app(test_config: dict | None = None) -> Flask:
     load_config(app, test_config)
     app.config["REDIS_URL"] = redis_url(app.config["REDIS_URL"], app.config["REDIS_TLS_VERIFY"])
 
-    from . import accounts, errors, identity, limits, security, storage, views
+    from . import accounts, errors, identity, limits, logs, metrics, security, storage, views
     from .extensions import db, migrate, sock
 
+    logs.init_app(app)  # first: every later request hook and the migrations log with it
+    metrics.init_app(app)  # before accounts: the rate limiter reports its refusals
     db.init_app(app)
     migrate.init_app(app, db, directory=MIGRATIONS)
     storage.init_app(app)

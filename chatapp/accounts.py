@@ -26,7 +26,7 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from . import conversations, quotas
+from . import conversations, metrics, quotas
 from .blocking import call_blocking
 from .config import ConfigError
 from .errors import ChatError
@@ -607,6 +607,7 @@ def hit_limit(setting: str, key: str, what: str) -> None:
         identifiers = (current_app.config["REDIS_PREFIX"], setting.lower(), key)
         if strategy.hit(item, *identifiers):
             continue
+        metrics.refused(setting.lower())
         wait = max(1, math.ceil(strategy.get_window_stats(item, *identifiers).reset_time - time.time()))
         if has_request_context():
             g.retry_after = wait

@@ -30,6 +30,7 @@ class Event:
     kind: str  # "delta", "status" (JSON in ``text``), "done", or (inside the Redis publisher only) "reset"
     offset: int = 0
     text: str = ""
+    at: float = 0.0  # when it was published (time.time()), for the broker-lag metric
 
 
 StopHandler = Callable[[int], None]
@@ -77,7 +78,7 @@ class MemoryBroker:
 
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Append a delta and wake the viewers."""
-        self._append(message_id, Event("delta", offset, text))
+        self._append(message_id, Event("delta", offset, text, time.time()))
 
     def publish_status(self, message_id: int, status: dict) -> None:
         """Tell the viewers how the answer stands before text comes (e.g. retrying)."""
@@ -164,7 +165,7 @@ class RedisBroker:
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Queue a delta; the publisher thread sends queued deltas in batches."""
         self._ensure_publisher()
-        self._queue.put((message_id, Event("delta", offset, text)))
+        self._queue.put((message_id, Event("delta", offset, text, time.time())))
 
     def publish_status(self, message_id: int, status: dict) -> None:
         """Queue a status (e.g. retrying), seen by the viewers in every process."""
@@ -218,14 +219,14 @@ class RedisBroker:
             if merged and event.kind == "delta":
                 last_id, last = merged[-1]
                 if last_id == message_id and last.kind == "delta" and last.offset + len(last.text) == event.offset:
-                    merged[-1] = (message_id, Event("delta", last.offset, last.text + event.text))
+                    merged[-1] = (message_id, Event("delta", last.offset, last.text + event.text, last.at))
                     continue
             merged.append((message_id, event))
         pipe = self.redis.pipeline(transaction=False)
         for message_id, event in merged:
             key = self._key(message_id)
             # A "reset" (a continued answer starts over) is an entry too: readers drop what they hold.
-            pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text})
+            pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text, "a": event.at})
             pipe.expire(key, self.TTL_FINISHED if event.kind == "done" else self.TTL_RUNNING)
         pipe.execute()
 
@@ -369,7 +370,7 @@ class _Reader:
                     continue
                 for entry_id, fields in entries:
                     followed.last_id = entry_id
-                    event = Event(fields["k"], int(fields["o"]), fields["t"])
+                    event = Event(fields["k"], int(fields["o"]), fields["t"], float(fields.get("a", 0)))
                     if event.kind == "reset":
                         followed.events = []
                         followed.generation += 1

@@ -79,6 +79,11 @@ DEFAULTS: dict[str, object] = {
     "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
+    # Monitoring (chatapp/metrics.py, chatapp/logs.py)
+    "METRICS_TOKEN": None,  # GET /metrics needs "Authorization: Bearer <this>"; None: /metrics is off (404)
+    "LOG_FORMAT": None,  # json | text; None: json under CHATAPP_ENV=production, else text
+    "LOG_LEVEL": "INFO",  # of chatapp's own loggers
+    "LOG_CONTENT": False,  # on: answer logs include the message text (off: ids, sizes and timings only)
 }
 
 UPSTREAM_DEFAULT_MODEL = "gpt-4o-mini"

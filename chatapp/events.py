@@ -12,6 +12,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import select
 
+from . import metrics
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
@@ -63,11 +64,21 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
     marked interrupted first. After each delta it waits ``coalesce`` seconds, so what arrives
     meanwhile comes as one; with ``tick``, a quiet spell of that long yields a Tick.
     """
+    metrics.STREAMS_OPEN.inc()
+    try:
+        yield from _follow(message_id, after, coalesce, tick)
+    finally:
+        metrics.STREAMS_OPEN.dec()
+
+
+def _follow(message_id: int, after: int, coalesce: float, tick: float | None) -> Iterator[Update]:
     yield Ping()
     if _status(message_id) != STREAMING:
         yield from _finished(message_id)
         return
     broker = current_generator().broker
+    lag = metrics.BROKER_LAG.labels(broker=type(broker).__name__.removesuffix("Broker").lower())
+    since = time.time()  # events published before are replayed, not received live: no lag to measure
     cursor = None
     sent = after
     last_ping = last_news = time.monotonic()
@@ -76,6 +87,10 @@ def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: fl
         pieces = []
         done = False
         status = None  # the latest status, unless text or the end came after it (a replay has it all)
+        # Once per batch, for its oldest event received live (published since this follower began).
+        live = [event.at for event in events if event.at >= since]
+        if live:
+            lag.observe(time.time() - min(live))
         for event in events:
             if event.kind == "done":
                 done = True

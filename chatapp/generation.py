@@ -19,7 +19,7 @@ from datetime import timedelta
 from flask import Flask
 from sqlalchemy import bindparam, update
 
-from . import quotas
+from . import logs, metrics, quotas
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -39,7 +39,7 @@ from .tokens import PromptMessage, count_tokens
 from .tone import answer_metrics
 
 log = logging.getLogger(__name__)
-answers_log = logging.getLogger("chatapp.answers")  # an answer's life: one line per step
+answers_log = logging.getLogger("chatapp.answers")  # one line per step of an answer's life
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
 
@@ -61,6 +61,9 @@ class Generation:
     usage: tuple[int | None, int | None] = (None, None)
     stream: Stream | None = None
     writer: Target | None = None  # the model that wrote the text (a fallback, perhaps)
+    model: str = ""  # as a metrics label (chatapp.metrics.model_label)
+    log_fields: dict = field(default_factory=dict)  # request id, identity, conversation, message
+    first_token_seen: bool = False  # its first token was counted and logged
     finished: bool = False
     ended: threading.Event = field(default_factory=threading.Event)  # set once finished: wakes a retry's wait
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -82,6 +85,7 @@ class Generator:
         self.flush_interval = app.config["FLUSH_INTERVAL"]
         self.stale_after = app.config["STALE_AFTER"]
         self.max_tokens = app.config["MAX_RESPONSE_TOKENS"]
+        self.log_content = bool(app.config["LOG_CONTENT"])
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -98,7 +102,20 @@ class Generator:
         self.ensure_threads()
         generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
         generation.user_id, generation.prefix_length = message.conversation.user_id, len(prefix)
+        generation.model = metrics.model_label((options or {}).get("model"), self.provider.model)
+        generation.log_fields = logs.current_fields() | {
+            "user_id": generation.user_id,
+            "conversation_id": message.conversation_id,
+            "message_id": message.id,
+        }
         self.running[message.id] = generation
+        metrics.ANSWERS_STARTED.labels(model=generation.model).inc()
+        metrics.ANSWERS_RUNNING.inc()
+        started = {"event": "answer.started", "model": (options or {}).get("model") or self.provider.model}
+        started |= {"prompt_tokens": generation.prompt_tokens, "continued": bool(prefix)}
+        if self.log_content:
+            started["prompt"] = _text_of(prompt[-1].content) if prompt else ""
+        answers_log.info("answer started", extra=generation.log_fields | started)
         self.broker.open(message.id)
         if prefix:
             self._append(generation, prefix)
@@ -140,9 +157,10 @@ class Generator:
             generation.stream.close()
 
     def _run(self, generation: Generation, prompt: list[dict], options: dict) -> None:
+        logs.bind(**generation.log_fields)  # what the provider logs from this thread carries the ids too
         try:
             self._answer(generation, prompt, options)
-        except ProviderError as exc:
+        except ProviderError as exc:  # each failed try was counted in _ask
             self._finish(generation, ERROR, str(exc))
         except Exception:
             log.exception("generation of message %s failed", generation.message_id)
@@ -181,6 +199,8 @@ class Generator:
             try:
                 self._stream(generation, target, prompt, options)
             except ProviderError as exc:
+                if not generation.finished:  # else a stop closed the stream: not the upstream's failure
+                    metrics.upstream_error(exc)
                 if exc.retryable:
                     breaker.record(upstream, ok=False)
                 if generation.length > written or not exc.retryable:
@@ -202,12 +222,9 @@ class Generator:
         args = [state["model"]]
         if state["state"] == "retrying":
             args += [state["attempt"], state["in_ms"], str(cause)]
-        answers_log.info(
-            f"message %s: {what}",
-            generation.message_id,
-            *args,
-            extra={"message_id": generation.message_id, **{k: v for k, v in state.items() if k != "state"}},
-        )
+            metrics.UPSTREAM_RETRIES.labels(model=generation.model).inc()
+        fields = {"event": f"answer.{state['state']}", **{k: v for k, v in state.items() if k != "state"}}
+        answers_log.info(f"message %s: {what}", generation.message_id, *args, extra=generation.log_fields | fields)
 
     def _stream(self, generation: Generation, target: Target, prompt: list[dict], options: dict) -> None:
         """One try: stream ``target``'s answer into the message until it ends (or is stopped)."""
@@ -222,6 +239,9 @@ class Generator:
                 generation.writer = generation.writer or target
                 if not self._append(generation, chunk.text):
                     break
+                if not generation.first_token_seen:
+                    generation.first_token_seen = True
+                    self._first_token(generation)
             if chunk.finish_reason:
                 generation.finish_reason = chunk.finish_reason
             if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
@@ -240,6 +260,13 @@ class Generator:
             generation.length += len(text)
             self.broker.publish_delta(generation.message_id, offset, text)
         return True
+
+    def _first_token(self, generation: Generation) -> None:
+        assert generation.first_token_at is not None
+        seconds = generation.first_token_at - generation.started
+        metrics.TIME_TO_FIRST_TOKEN.labels(model=generation.model).observe(seconds)
+        fields = {"event": "answer.first_token", "ttft_ms": round(seconds * 1000)}
+        answers_log.info("answer first token", extra=generation.log_fields | fields)
 
     def _finish(self, generation: Generation, status: str, error: str | None = None) -> bool:
         """Store the final state once; False if the answer was already finished."""
@@ -286,7 +313,29 @@ class Generator:
                 db.session.remove()
         self.running.pop(generation.message_id, None)
         self.broker.publish_done(generation.message_id)
+        self._record_end(generation, status, values, text)
         return True
+
+    def _record_end(self, generation: Generation, status: str, values: dict, text: str) -> None:
+        """The end of an answer in the metrics and, as one line, in the log."""
+        model = generation.model
+        metrics.ANSWERS_RUNNING.dec()
+        metrics.ANSWERS_FINISHED.labels(model=model, status=status).inc()
+        metrics.ANSWER_DURATION.labels(model=model, status=status).observe(values["duration_ms"] / 1000)
+        new_text = text[generation.prefix_length :]
+        if generation.usage != (None, None) or new_text:  # else the model never answered: nothing was spent
+            completion = values["completion_tokens"]
+            if generation.prefix_length and generation.usage[1] is None:
+                completion = count_tokens(new_text)  # a continued answer's earlier text was counted before
+            metrics.TOKENS.labels(model=model, kind="prompt").inc(values["prompt_tokens"])
+            metrics.TOKENS.labels(model=model, kind="completion").inc(completion)
+        fields = {key: values[key] for key in ("duration_ms", "ttft_ms", "prompt_tokens", "completion_tokens")}
+        fields |= {"event": f"answer.{status}", "status": status, "reason": values["error"] or values["finish_reason"]}
+        fields["characters"] = len(text)
+        if self.log_content:
+            fields["content"] = text
+        level = logging.WARNING if status in (ERROR, INTERRUPTED) else logging.INFO
+        answers_log.log(level, "answer %s", status, extra=generation.log_fields | fields)
 
     def _flush_forever(self) -> None:
         last_sweep = 0.0
@@ -340,6 +389,13 @@ def _spent(generation: Generation, text: str, status: str, completion_counted: i
     if completion is None:
         completion = count_tokens(new_text) if generation.prefix_length else completion_counted
     return (prompt if prompt is not None else generation.prompt_tokens) + completion
+
+
+def _text_of(content: str | list[dict]) -> str:
+    """A prompt message's text (the text parts of a message with images)."""
+    if isinstance(content, str):
+        return content
+    return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
 
 
 def current_generator() -> Generator:

@@ -24,6 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from . import metrics
 from .errors import ChatError
 from .extensions import db
 from .models import STREAMING, Conversation, Message, Usage, User
@@ -118,6 +119,7 @@ def _check_concurrent(user: User) -> None:
     )
     streaming = db.session.scalar(query) or 0
     if streaming >= limit:
+        metrics.refused("concurrent_answers")
         raise ChatError(
             f"{streaming} of your answers are being written right now; at most {limit} can be at once. "
             "Wait for one to finish (or stop one), then send again.",
@@ -136,6 +138,7 @@ def _check_daily_tokens(user: User) -> None:
     used = db.session.scalar(select(Usage.tokens).where(Usage.user_id == user.id, Usage.day == _today(zone))) or 0
     if used < limit:
         return
+    metrics.refused("daily_tokens")
     now = datetime.now(zone)
     resets = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=zone)
     wait = max(1, math.ceil((resets - now).total_seconds()))
@@ -157,6 +160,7 @@ def _check_per_minute(user: User) -> None:
     item = RateLimitItemPerMinute(per_minute)
     if limiter.hit(item, "answers", user.id):
         return
+    metrics.refused("answers_per_minute")
     reset_at = limiter.get_window_stats(item, "answers", user.id).reset_time
     wait = max(1, math.ceil(reset_at - time.time()))
     raise ChatError(

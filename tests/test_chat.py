@@ -391,6 +391,8 @@ def test_healthz(chat: Chat, upstream) -> None:  # noqa: ANN001
         "broker": "MemoryBroker",
         "generations_running": 0,
         "upstreams": {f"http://127.0.0.1:{upstream.port}": "closed"},
+        "streams_open": 0,
+        "workers": 1,
     }
     upstream.script(Reply(tokens=WORDS, delay=0.05))
     _, answer_id = chat.start("x")

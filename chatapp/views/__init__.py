@@ -13,10 +13,11 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, settings, share, stats, theme, voice, ws
+    from . import admin, api, auth, chat, health, metrics, settings, share, stats, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.register_blueprint(voice.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
