@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask import Response, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images
-from ..conversations import NOT_FOUND
+from .. import images, presets, prices
+from ..conversations import NOT_FOUND, meter
 from ..errors import ChatError
 from ..generation import current_generator
 from ..identity import current_user
@@ -62,9 +62,22 @@ def render_chat(
         later=later,
         streaming=streaming,
         provider=current_generator().provider,
+        presets=presets.list_presets(current_user().id) if not conversation else [],
+        meter=meter(conversation, str(context.get("draft") or "")),
+        total_cost=prices.conversation_cost(conversation.id) if conversation else None,
         **context,
     )
     return html, status
+
+
+def render_meter(conversation: Conversation | None, draft: str) -> str:
+    """The composer's token meter for ``draft`` (and the conversation's cost so far)."""
+    return render_template(
+        "partials/meter.html",
+        conversation=conversation,
+        meter=meter(conversation, draft),
+        total_cost=prices.conversation_cost(conversation.id) if conversation else None,
+    )
 
 
 def render_branch(conversation: Conversation) -> str:
