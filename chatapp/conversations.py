@@ -602,3 +602,16 @@ def meter(conversation: Conversation | None, draft: str) -> Meter:
         history_messages=history,
         left_out=history - sent_history,
     )
+
+
+def recent_feedback(limit: int = 50) -> list[tuple[Message, Conversation, User]]:
+    """Rated or commented answers of every user, the newest answers first (for admins)."""
+    query = (
+        select(Message, Conversation, User)
+        .join(Conversation, Message.conversation_id == Conversation.id)
+        .join(User, Conversation.user_id == User.id)
+        .where(or_(Message.feedback_rating.is_not(None), Message.feedback_comment.is_not(None)))
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    return [(message, conversation, user) for message, conversation, user in db.session.execute(query)]
