@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 
 from . import images as images_module
 from . import quotas
@@ -578,8 +578,12 @@ class Meter:
         }
 
 
-def meter(conversation: Conversation | None, draft: str) -> Meter:
-    """The meter for ``draft`` as the next message of ``conversation`` (None: a new chat), counted as a send would."""
+def meter(conversation: Conversation | None, draft: str, path_ids: list[tuple[int, int | None]] | None = None) -> Meter:
+    """The meter for ``draft`` as the next message of ``conversation`` (None: a new chat), counted as a send would.
+
+    Reads the token counts of the visible path (small columns, no text), not the messages themselves;
+    ``path_ids``: the path already walked, if the caller has it.
+    """
     limit = current_app.config["MAX_MESSAGE_CHARS"]
     if len(draft) > limit:
         raise ChatError(
@@ -587,21 +591,49 @@ def meter(conversation: Conversation | None, draft: str) -> Meter:
         )
     draft = draft.strip()
     tokens = count_tokens(draft)
-    path: list[Message] = []
-    if conversation is not None:
-        parent, _replaced = _parent_for_new_message(conversation)
-        path = Tree(conversation.id).path(parent.id) if parent else []
-    prompt = build_prompt(path, conversation, PromptMessage("user", draft, tokens))
-    history = len(_sendable(path))
-    sent_history = len(prompt) - 1 - (1 if prompt and prompt[0].role == "system" else 0)
+    config = current_app.config
+    history = _path_sizes(conversation, path_ids) if conversation is not None else []
+    system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
+    system = PromptMessage("system", "", count_tokens(system_text)) if system_text else None
+    budget = config["MAX_HISTORY_TOKENS"]
+    prompt = trim_history(system, [*history, PromptMessage("user", "", tokens)], budget)  # as build_prompt does
+    sent_history = len(prompt) - 1 - (1 if system else 0)
     return Meter(
         draft_tokens=tokens,
-        message_limit=current_app.config["MAX_USER_MESSAGE_TOKENS"],
+        message_limit=config["MAX_USER_MESSAGE_TOKENS"],
         prompt_tokens=sum(m.tokens + PER_MESSAGE_OVERHEAD for m in prompt),
-        budget=current_app.config["MAX_HISTORY_TOKENS"],
-        history_messages=history,
-        left_out=history - sent_history,
+        budget=budget,
+        history_messages=len(history),
+        left_out=len(history) - sent_history,
     )
+
+
+def _path_sizes(conversation: Conversation, path_ids: list[tuple[int, int | None]] | None) -> list[PromptMessage]:
+    """The sendable messages of the visible path as a prompt would count them (no text: just their tokens)."""
+    ids = [message_id for message_id, _parent in (conversation.path_ids() if path_ids is None else path_ids)]
+    if not ids:
+        return []
+    pictures = select(func.count(Image.id)).where(Image.message_id == Message.id).scalar_subquery()
+    rows = db.session.execute(
+        select(
+            Message.id,
+            Message.role,
+            Message.status,
+            Message.token_count,
+            func.length(Message.content),
+            case((Message.token_count.is_(None), Message.content), else_=None),  # text only when not yet counted
+            pictures,
+        ).where(Message.id.in_(ids))
+    )
+    by_id = {row[0]: row for row in rows}
+    sizes = []
+    for message_id in ids:
+        _id, role, status, counted, length, text, images = by_id[message_id]
+        if not (length or images) or (role == "user" and status == ERROR):  # as _sendable leaves them out
+            continue
+        tokens = counted if counted is not None else count_tokens(text or "")
+        sizes.append(PromptMessage(role, "", tokens + images_module.IMAGE_TOKENS * images))
+    return sizes
 
 
 def recent_feedback(limit: int = 50) -> list[tuple[Message, Conversation, User]]:
