@@ -620,9 +620,13 @@
     if (!target || !target.id) return;
     var fresh = byId(target.id) || target;
     if (/^feedback-\d+$/.test(target.id)) {
-      var error = fresh.querySelector(".error");
+      var error = fresh.querySelector(".error"), lost = lastFocused;
       announce(error ? error.textContent.trim() : "Feedback saved");
       if (error) { var box = fresh.querySelector("textarea"); if (box) box.focus(); }
+      else if (lost && !lost.isConnected) {  // the pressed thumb, or the comment's summary, again
+        var again = fresh.querySelector(lost.matches(".thumb-up") ? ".thumb-up" : lost.matches(".thumb-down") ? ".thumb-down" : "summary");
+        if (again) again.focus();
+      }
     } else if (target.id === "chat-settings") {
       var problem = fresh.querySelector(".error");
       announce(problem ? problem.textContent.trim() : "Saved. The next answer uses these settings.");
