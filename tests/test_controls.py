@@ -507,3 +507,28 @@ def test_bad_model_prices_stop_the_start_with_what_to_write(make_app) -> None:  
         make_app(MODEL_PRICES='{"m": {"in": 1}}')
     with pytest.raises(ConfigError, match="not valid JSON"):
         make_app(MODEL_PRICES="{nope")
+
+
+# ---- PostgreSQL ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+def test_presets_meter_cost_and_feedback_on_postgres(make_app, postgres_url: str, upstream) -> None:  # noqa: ANN001
+    app = make_app(
+        DATABASE_URL=postgres_url, ADMIN_USERS="root", MODEL_PRICES='{"other-model": {"input": 1, "output": 1}}'
+    )
+    chat = Chat(app)
+    sign_up(chat, "alice")
+    chat.post("/settings/presets", PRESET)
+    with app.app_context():
+        preset_id = db.session.query(Preset.id).scalar()
+    response = chat.post("/conversations", {"content": "hi", "preset_id": str(preset_id)})
+    conversation_id = int(re.search(r"/c/(\d+)", response.headers["Location"]).group(1))
+    answer_id = int(response.headers["Location"].rsplit("message-", 1)[1])
+    assert chat.wait(answer_id).model == "other-model"
+    fragment = chat.post(f"/c/{conversation_id}/meter", {"content": "two words"}).get_data(as_text=True)
+    assert meter_numbers(fragment)[0] == count_tokens("two words") and "so far" in fragment
+    chat.post(f"/messages/{answer_id}/feedback", {"rating": "up", "comment": "Nice."})
+    root = Chat(app)
+    sign_up(root, "root")
+    assert "alice Thumbs up Nice. other-model" in text(root.get("/admin"))
