@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy.orm import aliased
 
 from . import images as images_module
 from . import quotas
@@ -578,11 +579,10 @@ class Meter:
         }
 
 
-def meter(conversation: Conversation | None, draft: str, path_ids: list[tuple[int, int | None]] | None = None) -> Meter:
+def meter(conversation: Conversation | None, draft: str) -> Meter:
     """The meter for ``draft`` as the next message of ``conversation`` (None: a new chat), counted as a send would.
 
-    Reads the token counts of the visible path (small columns, no text), not the messages themselves;
-    ``path_ids``: the path already walked, if the caller has it.
+    Reads the token counts along the visible path in one query (small columns, no text), not the messages.
     """
     limit = current_app.config["MAX_MESSAGE_CHARS"]
     if len(draft) > limit:
@@ -592,7 +592,7 @@ def meter(conversation: Conversation | None, draft: str, path_ids: list[tuple[in
     draft = draft.strip()
     tokens = count_tokens(draft)
     config = current_app.config
-    history = _path_sizes(conversation, path_ids) if conversation is not None else []
+    history = _path_sizes(conversation) if conversation is not None else []
     system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
     system = PromptMessage("system", "", count_tokens(system_text)) if system_text else None
     budget = config["MAX_HISTORY_TOKENS"]
@@ -608,27 +608,34 @@ def meter(conversation: Conversation | None, draft: str, path_ids: list[tuple[in
     )
 
 
-def _path_sizes(conversation: Conversation, path_ids: list[tuple[int, int | None]] | None) -> list[PromptMessage]:
-    """The sendable messages of the visible path as a prompt would count them (no text: just their tokens)."""
-    ids = [message_id for message_id, _parent in (conversation.path_ids() if path_ids is None else path_ids)]
-    if not ids:
+def _path_sizes(conversation: Conversation) -> list[PromptMessage]:
+    """The sendable messages of the visible path as a prompt would count them (their tokens, not their text).
+
+    One query: the path walked up from the active leaf in SQL, with each message's stored token count.
+    """
+    if conversation.active_leaf_id is None:
         return []
-    pictures = select(func.count(Image.id)).where(Image.message_id == Message.id).scalar_subquery()
+    start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
+        Message.id == conversation.active_leaf_id, Message.conversation_id == conversation.id
+    )
+    path = start.cte("path", recursive=True)
+    parent = aliased(Message)
+    path = path.union_all(select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id))
+    pictures = select(func.count(Image.id)).where(Image.message_id == Message.id).correlate(Message).scalar_subquery()
     rows = db.session.execute(
         select(
-            Message.id,
             Message.role,
             Message.status,
             Message.token_count,
             func.length(Message.content),
             case((Message.token_count.is_(None), Message.content), else_=None),  # text only when not yet counted
             pictures,
-        ).where(Message.id.in_(ids))
+        )
+        .join(path, path.c.id == Message.id)
+        .order_by(path.c.depth.desc())
     )
-    by_id = {row[0]: row for row in rows}
     sizes = []
-    for message_id in ids:
-        _id, role, status, counted, length, text, images = by_id[message_id]
+    for role, status, counted, length, text, images in rows:
         if not (length or images) or (role == "user" and status == ERROR):  # as _sendable leaves them out
             continue
         tokens = counted if counted is not None else count_tokens(text or "")

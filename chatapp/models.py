@@ -200,21 +200,15 @@ class Conversation(Model):
         return [(message_id, parent_id) for message_id, parent_id in rows]
 
     def visible_window(
-        self,
-        size: int,
-        before: int | None = None,
-        after: int | None = None,
-        around: int | None = None,
-        ids: list[tuple[int, int | None]] | None = None,
+        self, size: int, before: int | None = None, after: int | None = None, around: int | None = None
     ) -> tuple[list[tuple[Message, Siblings]], int, int]:
         """Part of the visible path, with how many messages of it come before and after that part.
 
         ``size`` messages: the latest, or those just ``before`` or ``after`` a message of the path,
         or ``around`` one (it and about half before it). A message not on the path: the latest.
-        Loads only the messages shown and their siblings, not the whole conversation. ``ids``: the
-        ``path_ids()`` already walked, if the caller has them.
+        Loads only the messages shown and their siblings, not the whole conversation.
         """
-        ids = self.path_ids() if ids is None else ids
+        ids = self.path_ids()
         position = {message_id: index for index, (message_id, _parent) in enumerate(ids)}
         if before in position:
             end = position[before]

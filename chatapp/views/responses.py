@@ -45,12 +45,10 @@ def render_chat(
     streaming = conversation.streaming_message() if conversation else None
     visible: list = []
     earlier = later = 0
-    path_ids = None
     if conversation:
         editing = context.get("editing")  # the message being edited must be among those shown
         around = around or (editing if isinstance(editing, int) else None)
-        path_ids = conversation.path_ids()  # walked once, for the window and the meter
-        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around, path_ids)
+        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
     last = visible[-1][0] if visible and not later else None
     if last is not None and last.role == "user" and last.status == ERROR:
         context.setdefault("draft", last.content)
@@ -65,7 +63,7 @@ def render_chat(
         streaming=streaming,
         provider=current_generator().provider,
         presets=presets.list_presets(current_user().id) if not conversation else [],
-        meter=meter(conversation, str(context.get("draft") or ""), path_ids),
+        meter=meter(conversation, str(context.get("draft") or "")),
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
         **context,
     )
