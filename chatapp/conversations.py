@@ -592,24 +592,29 @@ def meter(conversation: Conversation | None, draft: str) -> Meter:
     draft = draft.strip()
     tokens = count_tokens(draft)
     config = current_app.config
-    history = _path_sizes(conversation) if conversation is not None else []
+    sizes = _path_sizes(conversation) if conversation is not None else []
     system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
-    system = PromptMessage("system", "", count_tokens(system_text)) if system_text else None
     budget = config["MAX_HISTORY_TOKENS"]
-    prompt = trim_history(system, [*history, PromptMessage("user", "", tokens)], budget)  # as build_prompt does
-    sent_history = len(prompt) - 1 - (1 if system else 0)
+    # As trim_history: the system prompt and the draft always; then the newest history that fits.
+    used = tokens + PER_MESSAGE_OVERHEAD + (count_tokens(system_text) + PER_MESSAGE_OVERHEAD if system_text else 0)
+    kept = 0
+    for size in reversed(sizes):
+        if used + size + PER_MESSAGE_OVERHEAD > budget:
+            break
+        used += size + PER_MESSAGE_OVERHEAD
+        kept += 1
     return Meter(
         draft_tokens=tokens,
         message_limit=config["MAX_USER_MESSAGE_TOKENS"],
-        prompt_tokens=sum(m.tokens + PER_MESSAGE_OVERHEAD for m in prompt),
+        prompt_tokens=used,
         budget=budget,
-        history_messages=len(history),
-        left_out=len(history) - sent_history,
+        history_messages=len(sizes),
+        left_out=len(sizes) - kept,
     )
 
 
-def _path_sizes(conversation: Conversation) -> list[PromptMessage]:
-    """The sendable messages of the visible path as a prompt would count them (their tokens, not their text).
+def _path_sizes(conversation: Conversation) -> list[int]:
+    """The tokens of each sendable message of the visible path, root first, as a prompt counts them.
 
     One query: the path walked up from the active leaf in SQL, with each message's stored token count.
     """
@@ -634,13 +639,11 @@ def _path_sizes(conversation: Conversation) -> list[PromptMessage]:
         .join(path, path.c.id == Message.id)
         .order_by(path.c.depth.desc())
     )
-    sizes = []
-    for role, status, counted, length, text, images in rows:
-        if not (length or images) or (role == "user" and status == ERROR):  # as _sendable leaves them out
-            continue
-        tokens = counted if counted is not None else count_tokens(text or "")
-        sizes.append(PromptMessage(role, "", tokens + images_module.IMAGE_TOKENS * images))
-    return sizes
+    return [
+        (counted if counted is not None else count_tokens(text or "")) + images_module.IMAGE_TOKENS * images
+        for role, status, counted, length, text, images in rows
+        if (length or images) and not (role == "user" and status == ERROR)  # as _sendable leaves them out
+    ]
 
 
 def recent_feedback(limit: int = 50) -> list[tuple[Message, Conversation, User]]:
