@@ -579,10 +579,11 @@ class Meter:
         }
 
 
-def meter(conversation: Conversation | None, draft: str) -> Meter:
+def meter(conversation: Conversation | None, draft: str, starting: dict | None = None) -> Meter:
     """The meter for ``draft`` as the next message of ``conversation`` (None: a new chat), counted as a send would.
 
     Reads the token counts along the visible path in one query (small columns, no text), not the messages.
+    ``starting``: a new chat's ``starting_settings`` (its system prompt counts).
     """
     limit = current_app.config["MAX_MESSAGE_CHARS"]
     if len(draft) > limit:
@@ -593,7 +594,8 @@ def meter(conversation: Conversation | None, draft: str) -> Meter:
     tokens = count_tokens(draft)
     config = current_app.config
     sizes = _path_sizes(conversation) if conversation is not None else []
-    system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
+    own = conversation.system_prompt if conversation else (starting or {}).get("system_prompt")
+    system_text = own or config["SYSTEM_PROMPT"]
     budget = config["MAX_HISTORY_TOKENS"]
     # As trim_history: the system prompt and the draft always; then the newest history that fits.
     used = tokens + PER_MESSAGE_OVERHEAD + (count_tokens(system_text) + PER_MESSAGE_OVERHEAD if system_text else 0)

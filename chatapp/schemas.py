@@ -64,6 +64,12 @@ class Draft(Strict):
     content: str = ""
 
 
+class NewChatDraft(Draft):
+    """The first message of a new conversation; ``preset_id``: the preset it would start with."""
+
+    preset_id: int = Field(None, ge=1, le=LARGEST_ID, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
 class Meter(BaseModel):
     draft_tokens: int
     message_limit: int

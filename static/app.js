@@ -574,6 +574,7 @@
     if (!box || !form) return;
     var asked = ++meterAsked, body = new FormData();
     body.append("content", textbox() ? textbox().value : "");
+    if (byId("preset")) body.append("preset_id", byId("preset").value);  // a new chat: its system prompt counts
     fetch(box.dataset.url, {
       method: "POST", body: body, credentials: "same-origin",
       headers: { "HX-Request": "true", "X-CSRF-Token": form.querySelector("[name=csrf_token]").value },
@@ -610,8 +611,8 @@
       textbox().value = opening;
       openingPut = opening;
       autosize(textbox());
-      refreshMeter();
     }
+    refreshMeter();
   });
 
   // ---- Feedback and chat settings: say what happened after the swap, keep focus where it was --------------
@@ -635,4 +636,12 @@
       refreshMeter();
     }
   });
+
+  // A panel opened from an answer's row (Retry with…, Comment) comes fully into view.
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.open || !details.closest || !details.closest(".actions")) return;
+    var panel = details.querySelector(".menu-panel");
+    if (panel) panel.scrollIntoView({ block: "nearest" });
+  }, true);
 })();

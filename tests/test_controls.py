@@ -407,6 +407,13 @@ def test_meter_counts_with_the_tokenizer_and_says_what_is_left_out(make_app, ups
 
     api = ApiClient(chat.app)
     assert api.call("POST", "/meter", {"content": draft}).get_json()["draft_tokens"] == count_tokens(draft)
+    # A new chat with a preset: its system prompt is what counts.
+    preset = api.call("POST", "/presets", {"name": "long", "system_prompt": "word " * 50}).get_json()
+    plain, with_preset = (
+        api.call("POST", "/meter", {"content": draft, **extra}).get_json()["prompt_tokens"]
+        for extra in ({}, {"preset_id": preset["id"]})
+    )
+    assert with_preset - plain == count_tokens(("word " * 50).strip()) - count_tokens("Be brief.")
     left_out = int(re.search(r"(\d+) older messages? will not be sent", fragment).group(1))
     assert left_out >= 1
 

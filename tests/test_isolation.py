@@ -42,6 +42,7 @@ API_BODIES = {
     "ConversationUpdate": {"title": "taken over"},
     "RetryOptions": {},
     "Draft": {"content": "a stranger's draft"},
+    "NewChatDraft": {"content": "a stranger's draft"},
     "PresetUpdate": {"name": "taken over"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}

@@ -303,10 +303,13 @@ def meter(conversation_id: int):  # noqa: ANN201
     return jsonify(conversations.meter(conversation, parse(schemas.Draft).content).as_dict())
 
 
-@route("/meter", "POST", body=schemas.Draft, response=schemas.Meter)
+@route("/meter", "POST", body=schemas.NewChatDraft, response=schemas.Meter)
 def new_chat_meter():  # noqa: ANN201
-    """The meter for the first message of a new conversation."""
-    return jsonify(conversations.meter(None, parse(schemas.Draft).content).as_dict())
+    """The meter for the first message of a new conversation (with ``preset_id``: started with that preset)."""
+    data = parse(schemas.NewChatDraft)
+    preset = presets.owned_preset(g.api_user_id, data.preset_id) if data.preset_id else None
+    starting = conversations.starting_settings(db.session.get(User, g.api_user_id), preset) if preset else None
+    return jsonify(conversations.meter(None, data.content, starting).as_dict())
 
 
 # -- presets ---------------------------------------------------------------------------------------------

@@ -280,9 +280,12 @@ def settings(conversation_id: int):  # noqa: ANN201
 @bp.post("/meter")
 @bp.post("/c/<int:conversation_id>/meter")
 def meter(conversation_id: int | None = None):  # noqa: ANN201
-    """The token meter for the draft in the message box (the composer asks as you type)."""
+    """The token meter for the draft in the message box (the composer asks as you type); a new chat's
+    ``preset_id`` counts that preset's system prompt."""
     conversation = _conversation_or_404(conversation_id) if conversation_id else None
-    return render_meter(conversation, request.form.get("content", ""))
+    preset = _chosen_preset(request.form.get("preset_id", "")) if conversation is None else None
+    starting = conversations.starting_settings(current_user(), preset) if preset else None
+    return render_meter(conversation, request.form.get("content", ""), starting)
 
 
 @bp.post("/messages/<int:message_id>/continue")

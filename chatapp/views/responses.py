@@ -70,12 +70,13 @@ def render_chat(
     return html, status
 
 
-def render_meter(conversation: Conversation | None, draft: str) -> str:
-    """The composer's token meter for ``draft`` (and the conversation's cost so far)."""
+def render_meter(conversation: Conversation | None, draft: str, starting: dict | None = None) -> str:
+    """The composer's token meter for ``draft`` (and the conversation's cost so far); ``starting``: a new
+    chat's settings."""
     return render_template(
         "partials/meter.html",
         conversation=conversation,
-        meter=meter(conversation, draft),
+        meter=meter(conversation, draft, starting),
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
     )
 
