@@ -159,6 +159,8 @@ def test_presets_on_the_settings_page_and_in_a_new_chat(chat: Chat, upstream) ->
     assert options(new_chat, "preset") == ["Default settings", "French tutor"]
     assert f'<option value="{preset_id}" selected' in new_chat
     assert "Teach me a French word.</textarea>" in new_chat
+    used = count_tokens("Answer in French.") + 4 + count_tokens("Teach me a French word.") + 4
+    assert meter_numbers(new_chat)[1] == used  # the meter counts the preset's system prompt
 
     # Sent with an empty box: the opening prompt is the first message, with the preset's settings.
     response = chat.post("/conversations", {"content": "", "preset_id": str(preset_id)})

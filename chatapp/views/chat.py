@@ -53,7 +53,8 @@ def index():  # noqa: ANN201
     ``?preset=<id>`` chooses one of the user's presets and puts its opening prompt there."""
     preset = _chosen_preset(request.args.get("preset", ""))
     draft = request.args.get("prompt", "") or (preset.opening_prompt if preset and preset.opening_prompt else "")
-    return render_chat(None, draft=draft, chosen_preset=preset.id if preset else None)
+    starting = conversations.starting_settings(current_user(), preset) if preset else None
+    return render_chat(None, draft=draft, chosen_preset=preset.id if preset else None, starting=starting)
 
 
 def _chosen_preset(raw: str) -> Preset | None:

@@ -63,7 +63,7 @@ def render_chat(
         streaming=streaming,
         provider=current_generator().provider,
         presets=presets.list_presets(current_user().id) if not conversation else [],
-        meter=meter(conversation, str(context.get("draft") or "")),
+        meter=meter(conversation, str(context.get("draft") or ""), context.get("starting")),  # type: ignore[arg-type]
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
         **context,
     )
