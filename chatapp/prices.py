@@ -1,5 +1,6 @@
 """What answers cost: ``MODEL_PRICES`` (the operator's, for local or self-hosted models) first, then the
-price table kept in the ``genai-prices`` package (bundled data, read offline). Unknown: None, never a guess."""
+price table kept in the ``genai-prices`` package (bundled data, read offline) for the provider serving
+``OPENAI_BASE_URL``. Unknown: None, never a guess."""
 
 from __future__ import annotations
 
@@ -57,19 +58,26 @@ def cost(
     own = model_prices().get(model)
     if own is not None:
         return float((own[0] * prompt_tokens + own[1] * completion_tokens) / PER)
-    if provider == "local":  # the bundled model costs nothing but is in no price table: say nothing
+    if provider != "openai":  # the bundled local model costs nothing but is in no price table: say nothing
         return None
-    return _table_cost(model, prompt_tokens, completion_tokens)
+    # The table's prices are a provider's: the one serving OPENAI_BASE_URL (OpenAI, OpenRouter, Groq, …).
+    # A server it does not know (Ollama, vLLM on your own machine) has no price but MODEL_PRICES.
+    api_url = current_app.config.get("OPENAI_BASE_URL") or OPENAI_API_URL
+    return _table_cost(model, prompt_tokens, completion_tokens, api_url)
+
+
+OPENAI_API_URL = "https://api.openai.com/v1"
 
 
 @lru_cache(maxsize=1024)
-def _table_cost(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+def _table_cost(model: str, prompt_tokens: int, completion_tokens: int, api_url: str) -> float | None:
     try:
         from genai_prices import Usage, calc_price
     except ImportError:  # pragma: no cover - a dependency, listed in setup.cfg
         return None
     try:
-        price = calc_price(Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens), model_ref=model)
+        usage = Usage(input_tokens=prompt_tokens, output_tokens=completion_tokens)
+        price = calc_price(usage, model_ref=model, provider_api_url=api_url)
     except LookupError:
         return None
     except Exception as exc:  # noqa: BLE001 - a price table is no reason to fail a page

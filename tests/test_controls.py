@@ -499,14 +499,19 @@ def test_no_cost_when_the_price_is_unknown_and_the_kept_table_offline(make_app, 
     page = page_of(chat, conversation_id)
     assert 'class="cost"' not in page and "so far" not in page
     assert ApiClient(chat.app).call("GET", f"/messages/{answer_id}").status_code == 404  # another identity
-    with chat.app.app_context():
-        from chatapp.prices import cost
+    from chatapp.prices import cost
 
+    with chat.app.app_context():  # a server of one's own (here the fake upstream): in no price table
         assert cost("fake-model", "openai", 10, 10) is None
-        # The genai-prices table, bundled in the package: a known model has a price without any network.
-        known = cost("gpt-4o-mini", "openai", 1_000_000, 1_000_000)
-        assert known is not None and 0.1 < known < 10
-        assert cost("gpt-4o-mini", "local", 1_000_000, 1_000_000) is None
+        assert cost("gpt-4o-mini", "openai", 1_000_000, 1_000_000) is None
+    # The genai-prices table, bundled in the package, for the provider at OPENAI_BASE_URL (OpenAI when unset):
+    # a known model has a price, without any network.
+    for base_url in ("https://api.openai.com/v1", "https://openrouter.ai/api/v1"):
+        with make_app(OPENAI_BASE_URL=base_url).app_context():
+            model = "gpt-4o-mini" if "openai.com" in base_url else "openai/gpt-4o-mini"
+            known = cost(model, "openai", 1_000_000, 1_000_000)
+            assert known is not None and 0.1 < known < 10, (base_url, known)
+            assert cost("gpt-4o-mini", "local", 1_000_000, 1_000_000) is None
 
 
 def test_bad_model_prices_stop_the_start_with_what_to_write(make_app) -> None:  # noqa: ANN001
