@@ -133,6 +133,23 @@ def test_the_model_list_falls_back_when_the_upstream_cannot_list(make_app, upstr
     assert options(page_of(chat, conversation_id), "setting-model") == ["Default (fake-model)", "a-model", "b-model"]
 
 
+def test_the_model_list_is_kept_briefly_and_survives_an_unreachable_upstream(make_app, upstream) -> None:  # noqa: ANN001
+    from chatapp.conversations import available_models
+
+    app = make_app()
+    chat = Chat(app)
+    conversation_id, _ = answered(chat)
+    assert options(page_of(chat, conversation_id), "setting-model") == ["Default (fake-model)", "fake-model"]
+    upstream.models = ["fake-model", "new-model"]
+    assert "new-model" not in options(page_of(chat, conversation_id), "setting-model")  # kept for a while
+    app.extensions["chatapp.models"]["until"] = 0  # the while is over
+    assert "new-model" in options(page_of(chat, conversation_id), "setting-model")
+
+    closed = make_app(OPENAI_BASE_URL="http://127.0.0.1:9/v1", CHAT_MODEL="configured-model")
+    with closed.app_context():
+        assert available_models() == ["configured-model"]
+
+
 # ---- presets ------------------------------------------------------------------------------------------
 
 
