@@ -264,7 +264,7 @@ def test_large_branchy_conversation_page_loads_in_five_message_queries(chat: Cha
         event.remove(engine, "before_cursor_execute", listener)
     # The latest 50 of the 2,002 on the path (the page shows a window of a long conversation), the
     # side branches among them counted: the path walk, the window with its siblings, the streaming check;
-    # and two that read no text: the token meter's counts along the path, the conversation's cost (a sum).
+    # and two small ones: the token meter's stored counts along the path, the conversation's cost (a sum).
     assert page.count('class="message ') == 50
     assert page.count('<span class="version-count">1 / 2</span>') == 2  # exchanges 980 and 990
     assert "(1952 more)" in page
