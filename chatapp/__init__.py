@@ -44,6 +44,9 @@ def create_app(test_config: dict | None = None) -> Flask:
     os.makedirs(app.instance_path, exist_ok=True)
     load_config(app, test_config)
     app.config["REDIS_URL"] = redis_url(app.config["REDIS_URL"], app.config["REDIS_TLS_VERIFY"])
+    from .prices import check_config
+
+    check_config(app.config["MODEL_PRICES"])  # a price list that cannot be read stops the start, saying why
 
     from . import accounts, errors, identity, limits, logs, metrics, security, storage, views
     from .extensions import db, migrate, sock

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_RESPONSE_TOKENS": 1024,  # also the largest max_tokens a conversation may ask for
     "MAX_MESSAGE_CHARS": 100_000,  # longer messages are refused (413), not saved
     "ALLOWED_MODELS": "",  # comma-separated; empty: any model name
+    "MODEL_PRICES": None,  # JSON {"model": {"input": $ per 1M tokens, "output": …}}; else the genai-prices table
     "SYSTEM_PROMPT": "You are a helpful assistant.",
     "REDIS_URL": None,
     "REDIS_PREFIX": "chatapp",  # key prefix, so several apps can share one Redis

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import base64
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, case, func, literal, or_, select, update
+from sqlalchemy.orm import aliased
 
 from . import images as images_module
 from . import quotas
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, INTERRUPTED, NEW_TITLE, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
-from .tokens import PromptMessage, count_tokens, trim_history
+from .models import (
+    ERROR,
+    INTERRUPTED,
+    NEW_TITLE,
+    STOPPED,
+    STREAMING,
+    Conversation,
+    Image,
+    Message,
+    Preset,
+    Tree,
+    User,
+    utcnow,
+)
+from .tokens import PER_MESSAGE_OVERHEAD, PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
 # Sent after the partial answer when continuing it; portable across OpenAI-compatible servers,
@@ -161,12 +176,18 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
 
-def start_conversation(user: User, content: str, images: Sequence[bytes] = ()) -> tuple[Conversation, Sent]:
-    """A new conversation opened by the user's first message (checked before anything is saved)."""
+def start_conversation(
+    user: User, content: str, images: Sequence[bytes] = (), fields: dict | None = None
+) -> tuple[Conversation, Sent]:
+    """A new conversation opened by the user's first message (checked before anything is saved).
+
+    ``fields`` are its settings, as ``starting_settings`` gives them (model, system prompt, settings).
+    """
     content = _clean(content, bool(images))
     prepared = _prepare_images(images)
     images_module.check_quota(user.id, [len(p.data) for p in prepared])
     conversation = Conversation(user_id=user.id)
+    _apply(conversation, {key: value for key, value in (fields or {}).items() if key != "title"})
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
     db.session.flush()
@@ -248,17 +269,21 @@ def edit(message: Message, content: str) -> Message:
     return _answer(conversation, version)
 
 
-def retry(answer: Message) -> Message:
-    """Generate a new answer beside ``answer``, from the same history."""
+def retry(answer: Message, model: str | None = None) -> Message:
+    """Generate a new answer beside ``answer``, from the same history; ``model`` writes this one only.
+
+    The conversation keeps its own model for the answers after it.
+    """
     if answer.role != "assistant" or answer.parent_id is None:
         raise ChatError("Only answers can be retried.", 422, "not_an_answer")
+    model = _allowed_model(model.strip() or None) if model else None
     conversation = answer.conversation
     _refuse_if_streaming(conversation)
     quotas.check_can_start(conversation.user_id)
     question = db.session.get(Message, answer.parent_id)
     if question is None:
         raise ChatError(NOT_FOUND, 404, "not_found")
-    return _answer(conversation, question)
+    return _answer(conversation, question, model)
 
 
 def continue_answer(answer: Message) -> Message:
@@ -318,10 +343,23 @@ def stop(answer: Message) -> Message:
     return answer
 
 
+FEEDBACK_COMMENT_CHARS = 2000
+
+
 def give_feedback(message: Message, rating: str | None, comment: str | None) -> None:
     """Thumbs up or down (or neither) on an answer, with an optional comment."""
     if message.role != "assistant":
         raise ChatError("Feedback is for answers only.", 422, "not_an_answer")
+    if rating not in (None, "up", "down"):
+        raise ChatError("rating must be up, down or empty.", 422, "invalid", {"fields": [{"field": "rating"}]})
+    comment = (comment or "").strip() or None
+    if comment and len(comment) > FEEDBACK_COMMENT_CHARS:
+        raise ChatError(
+            f"A comment can be at most {FEEDBACK_COMMENT_CHARS:,} characters; this one has {len(comment):,}.",
+            422,
+            "invalid",
+            {"fields": [{"field": "comment"}], "limit": FEEDBACK_COMMENT_CHARS},
+        )
     message.feedback_rating, message.feedback_comment = rating, comment
     db.session.commit()
 
@@ -389,14 +427,16 @@ def _parent_for_new_message(conversation: Conversation) -> tuple[Message | None,
     return leaf, None
 
 
-def _answer(conversation: Conversation, question: Message) -> Message:
+def _answer(conversation: Conversation, question: Message, model: str | None = None) -> Message:
     generator = current_generator()
+    chosen = model if generator.provider.name != "local" else None  # one local model: nothing to choose
+    options = _options(conversation) | ({"model": chosen} if chosen else {})
     answer = Message(
         conversation_id=conversation.id,
         parent_id=question.id,
         role="assistant",
         status=STREAMING,
-        model=_model_for(conversation),
+        model=chosen or _model_for(conversation),
         provider=generator.provider.name,
     )
     db.session.add(answer)
@@ -405,8 +445,13 @@ def _answer(conversation: Conversation, question: Message) -> Message:
     conversation.updated_at = utcnow()
     prompt = build_prompt(Tree(conversation.id).path(question.id), conversation)
     db.session.commit()  # one transaction for everything a send, edit or retry writes
-    generator.start(answer, prompt, options=_options(conversation))
+    generator.start(answer, prompt, options=options)
     return answer
+
+
+def _sendable(path: list[Message]) -> list[Message]:
+    """The messages of a path that go to the model: not empty, not refused."""
+    return [m for m in path if (m.content or m.images) and not (m.role == "user" and m.status == ERROR)]
 
 
 def _prompt_message(message: Message) -> PromptMessage:
@@ -436,7 +481,186 @@ def build_prompt(
     config = current_app.config
     system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
-    sendable = [m for m in path if (m.content or m.images) and not (m.role == "user" and m.status == ERROR)]
-    history = [_prompt_message(m) for m in sendable]
+    history = [_prompt_message(m) for m in _sendable(path)]
     history += [extra] if extra else []
     return trim_history(system, history, config["MAX_HISTORY_TOKENS"])
+
+
+def parse_number(raw: str, field: str, kind: type, low: float, high: float | None) -> float | int | None:
+    """A number typed in a form field: empty is None (the default); else a ``kind`` within [low, high]."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    label = field.replace("_", " ").capitalize()
+    try:
+        value = kind(raw)
+        if not math.isfinite(value):
+            raise ValueError(raw)
+    except ValueError:
+        whole = " whole" if kind is int else ""
+        raise ChatError(
+            f"{label} must be a{whole} number; “{raw[:20]}” is not.", 422, "invalid", {"field": field}
+        ) from None
+    if value < low or (high is not None and value > high):
+        bounds = f"from {low:g} to {high:g}" if high is not None else f"at least {low:g}"
+        raise ChatError(f"{label} must be {bounds}.", 422, "invalid", {"field": field})
+    return value
+
+
+# -- what a new chat starts with -------------------------------------------------------------------------
+def starting_settings(user: User, preset: Preset | None = None, folder: object | None = None) -> dict:
+    """The settings a new conversation starts with: the chosen preset, else its folder's, else the operator's.
+
+    Returned as ``create_conversation`` fields (model, system_prompt, settings); None is the operator's
+    value (CHAT_MODEL, SYSTEM_PROMPT, the server's temperature, MAX_RESPONSE_TOKENS).
+    """
+    if preset is not None:
+        if preset.user_id != user.id:
+            raise ChatError(NOT_FOUND, 404, "not_found")
+        return {
+            "model": preset.model,
+            "system_prompt": preset.system_prompt,
+            "settings": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
+        }
+    # FOLDER DEFAULTS GO HERE (wired at merge): a folder's own system prompt / model, when ``folder`` has them.
+    # The operator's: nothing set on the conversation.
+    return {"model": None, "system_prompt": None, "settings": {"temperature": None, "max_tokens": None}}
+
+
+# -- the models on offer ---------------------------------------------------------------------------------
+MODELS_TTL = 60.0  # seconds the upstream's model list is kept before it is asked again
+
+
+def available_models() -> list[str]:
+    """The models a conversation may choose: the upstream's list (kept briefly), limited by ``ALLOWED_MODELS``.
+
+    When the list cannot be had, the provider falls back to the configured model; with
+    ``ALLOWED_MODELS`` set, those names are offered whatever the upstream lists.
+    """
+    cache = current_app.extensions.setdefault("chatapp.models", {})
+    if cache.get("until", 0.0) < time.monotonic():
+        cache["names"] = list(dict.fromkeys(current_generator().provider.models()))
+        cache["until"] = time.monotonic() + MODELS_TTL
+    listed: list[str] = cache["names"]
+    allowed = allowed_models()
+    if not allowed:
+        return listed
+    return [name for name in allowed if name in listed] or allowed
+
+
+# -- the token meter -------------------------------------------------------------------------------------
+@dataclass
+class Meter:
+    """How a draft stands against the limits: its tokens, the context the next prompt fills, what is left out."""
+
+    draft_tokens: int
+    message_limit: int  # MAX_USER_MESSAGE_TOKENS: a longer message is refused
+    prompt_tokens: int  # system prompt + the history that fits + the draft, as the next request would hold
+    budget: int  # MAX_HISTORY_TOKENS
+    history_messages: int  # earlier messages of the visible path that could be sent
+    left_out: int  # of those, the oldest ones that will not be sent (over the budget)
+
+    @property
+    def too_long(self) -> bool:
+        """The draft would be refused as too long."""
+        return self.draft_tokens > self.message_limit
+
+    @property
+    def percent(self) -> int:
+        """How full the context budget is, 0–100."""
+        return min(100, round(100 * self.prompt_tokens / self.budget)) if self.budget else 100
+
+    def as_dict(self) -> dict:
+        """JSON-ready, for the API."""
+        return {
+            "draft_tokens": self.draft_tokens,
+            "message_limit": self.message_limit,
+            "too_long": self.too_long,
+            "prompt_tokens": self.prompt_tokens,
+            "budget": self.budget,
+            "percent": self.percent,
+            "history_messages": self.history_messages,
+            "left_out": self.left_out,
+        }
+
+
+def meter(conversation: Conversation | None, draft: str, starting: dict | None = None) -> Meter:
+    """The meter for ``draft`` as the next message of ``conversation`` (None: a new chat), counted as a send would.
+
+    Reads the token counts along the visible path in one query (small columns, no text), not the messages.
+    ``starting``: a new chat's ``starting_settings`` (its system prompt counts).
+    """
+    limit = current_app.config["MAX_MESSAGE_CHARS"]
+    if len(draft) > limit:
+        raise ChatError(
+            f"This draft is {len(draft):,} characters long; the limit is {limit:,}.", 413, "too_large", {"limit": limit}
+        )
+    draft = draft.strip()
+    tokens = count_tokens(draft)
+    config = current_app.config
+    sizes = _path_sizes(conversation) if conversation is not None else []
+    own = conversation.system_prompt if conversation else (starting or {}).get("system_prompt")
+    system_text = own or config["SYSTEM_PROMPT"]
+    budget = config["MAX_HISTORY_TOKENS"]
+    # As trim_history: the system prompt and the draft always; then the newest history that fits.
+    used = tokens + PER_MESSAGE_OVERHEAD + (count_tokens(system_text) + PER_MESSAGE_OVERHEAD if system_text else 0)
+    kept = 0
+    for size in reversed(sizes):
+        if used + size + PER_MESSAGE_OVERHEAD > budget:
+            break
+        used += size + PER_MESSAGE_OVERHEAD
+        kept += 1
+    return Meter(
+        draft_tokens=tokens,
+        message_limit=config["MAX_USER_MESSAGE_TOKENS"],
+        prompt_tokens=used,
+        budget=budget,
+        history_messages=len(sizes),
+        left_out=len(sizes) - kept,
+    )
+
+
+def _path_sizes(conversation: Conversation) -> list[int]:
+    """The tokens of each sendable message of the visible path, root first, as a prompt counts them.
+
+    One query: the path walked up from the active leaf in SQL, with each message's stored token count.
+    """
+    if conversation.active_leaf_id is None:
+        return []
+    start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
+        Message.id == conversation.active_leaf_id, Message.conversation_id == conversation.id
+    )
+    path = start.cte("path", recursive=True)
+    parent = aliased(Message)
+    path = path.union_all(select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id))
+    pictures = select(func.count(Image.id)).where(Image.message_id == Message.id).correlate(Message).scalar_subquery()
+    rows = db.session.execute(
+        select(
+            Message.role,
+            Message.status,
+            Message.token_count,
+            func.length(Message.content),
+            case((Message.token_count.is_(None), Message.content), else_=None),  # text only when not yet counted
+            pictures,
+        )
+        .join(path, path.c.id == Message.id)
+        .order_by(path.c.depth.desc())
+    )
+    return [
+        (counted if counted is not None else count_tokens(text or "")) + images_module.IMAGE_TOKENS * images
+        for role, status, counted, length, text, images in rows
+        if (length or images) and not (role == "user" and status == ERROR)  # as _sendable leaves them out
+    ]
+
+
+def recent_feedback(limit: int = 50) -> list[tuple[Message, Conversation, User]]:
+    """Rated or commented answers of every user, the newest answers first (for admins)."""
+    query = (
+        select(Message, Conversation, User)
+        .join(Conversation, Message.conversation_id == Conversation.id)
+        .join(User, Conversation.user_id == User.id)
+        .where(or_(Message.feedback_rating.is_not(None), Message.feedback_comment.is_not(None)))
+        .order_by(Message.id.desc())
+        .limit(limit)
+    )
+    return [(message, conversation, user) for message, conversation, user in db.session.execute(query)]

@@ -130,6 +130,20 @@ class ResetLink(Model):
     used_at: Mapped[datetime | None]
 
 
+class Preset(Model):
+    """A user's named set of conversation settings (and an opening prompt), picked when starting a chat."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    model: Mapped[str | None] = mapped_column(String(200))  # None: the operator's (CHAT_MODEL)
+    system_prompt: Mapped[str | None] = mapped_column(Text)  # None: the operator's (SYSTEM_PROMPT)
+    temperature: Mapped[float | None]
+    max_tokens: Mapped[int | None]
+    opening_prompt: Mapped[str | None] = mapped_column(Text)  # put in the composer of a new chat
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Conversation(Model):
     """A conversation owned by one user; its messages form a tree."""
 

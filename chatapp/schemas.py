@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, ShareLink, Siblings, Tree, siblings_of
+from .models import Conversation, Message, Preset, ShareLink, Siblings, Tree, siblings_of
+from .prices import message_cost
 
 
 def _utc(value: datetime) -> datetime:
@@ -43,8 +44,76 @@ class ConversationCreate(Strict):
     settings: Settings | None = None
 
 
+class ConversationStart(ConversationCreate):
+    """A new conversation; ``preset_id`` starts it with one of your presets (fields sent here win)."""
+
+    preset_id: int = Field(None, ge=1, le=LARGEST_ID, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
 class ConversationUpdate(ConversationCreate):
     """Any of the fields; those left out stay as they are."""
+
+
+class RetryOptions(Strict):
+    """Optional: another model for this one new version (the conversation keeps its own)."""
+
+    model: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
+class Draft(Strict):
+    content: str = ""
+
+
+class NewChatDraft(Draft):
+    """The first message of a new conversation; ``preset_id``: the preset it would start with."""
+
+    preset_id: int = Field(None, ge=1, le=LARGEST_ID, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
+class Meter(BaseModel):
+    draft_tokens: int
+    message_limit: int
+    too_long: bool
+    prompt_tokens: int
+    budget: int
+    percent: int
+    history_messages: int
+    left_out: int
+
+
+class PresetFields(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    system_prompt: str | None = Field(None, max_length=20000)
+    temperature: float | None = Field(None, ge=0, le=2)
+    max_tokens: int | None = Field(None, ge=1, le=32768)
+    opening_prompt: str | None = Field(None, max_length=20000)
+
+
+class PresetUpdate(PresetFields):
+    """Any of the fields; those left out stay as they are."""
+
+    name: str = Field(None, min_length=1, max_length=100, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
+class PresetOut(BaseModel):
+    id: int
+    name: str
+    model: str | None
+    system_prompt: str | None
+    temperature: float | None
+    max_tokens: int | None
+    opening_prompt: str | None
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_preset(cls, p: Preset) -> dict:
+        """The preset as the API sends it (JSON-ready)."""
+        return cls(**{f: getattr(p, f) for f in cls.model_fields}).model_dump(mode="json")
+
+
+class PresetList(BaseModel):
+    items: list[PresetOut]
 
 
 class MessageCreate(Strict):
@@ -114,6 +183,9 @@ class MessageOut(BaseModel):
     sibling_count: int
     feedback: Feedback | None
     images: list[ImageOut]
+    cost: float | None = Field(
+        description="US dollars, when the model's prices are known (MODEL_PRICES or the price table)"
+    )
 
     @classmethod
     def from_message(cls, m: Message, tree: Tree | None = None) -> dict:
@@ -129,6 +201,7 @@ class MessageOut(BaseModel):
             sibling_index=position.index,
             sibling_count=position.count,
             feedback=feedback,
+            cost=message_cost(m),
             images=[
                 ImageOut(id=i.id, mime=i.mime, width=i.width, height=i.height, url=f"/api/v1/images/{i.id}")
                 for i in m.images

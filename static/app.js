@@ -53,6 +53,7 @@
       } else if (streaming[article.id] || fresh) {  // it ended, or began and ended before it got here
         delete streaming[article.id];
         announce(endOf(article));
+        refreshMeter();  // the conversation grew (and its cost)
       }
     });
   }
@@ -176,7 +177,7 @@
   }
   function keyOf(element) {
     if (element.matches(".version")) return '.version[aria-label="' + element.getAttribute("aria-label") + '"]';
-    var names = ["edit", "retry", "continue", "copy-message"];
+    var names = ["edit", "retry", "continue", "copy-message", "thumb-up", "thumb-down"];
     for (var i = 0; i < names.length; i++) if (element.classList.contains(names[i])) return "." + names[i];
     return null;
   }
@@ -355,20 +356,32 @@
       done ? resolve() : reject(new Error("copy refused"));
     });
   }
+  // A message's Copy is a link to its stored text (the answer's Markdown source): fetched and copied here.
+  function storedText(link) {
+    return fetch(link.href, { credentials: "same-origin" }).then(function (response) {
+      if (!response.ok) throw new Error("HTTP " + response.status);
+      return response.text();
+    });
+  }
   document.addEventListener("click", function (event) {
     var button = event.target.closest && event.target.closest(".copy-message, .code-copy, .copy-link");
     if (!button) return;
+    event.preventDefault();
+    var label = button.querySelector(".action-label"), before = label.firstChild.textContent;
     var text;
     if (button.classList.contains("copy-link")) {  // a share link's URL, from its read-only field
-      text = byId(button.getAttribute("data-copy")).value;
-    } else {
-      var source = button.classList.contains("code-copy")
-        ? button.closest(".code-block").querySelector("pre")
-        : button.closest("article").querySelector(".content");
-      text = source.innerText.replace(/\n$/, "");
+      text = Promise.resolve(byId(button.getAttribute("data-copy")).value);
+    } else if (button.classList.contains("code-copy")) {
+      text = Promise.resolve(button.closest(".code-block").querySelector("pre").innerText.replace(/\n$/, ""));
+    } else if (button.href) {  // the answer's stored Markdown
+      text = storedText(button);
+    } else {  // a shared page's message: its text as shown
+      text = Promise.resolve(button.closest("article").querySelector(".content").innerText.replace(/\n$/, ""));
     }
-    var label = button.querySelector(".action-label"), before = label.firstChild.textContent;
-    copyText(text).then(function () {
+    var copied = navigator.clipboard && window.isSecureContext && window.ClipboardItem
+      ? navigator.clipboard.write([new ClipboardItem({ "text/plain": text.then(function (t) { return new Blob([t], { type: "text/plain" }); }) })])
+      : text.then(copyText);
+    copied.then(function () {
       label.firstChild.textContent = "Copied";
       button.classList.add("copied");
       button.querySelector("use").setAttribute("href", "#i-check");
@@ -574,4 +587,83 @@
       if (type === "drop" && event.dataTransfer) addImages(event.dataTransfer.files);
     });
   });
+
+  // ---- The token meter: the draft's tokens and the context it fills, asked for as you type ------------
+  var meterTimer = null, meterAsked = 0, lastWarning = "";
+  function meterBox() { return byId("meter"); }
+  function refreshMeter() {
+    var box = meterBox(), form = composer();
+    if (!box || !form) return;
+    var asked = ++meterAsked, body = new FormData();
+    body.append("content", textbox() ? textbox().value : "");
+    if (byId("preset")) body.append("preset_id", byId("preset").value);  // a new chat: its system prompt counts
+    fetch(box.dataset.url, {
+      method: "POST", body: body, credentials: "same-origin",
+      headers: { "HX-Request": "true", "X-CSRF-Token": form.querySelector("[name=csrf_token]").value },
+    }).then(function (response) { return response.ok ? response.text() : null; }).then(function (html) {
+      if (!html || asked !== meterAsked || !meterBox()) return;  // a newer answer is on its way
+      var holder = document.createElement("div");
+      holder.innerHTML = html;
+      var fresh = holder.querySelector("#meter");
+      if (!fresh) return;
+      meterBox().replaceWith(fresh);
+      var warning = Array.prototype.map.call(fresh.querySelectorAll(".meter-warning"), function (p) {
+        return p.textContent.replace(/\s+/g, " ").trim();
+      }).join(" ");
+      if (warning && warning !== lastWarning) announce(warning);
+      lastWarning = warning;
+    }).catch(function () { /* the meter is a hint: a failed look leaves the last one */ });
+  }
+  document.addEventListener("input", function (event) {
+    if (event.target.id !== "content") return;
+    clearTimeout(meterTimer);
+    meterTimer = setTimeout(refreshMeter, 250);
+  });
+  // After a send the conversation changed (an answer that ends asks again, in noticeAnswers).
+  document.addEventListener("htmx:afterRequest", function (event) {
+    if (event.detail.elt === composer() && event.detail.successful) refreshMeter();
+  });
+
+  // ---- A preset chosen for a new chat puts its opening prompt in an empty message box --------------------
+  var openingPut = "";
+  document.addEventListener("change", function (event) {
+    if (event.target.id !== "preset" || !textbox()) return;
+    var option = event.target.selectedOptions[0], opening = option ? option.dataset.opening || "" : "";
+    if (!textbox().value.trim() || textbox().value === openingPut) {
+      textbox().value = opening;
+      openingPut = opening;
+      autosize(textbox());
+    }
+    refreshMeter();
+  });
+
+  // ---- Feedback and chat settings: say what happened after the swap, keep focus where it was --------------
+  document.addEventListener("htmx:afterSwap", function (event) {
+    var target = event.detail.target;
+    if (!target || !target.id) return;
+    var fresh = byId(target.id) || target;
+    if (/^feedback-\d+$/.test(target.id)) {
+      var error = fresh.querySelector(".error"), lost = lastFocused;
+      announce(error ? error.textContent.trim() : "Feedback saved");
+      if (error) { var box = fresh.querySelector("textarea"); if (box) box.focus(); }
+      else if (lost && !lost.isConnected) {  // the pressed thumb, or the comment's summary, again
+        var again = fresh.querySelector(lost.matches(".thumb-up") ? ".thumb-up" : lost.matches(".thumb-down") ? ".thumb-down" : "summary");
+        if (again) again.focus();
+      }
+    } else if (target.id === "chat-settings") {
+      var problem = fresh.querySelector(".error");
+      announce(problem ? problem.textContent.trim() : "Saved. The next answer uses these settings.");
+      var summary = fresh.querySelector("summary");
+      if (summary && (!document.activeElement || document.activeElement === document.body)) summary.focus();
+      refreshMeter();
+    }
+  });
+
+  // A panel opened from an answer's row (Retry with…, Comment) comes fully into view.
+  document.addEventListener("toggle", function (event) {
+    var details = event.target;
+    if (!details.open || !details.closest || !details.closest(".actions")) return;
+    var panel = details.querySelector(".menu-panel");
+    if (panel) panel.scrollIntoView({ block: "nearest" });
+  }, true);
 })();

@@ -233,7 +233,7 @@ def test_delete_removes_every_branch(chat: Chat) -> None:
         assert db.session.scalar(select(func.count(Message.id))) == 0
 
 
-def test_large_branchy_conversation_page_loads_in_three_message_queries(chat: Chat) -> None:
+def test_large_branchy_conversation_page_loads_in_five_message_queries(chat: Chat) -> None:
     conversation_id, answer_id = chat.start("root")
     chat.wait(answer_id)
     with chat.app.app_context():
@@ -263,9 +263,10 @@ def test_large_branchy_conversation_page_loads_in_three_message_queries(chat: Ch
     finally:
         event.remove(engine, "before_cursor_execute", listener)
     # The latest 50 of the 2,002 on the path (the page shows a window of a long conversation), the
-    # side branches among them counted: the path walk, the window with its siblings, the streaming check.
+    # side branches among them counted: the path walk, the window with its siblings, the streaming check;
+    # and two small ones: the token meter's stored counts along the path, the conversation's cost (a sum).
     assert page.count('class="message ') == 50
     assert page.count('<span class="version-count">1 / 2</span>') == 2  # exchanges 980 and 990
     assert "(1952 more)" in page
     message_queries = [s for s in statements if "FROM message" in s]
-    assert len(message_queries) <= 3, message_queries
+    assert len(message_queries) <= 5, message_queries

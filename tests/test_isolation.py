@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message
+from chatapp.models import ApiToken, Conversation, Image, Message, Preset
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -40,6 +40,10 @@ API_BODIES = {
     "MessageEdit": {"content": "a stranger's text"},
     "Feedback": {"rating": "down", "comment": "a stranger's comment"},
     "ConversationUpdate": {"title": "taken over"},
+    "RetryOptions": {},
+    "Draft": {"content": "a stranger's draft"},
+    "NewChatDraft": {"content": "a stranger's draft"},
+    "PresetUpdate": {"name": "taken over"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -80,7 +84,7 @@ def owner(app, upstream) -> Owner:  # noqa: ANN001
 
 def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     """A conversation, a question with an image, a stopped answer (so stop, retry and continue would all
-    act for the owner) and two API tokens (one to revoke), all of one page visitor."""
+    act for the owner), two API tokens (one to revoke) and a preset, all of one page visitor."""
     chat = Chat(app)
     reply = Reply(tokens=[f" o{i}" for i in range(20)], pause_after=2)
     upstream.script(reply)
@@ -98,15 +102,18 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     for name in ("revoked by the owner", "the owner's program"):
         created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
         tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
+    assert chat.post("/settings/presets", {"name": "the owner's preset"}).status_code == 303
     with app.app_context():
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
+        preset_id = db.session.scalars(db.select(Preset.id).filter_by(user_id=user_id)).one()
     ids = {
         "conversation_id": [answer.conversation_id],
         "message_id": [answer.parent_id, answer_id],
         "image_id": [image_id],
         "token_id": [token_ids[0]],
+        "preset_id": [preset_id],
     }
     return Owner(ids, chat, tokens[1])
 
@@ -178,6 +185,7 @@ def snapshot(app) -> dict:  # noqa: ANN001
             ],
             "images": list(db.session.scalars(db.select(Image.id).order_by(Image.id))),
             "tokens": list(db.session.scalars(db.select(ApiToken.id).order_by(ApiToken.id))),
+            "presets": [(p.id, p.name, p.model) for p in db.session.scalars(db.select(Preset).order_by(Preset.id))],
         }
 
 

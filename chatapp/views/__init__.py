@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..conversations import available_models
 from ..generation import current_generator
 from ..models import siblings_of
+from ..prices import format_cost, message_cost
 from ..rendering import render_markdown
 from ..tone import tone
 from ..voice import Transcriber
@@ -30,6 +32,11 @@ def init_app(app: Flask) -> None:
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["tone"] = tone
     app.jinja_env.globals["siblings_of"] = siblings_of
+    app.jinja_env.globals["available_models"] = available_models
+    app.jinja_env.globals["message_cost"] = message_cost
+    app.jinja_env.filters["dollars"] = format_cost
+    app.jinja_env.globals["provider_model"] = lambda: current_generator().provider.model
+    app.jinja_env.globals["provider_name"] = lambda: current_generator().provider.name
     app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None
     # Why an answer being written has no text yet (retrying…), for pages drawn while it waits (JS off too).
     app.jinja_env.globals["answer_status"] = lambda message_id: current_generator().broker.last_status(message_id)

@@ -8,13 +8,14 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
-from .. import accounts, identity, quotas
+from .. import accounts, conversations, identity, quotas
 from ..errors import ChatError
 from ..extensions import db
 from ..models import Conversation, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 KINDS = ("all", "accounts", "guests")
+FEEDBACK_ROWS = 50  # the latest answers with feedback shown
 
 
 @bp.before_request
@@ -64,6 +65,7 @@ def render_admin(status: int = 200, new_link: str | None = None, link_kind: str 
         me=me,
         conversations=Conversation.for_user(me.id),
         conversation=None,
+        feedback=conversations.recent_feedback(FEEDBACK_ROWS),
     )
     return html, status
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, insight, schemas, sharing
+from .. import accounts, conversations, insight, presets, schemas, sharing
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
 from ..extensions import db
@@ -44,6 +44,7 @@ class Route:
     status: int
     streams: bool = False
     public: bool = False  # needs no bearer token
+    body_required: bool = True
 
 
 ROUTES: list[Route] = []
@@ -57,11 +58,13 @@ def route(
     status: int = 200,
     streams: bool = False,
     public: bool = False,
+    body_required: bool = True,
 ) -> Callable:
     """Register a view and its schemas (for validation and for the OpenAPI document)."""
 
     def register(view: Callable) -> Callable:
-        ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams, public))
+        summary = (view.__doc__ or "").strip()
+        ROUTES.append(Route(path, method, summary, body, response, status, streams, public, body_required))
         view.public = public  # type: ignore[attr-defined]  # read by _authenticate
         bp.add_url_rule(_rule(path), view_func=view, methods=[method])
         return view
@@ -161,11 +164,16 @@ def list_conversations():  # noqa: ANN201
     return jsonify(items=[conversation_json(c) for c in rows], next_cursor=next_cursor)
 
 
-@route("/conversations", "POST", body=schemas.ConversationCreate, response=schemas.ConversationOut, status=201)
+@route("/conversations", "POST", body=schemas.ConversationStart, response=schemas.ConversationOut, status=201)
 def create_conversation():  # noqa: ANN201
-    """Create an empty conversation."""
-    fields = parse(schemas.ConversationCreate).model_dump(exclude_unset=True)
-    conversation = conversations.create_conversation(db.session.get(User, g.api_user_id), fields)
+    """Create an empty conversation, with a preset's settings (``preset_id``) or the defaults."""
+    fields = parse(schemas.ConversationStart).model_dump(exclude_unset=True)
+    user = db.session.get(User, g.api_user_id)
+    preset_id = fields.pop("preset_id", None)
+    preset = presets.owned_preset(g.api_user_id, preset_id) if preset_id else None
+    start = conversations.starting_settings(user, preset)
+    settings = {**start.pop("settings"), **(fields.pop("settings", None) or {})}
+    conversation = conversations.create_conversation(user, {**start, **fields, "settings": settings})
     return jsonify(conversation_json(conversation)), 201
 
 
@@ -261,10 +269,19 @@ def edit_message(message_id: int):  # noqa: ANN201
     return started(answer)
 
 
-@route("/messages/{message_id}/retry", "POST", response=schemas.Sent, status=202, streams=True)
+@route(
+    "/messages/{message_id}/retry",
+    "POST",
+    body=schemas.RetryOptions,
+    response=schemas.Sent,
+    status=202,
+    streams=True,
+    body_required=False,
+)
 def retry_message(message_id: int):  # noqa: ANN201
-    """A new answer beside this one, from the same history."""
-    return started(conversations.retry(own_message(message_id)))
+    """A new answer beside this one, from the same history; ``{"model": …}`` has another model write it."""
+    options = parse(schemas.RetryOptions)
+    return started(conversations.retry(own_message(message_id), options.model))
 
 
 @route("/images/{image_id}", "GET")
@@ -288,6 +305,57 @@ def feedback(message_id: int):  # noqa: ANN201
     return jsonify(message_json(message))
 
 
+@route("/conversations/{conversation_id}/meter", "POST", body=schemas.Draft, response=schemas.Meter)
+def meter(conversation_id: int):  # noqa: ANN201
+    """Tokens of a draft and how full the next request's context would be (what the page's meter shows)."""
+    conversation = own_conversation(conversation_id)
+    return jsonify(conversations.meter(conversation, parse(schemas.Draft).content).as_dict())
+
+
+@route("/meter", "POST", body=schemas.NewChatDraft, response=schemas.Meter)
+def new_chat_meter():  # noqa: ANN201
+    """The meter for the first message of a new conversation (with ``preset_id``: started with that preset)."""
+    data = parse(schemas.NewChatDraft)
+    preset = presets.owned_preset(g.api_user_id, data.preset_id) if data.preset_id else None
+    starting = conversations.starting_settings(db.session.get(User, g.api_user_id), preset) if preset else None
+    return jsonify(conversations.meter(None, data.content, starting).as_dict())
+
+
+# -- presets ---------------------------------------------------------------------------------------------
+@route("/presets", "GET", response=schemas.PresetList)
+def list_presets():  # noqa: ANN201
+    """The identity's presets, by name."""
+    return jsonify(items=[schemas.PresetOut.from_preset(p) for p in presets.list_presets(g.api_user_id)])
+
+
+@route("/presets", "POST", body=schemas.PresetFields, response=schemas.PresetOut, status=201)
+def create_preset():  # noqa: ANN201
+    """Save named settings (and an opening prompt) to start conversations with."""
+    preset = presets.create_preset(g.api_user_id, parse(schemas.PresetFields).model_dump(exclude_unset=True))
+    return jsonify(schemas.PresetOut.from_preset(preset)), 201
+
+
+@route("/presets/{preset_id}", "GET", response=schemas.PresetOut)
+def get_preset(preset_id: int):  # noqa: ANN201
+    """One preset."""
+    return jsonify(schemas.PresetOut.from_preset(presets.owned_preset(g.api_user_id, preset_id)))
+
+
+@route("/presets/{preset_id}", "PATCH", body=schemas.PresetUpdate, response=schemas.PresetOut)
+def update_preset(preset_id: int):  # noqa: ANN201
+    """Change a preset's fields; those left out stay."""
+    preset = presets.owned_preset(g.api_user_id, preset_id)
+    fields = parse(schemas.PresetUpdate).model_dump(exclude_unset=True)
+    return jsonify(schemas.PresetOut.from_preset(presets.update_preset(preset, fields)))
+
+
+@route("/presets/{preset_id}", "DELETE", status=204)
+def delete_preset(preset_id: int):  # noqa: ANN201
+    """Delete a preset."""
+    presets.delete_preset(presets.owned_preset(g.api_user_id, preset_id))
+    return "", 204
+
+
 @route("/transcriptions", "POST", response=schemas.Transcription)
 @uploads("audio")
 def transcriptions():  # noqa: ANN201
@@ -304,9 +372,9 @@ def transcriptions():  # noqa: ANN201
 
 @route("/models", "GET", response=schemas.ModelList)
 def models():  # noqa: ANN201
-    """The models the upstream offers (or the configured one, if it cannot list them)."""
+    """The models a conversation may choose: the upstream's list (limited by ALLOWED_MODELS), or the configured one."""
     provider = current_generator().provider
-    return jsonify(items=[{"id": name, "provider": provider.name} for name in provider.models()])
+    return jsonify(items=[{"id": name, "provider": provider.name} for name in conversations.available_models()])
 
 
 @route("/stats", "GET", response=schemas.Stats)
@@ -482,7 +550,10 @@ def openapi_document() -> dict:
                 {"name": p, "in": "path", "required": True, "schema": _parameter_schema(p)} for p in parameters
             ]
         if r.body:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(r.body)}}}
+            operation["requestBody"] = {
+                "required": r.body_required,
+                "content": {"application/json": {"schema": _ref(r.body)}},
+            }
         success: dict = {"description": "Success"}
         if r.response:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}

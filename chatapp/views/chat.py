@@ -11,14 +11,14 @@ from flask import (
     url_for,
 )
 
-from .. import conversations
+from .. import conversations, presets
 from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
-from ..models import Conversation, Message
-from .responses import PAGE_MESSAGES, answer_events, image_response, render_branch, render_chat
+from ..models import Conversation, Message, Preset
+from .responses import PAGE_MESSAGES, answer_events, image_response, render_branch, render_chat, render_meter
 
 bp = Blueprint("chat", __name__)
 
@@ -46,16 +46,37 @@ def _to_message(message: Message):  # noqa: ANN202
 
 @bp.get("/")
 def index():  # noqa: ANN201
-    """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too)."""
-    return render_chat(None, draft=request.args.get("prompt", ""))
+    """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too);
+    ``?preset=<id>`` chooses one of the user's presets and puts its opening prompt there."""
+    preset = _chosen_preset(request.args.get("preset", ""))
+    draft = request.args.get("prompt", "") or (preset.opening_prompt if preset and preset.opening_prompt else "")
+    starting = conversations.starting_settings(current_user(), preset) if preset else None
+    return render_chat(None, draft=draft, chosen_preset=preset.id if preset else None, starting=starting)
+
+
+def _chosen_preset(raw: str) -> Preset | None:
+    """The preset named by a form or query value (empty: none), if it is the user's."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        raise ChatError("Choose one of your presets.", 422, "invalid", {"fields": [{"field": "preset_id"}]})
+    return presets.owned_preset(current_user().id, int(raw))
 
 
 @bp.post("/conversations")
 @uploads("images")
 def create():  # noqa: ANN201
-    """Start a conversation with its first message."""
+    """Start a conversation with its first message, with the chosen preset's settings (else the defaults).
+
+    A preset's opening prompt is sent when the message box was left empty."""
+    user = current_user()
+    preset = _chosen_preset(request.form.get("preset_id", ""))
     content = request.form.get("content", "")
-    conversation, sent = conversations.start_conversation(current_user(), content, _uploaded_images())
+    if preset and preset.opening_prompt and not content.strip() and not _uploaded_images_named():
+        content = preset.opening_prompt
+    fields = conversations.starting_settings(user, preset)
+    conversation, sent = conversations.start_conversation(user, content, _uploaded_images(), fields)
     _describe_images(sent.user_message)
     if sent.answer is None:  # refused (too long): the conversation's page puts it back in the composer
         return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor="composer"), 303)
@@ -119,6 +140,10 @@ def _describe_images(message: Message) -> None:
     db.session.commit()
 
 
+def _uploaded_images_named() -> bool:
+    return any(upload.filename for upload in request.files.getlist("images"))
+
+
 def _uploaded_images() -> list[bytes]:
     """The files of the composer's image field (an empty field sends one nameless part: skipped)."""
     images = []
@@ -178,9 +203,87 @@ def edit(message_id: int):  # noqa: ANN201
 
 @bp.post("/messages/<int:message_id>/retry")
 def retry(message_id: int):  # noqa: ANN201
-    """Write a new answer beside this one (the old one is kept as a sibling)."""
-    answer = conversations.retry(_message_or_404(message_id))
+    """Write a new answer beside this one (the old one is kept as a sibling); ``model`` chooses who writes it."""
+    answer = conversations.retry(_message_or_404(message_id), request.form.get("model") or None)
     return render_branch(answer.conversation) if wants_fragment() else _to_message(answer)
+
+
+@bp.get("/messages/<int:message_id>/markdown")
+def markdown_source(message_id: int):  # noqa: ANN201
+    """The message's text as stored (Markdown), as plain text: what Copy copies."""
+    message = _message_or_404(message_id)
+    response = Response(message.content, mimetype="text/plain")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.private = True
+    response.cache_control.no_cache = True
+    return response
+
+
+@bp.post("/messages/<int:message_id>/feedback")
+def feedback(message_id: int):  # noqa: ANN201
+    """Thumbs up or down (the same again clears it) and an optional comment on an answer."""
+    message = _message_or_404(message_id)
+    rating = request.form.get("rating", message.feedback_rating or "") or None
+    comment = request.form.get("comment", message.feedback_comment or "")
+    try:
+        conversations.give_feedback(message, rating, comment)
+    except ChatError as exc:
+        if exc.status != 422:
+            raise
+        if wants_fragment():
+            return render_template("partials/feedback.html", message=message, error=exc.message, draft=comment), 422
+        return render_chat(
+            message.conversation, 422, around=message.id, feedback_error=(message.id, exc.message, comment)
+        )
+    if wants_fragment():
+        return render_template("partials/feedback.html", message=message, saved=True)
+    return _to_message(message)
+
+
+@bp.post("/c/<int:conversation_id>/settings")
+def settings(conversation_id: int):  # noqa: ANN201
+    """Save the conversation's model, system prompt, temperature and max tokens: the next answer uses them."""
+    conversation = _conversation_or_404(conversation_id)
+    form = {key: request.form.get(key, "") for key in ("model", "system_prompt", "temperature", "max_tokens")}
+    try:
+        fields = {
+            "model": form["model"].strip() or None,
+            "system_prompt": form["system_prompt"].strip() or None,
+            "settings": {
+                "temperature": conversations.parse_number(form["temperature"], "temperature", float, 0, 2),
+                "max_tokens": conversations.parse_number(form["max_tokens"], "max_tokens", int, 1, None),
+            },
+        }
+        if fields["system_prompt"] and len(fields["system_prompt"]) > 20000:
+            raise ChatError("The system prompt can be at most 20,000 characters.", 422, "invalid")
+        conversations.update_conversation(conversation, fields)
+    except ChatError as exc:
+        if exc.status != 422:
+            raise
+        db.session.rollback()
+        if wants_fragment():
+            html = render_template(
+                "partials/chat_settings.html", conversation=conversation, settings_form=form, settings_error=exc.message
+            )
+            return html, 422
+        return render_chat(conversation, 422, settings_form=form, settings_error=exc.message)
+    if wants_fragment():
+        html = render_template(
+            "partials/chat_settings.html", conversation=conversation, settings_saved=True, oob_model=True
+        )
+        return html
+    return redirect(url_for(".conversation", conversation_id=conversation.id, saved=1, _anchor="chat-settings"), 303)
+
+
+@bp.post("/meter")
+@bp.post("/c/<int:conversation_id>/meter")
+def meter(conversation_id: int | None = None):  # noqa: ANN201
+    """The token meter for the draft in the message box (the composer asks as you type); a new chat's
+    ``preset_id`` counts that preset's system prompt."""
+    conversation = _conversation_or_404(conversation_id) if conversation_id else None
+    preset = _chosen_preset(request.form.get("preset_id", "")) if conversation is None else None
+    starting = conversations.starting_settings(current_user(), preset) if preset else None
+    return render_meter(conversation, request.form.get("content", ""), starting)
 
 
 @bp.post("/messages/<int:message_id>/continue")

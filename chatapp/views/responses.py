@@ -8,8 +8,8 @@ from flask import Response, render_template, request, stream_with_context
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images
-from ..conversations import NOT_FOUND
+from .. import images, presets, prices
+from ..conversations import NOT_FOUND, meter
 from ..errors import ChatError
 from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
@@ -109,9 +109,23 @@ def render_chat(
         later=later,
         streaming=streaming,
         provider=current_generator().provider,
+        presets=presets.list_presets(current_user().id) if not conversation else [],
+        meter=meter(conversation, str(context.get("draft") or ""), context.get("starting")),  # type: ignore[arg-type]
+        total_cost=prices.conversation_cost(conversation.id) if conversation else None,
         **context,
     )
     return html, status
+
+
+def render_meter(conversation: Conversation | None, draft: str, starting: dict | None = None) -> str:
+    """The composer's token meter for ``draft`` (and the conversation's cost so far); ``starting``: a new
+    chat's settings."""
+    return render_template(
+        "partials/meter.html",
+        conversation=conversation,
+        meter=meter(conversation, draft, starting),
+        total_cost=prices.conversation_cost(conversation.id) if conversation else None,
+    )
 
 
 def render_branch(conversation: Conversation) -> str:

@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
-from .. import accounts, identity
+from .. import accounts, identity, presets
 from ..errors import ChatError
 from ..extensions import db
 from ..identity import current_user
@@ -16,9 +16,16 @@ bp = Blueprint("settings", __name__)
 
 
 def render_settings(
-    new_token: str | None = None, status: int = 200, error: ChatError | None = None, **form: str
+    new_token: str | None = None,
+    status: int = 200,
+    error: ChatError | None = None,
+    preset_form: tuple[str, dict, str] | None = None,
+    **form: str,
 ) -> tuple[str, int]:
-    """The settings page; a new token is shown this once; an error sits next to its field."""
+    """The settings page; a new token is shown this once; an error sits next to its field.
+
+    ``preset_form``: (which preset form, "new" or an id, what was typed in it, the error) to show again.
+    """
     user = current_user()
     tokens = db.session.scalars(select(ApiToken).where(ApiToken.user_id == user.id).order_by(ApiToken.id))
     html = render_template(
@@ -29,6 +36,8 @@ def render_settings(
         stored=bool(user.id),
         error=error,
         errors={error.details["field"]: error.message} if error and "field" in error.details else {},
+        presets=presets.list_presets(user.id),
+        preset_form=preset_form,
         form=form,
         time_zones=accounts.time_zones(),
         conversations=Conversation.for_user(user.id),
@@ -125,3 +134,47 @@ def revoke_token(token_id: int):  # noqa: ANN201
     db.session.delete(row)
     db.session.commit()
     return redirect(url_for(".settings"), 303)
+
+
+PRESET_FIELDS = ("name", "model", "system_prompt", "temperature", "max_tokens", "opening_prompt")
+
+
+@bp.post("/settings/presets")
+def create_preset():  # noqa: ANN201
+    """Save a new preset: named settings (and an opening prompt) to start chats with."""
+    form = {key: request.form.get(key, "") for key in PRESET_FIELDS}
+    try:
+        preset = presets.create_preset(current_user().id, presets.fields_from_form(form))
+    except ChatError as exc:
+        if exc.status != 422:
+            raise
+        db.session.rollback()
+        return render_settings(status=422, preset_form=("new", form, exc.message))
+    flash(f"Preset “{preset.name}” saved. Choose it when you start a new chat.")
+    return redirect(url_for(".settings", _anchor="presets-heading"), 303)
+
+
+@bp.post("/settings/presets/<int:preset_id>")
+def update_preset(preset_id: int):  # noqa: ANN201
+    """Change a preset."""
+    preset = presets.owned_preset(current_user().id, preset_id)
+    form = {key: request.form.get(key, "") for key in PRESET_FIELDS}
+    try:
+        presets.update_preset(preset, presets.fields_from_form(form))
+    except ChatError as exc:
+        if exc.status != 422:
+            raise
+        db.session.rollback()
+        return render_settings(status=422, preset_form=(str(preset_id), form, exc.message))
+    flash(f"Preset “{preset.name}” saved.")
+    return redirect(url_for(".settings", _anchor=f"preset-{preset.id}"), 303)
+
+
+@bp.post("/settings/presets/<int:preset_id>/delete")
+def delete_preset(preset_id: int) -> Response:
+    """Delete a preset."""
+    preset = presets.owned_preset(current_user().id, preset_id)
+    name = preset.name
+    presets.delete_preset(preset)
+    flash(f"Preset “{name}” deleted.")
+    return redirect(url_for(".settings", _anchor="presets-heading"), 303)
