@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message, Preset
+from chatapp.models import ApiToken, Conversation, Image, Message, Preset, ShareLink
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -20,6 +20,19 @@ from tests.fake_upstream import Reply
 # here is exempt from the stranger check below.
 NO_OWNER: dict[str, str] = {
     "/reset/<token>": "a secret single-use link, not an id: unknown links are 404 (tests/test_admin.py)",
+    **{
+        rule: "a share link: its secret token is what lets anyone holding it look (tests/test_share.py)"
+        for rule in (
+            "/s/<token>",
+            "/s/<token>/messages/<int:message_id>/events",
+            "/s/<token>/watch",
+            "/s/<token>/images/<int:image_id>",
+            "/s/<token>/fork",
+            "/api/v1/shared/<token>",
+            "/api/v1/shared/<token>/messages/<int:message_id>/stream",
+            "/api/v1/shared/<token>/images/<int:image_id>",
+        )
+    },
     **{
         f"/admin{path}": "an admin's action, not an owner's: non-admins get 404 (tests/test_admin.py)"
         for path in (
@@ -44,6 +57,7 @@ API_BODIES = {
     "Draft": {"content": "a stranger's draft"},
     "NewChatDraft": {"content": "a stranger's draft"},
     "PresetUpdate": {"name": "taken over"},
+    "ShareCreate": {"kind": "live"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -103,17 +117,22 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
         tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
     assert chat.post("/settings/presets", {"name": "the owner's preset"}).status_code == 303
+    shared = chat.post(f"/c/{answer.conversation_id}/share", {"kind": "live", "visibility": "anyone"})
+    assert shared.status_code == 303, shared.get_data(as_text=True)
     with app.app_context():
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
         preset_id = db.session.scalars(db.select(Preset.id).filter_by(user_id=user_id)).one()
+        mine = db.select(ShareLink.token).filter_by(conversation_id=answer.conversation_id)
+        share_token = db.session.scalars(mine).one()
     ids = {
         "conversation_id": [answer.conversation_id],
         "message_id": [answer.parent_id, answer_id],
         "image_id": [image_id],
         "token_id": [token_ids[0]],
         "preset_id": [preset_id],
+        "token": [share_token],  # the owner's share link: only its owner may turn it off
     }
     return Owner(ids, chat, tokens[1])
 
@@ -186,6 +205,7 @@ def snapshot(app) -> dict:  # noqa: ANN001
             "images": list(db.session.scalars(db.select(Image.id).order_by(Image.id))),
             "tokens": list(db.session.scalars(db.select(ApiToken.id).order_by(ApiToken.id))),
             "presets": [(p.id, p.name, p.model) for p in db.session.scalars(db.select(Preset).order_by(Preset.id))],
+            "shares": [(x.token, x.revoked_at) for x in db.session.scalars(db.select(ShareLink).order_by("id"))],
         }
 
 
