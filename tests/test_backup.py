@@ -21,7 +21,8 @@ def test_backup_while_answering_then_restore_finds_every_conversation_and_image(
         data = picture(size=(20 + i, 10 + i))
         response = send_with_images(chat, f"picture number {i}", data)
         assert response.status_code == 303
-        conversation_id, answer_id = map(int, re.search(r"/c/(\d+)#message-(\d+)", response.headers["Location"]).groups())
+        found = re.search(r"/c/(\d+)#message-(\d+)", response.headers["Location"])
+        conversation_id, answer_id = int(found.group(1)), int(found.group(2))
         assert chat.wait(answer_id).status == "complete"
         pictures[conversation_id] = (f"picture number {i}", data)
 
