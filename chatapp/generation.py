@@ -9,6 +9,8 @@ heartbeat by which dead generators are recognised and marked ``interrupted``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -39,6 +41,7 @@ from .tokens import PromptMessage, count_tokens
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
+FINISH_RETRY_FOR = 30.0  # seconds an answer's end is retried while the database is unreachable
 
 
 @dataclass
@@ -117,6 +120,13 @@ class Generator:
                 threading.Thread(target=self._flush_forever, name="flusher", daemon=True).start()
                 self._pid = os.getpid()
 
+    def drain(self, timeout: float) -> None:
+        """Graceful shutdown: let running answers finish for up to ``timeout`` seconds, then ``close``."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.close()
+
     def close(self) -> None:
         """Shut down: answers still running end as interrupted (text kept); the flusher stops."""
         self._closed.set()
@@ -192,21 +202,29 @@ class Generator:
             "completion_tokens": completion_tokens if completion_tokens is not None else completion_counted,
             "updated_at": utcnow(),
         }
-        with self.app.app_context():
-            try:
-                db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
-                db.session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == generation.conversation_id)
-                    .values(updated_at=values["updated_at"])
-                )
-                quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
-                db.session.commit()
-            except Exception:
-                log.exception("could not store the end of message %s", generation.message_id)
-                db.session.rollback()
-            finally:
-                db.session.remove()
+        give_up = time.monotonic() + FINISH_RETRY_FOR
+        for attempt in itertools.count():  # the database may be restarting: try again, the text is here
+            with self.app.app_context():
+                try:
+                    db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
+                    db.session.execute(
+                        update(Conversation)
+                        .where(Conversation.id == generation.conversation_id)
+                        .values(updated_at=values["updated_at"])
+                    )
+                    quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
+                    db.session.commit()
+                    break
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        db.session.rollback()
+                    if time.monotonic() >= give_up:
+                        log.exception("could not store the end of message %s", generation.message_id)
+                        break
+                    log.warning("could not store the end of message %s; retrying", generation.message_id)
+                finally:
+                    db.session.remove()
+            time.sleep(min(2.0, 0.1 * 2**attempt))
         self.running.pop(generation.message_id, None)
         self.broker.publish_done(generation.message_id)
         return True
@@ -220,9 +238,10 @@ class Generator:
                     if time.monotonic() - last_sweep >= SWEEP_EVERY:
                         last_sweep = time.monotonic()
                         self.sweep()
-                except Exception:
-                    log.exception("flush failed")
-                    db.session.rollback()
+                except Exception as exc:  # the next flush tries again: the text is held here meanwhile
+                    log.warning("flush failed (%s); retrying in %s s", exc, self.flush_interval)
+                    with contextlib.suppress(Exception):
+                        db.session.rollback()
                 finally:
                     db.session.remove()
 
