@@ -20,6 +20,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 60.0  # seconds a finished message's events stay readable (a viewer may be mid-read)
+RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again (publisher, reader, stop listener)
 
 
 @dataclass(frozen=True)
@@ -167,9 +168,14 @@ class RedisBroker:
 
     def _publish_forever(self) -> None:
         # Natural batching: whatever queued up while the last batch was sent goes out in one
-        # round trip, and consecutive deltas of one message merge into one stream entry.
+        # round trip, and consecutive deltas of one message merge into one stream entry. A batch
+        # Redis did not take (it restarted, say) is kept and sent again with what queued since, in
+        # order: viewers go on once Redis is back, missing nothing (a repeated entry is harmless,
+        # they skip text they have by its offset).
+        batch: list[tuple[int, Event]] = []
         while True:
-            batch = [self._queue.get()]
+            if not batch:
+                batch.append(self._queue.get())
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -177,8 +183,10 @@ class RedisBroker:
                     break
             try:
                 self._send(batch)
-            except Exception:
-                log.exception("could not publish %d events to Redis", len(batch))
+                batch = []
+            except Exception as exc:
+                log.warning("could not publish %d events to Redis (%s); retrying", len(batch), exc)
+                time.sleep(RETRY_EVERY)
 
     def _send(self, batch: list[tuple[int, Event]]) -> None:
         merged: list[tuple[int, Event]] = []
@@ -239,9 +247,9 @@ class RedisBroker:
                 message = pubsub.get_message(timeout=5.0)
                 if message and self._stop_handler:
                     self._stop_handler(int(message["data"]))
-            except Exception:
-                log.exception("Redis stop listener failed; resubscribing")
-                time.sleep(1.0)
+            except Exception as exc:
+                log.warning("Redis stop listener failed (%s); resubscribing", exc)
+                time.sleep(RETRY_EVERY)
                 with contextlib.suppress(Exception):
                     pubsub.subscribe(self.stop_channel)
 
@@ -308,11 +316,11 @@ class _Reader:
                     connection.send_command("CLIENT", "ID")
                     self.client_id = int(connection.read_response())
                 self._read_once(connection)
-            except Exception:
-                log.exception("Redis reader failed; reconnecting")
+            except Exception as exc:
+                log.warning("Redis reader failed (%s); reconnecting", exc)
                 connection.disconnect()
                 self.client_id = None
-                time.sleep(1.0)
+                time.sleep(RETRY_EVERY)
 
     def _read_once(self, connection: Any) -> None:
         with self.cond:
