@@ -344,6 +344,7 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["direct", "relay", "app"])
     parser.add_argument("--idle-samples", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--database-url", help="an empty database to use instead of a new SQLite file")
     parser.add_argument("--redis", action="store_true", help="start a redis-server of the run's own; REDIS_URL")
     parser.add_argument("--idle-memory", type=int, metavar="N", help="also measure memory per open idle stream")
     parser.add_argument("--idle-hold", type=float, default=20.0, help="seconds idle streams wait for a token")
@@ -361,7 +362,7 @@ def main() -> None:
             "OPENAI_API_KEY": "x",
             "CHAT_MODEL": "fake-model",
             "SECRET_KEY": "bench",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
             "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
             "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
             "GUEST_LIMIT_PER_IP": "off",  # every load-test conversation is a new guest from 127.0.0.1
@@ -454,7 +455,9 @@ def idle_memory(args: argparse.Namespace, env: dict, workdir: Path, processes: l
     upstream = fake_upstream(1, args.rate, first_delay=hold)
     processes.append(upstream)
     base_url = upstream.stdout.readline().split()[1]
-    env = {**env, "OPENAI_BASE_URL": base_url, "DATABASE_URL": f"sqlite:///{workdir / 'idle.sqlite3'}"}
+    env = {**env, "OPENAI_BASE_URL": base_url}
+    if not args.database_url:
+        env["DATABASE_URL"] = f"sqlite:///{workdir / 'idle.sqlite3'}"
     ports = {"relay": free_port(), "api": free_port()}
     servers = {
         "relay": gunicorn("bench.relay:app", ports["relay"], args, env, workdir / "idle-relay.log"),
@@ -535,7 +538,8 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, gunicorn {args.worker_class}"
         f" ({args.workers} worker{'s' if args.workers > 1 else ''}{' + Redis' if args.redis else ''}"
         f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
-        f" {args.tokens} tokens per stream at {args.rate:g} tokens/s\n"
+        f" {args.tokens} tokens per stream at {args.rate:g} tokens/s,"
+        f" {'PostgreSQL' if args.database_url else 'SQLite'}\n"
     )
     print(
         "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"
