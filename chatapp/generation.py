@@ -20,6 +20,7 @@ from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import bindparam, update
+from sqlalchemy import exc as sa_exc
 
 from . import quotas
 from .broker import Broker
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
 FINISH_RETRY_FOR = 30.0  # seconds an answer's end is retried while the database is unreachable
+UNREACHABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)  # restarting, locked, pool full
 
 
 @dataclass
@@ -215,13 +217,13 @@ class Generator:
                     quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
                     db.session.commit()
                     break
-                except Exception:
+                except Exception as exc:
                     with contextlib.suppress(Exception):
                         db.session.rollback()
-                    if time.monotonic() >= give_up:
+                    if not isinstance(exc, UNREACHABLE) or time.monotonic() >= give_up:
                         log.exception("could not store the end of message %s", generation.message_id)
                         break
-                    log.warning("could not store the end of message %s; retrying", generation.message_id)
+                    log.warning("could not store the end of message %s (%s); retrying", generation.message_id, exc)
                 finally:
                     db.session.remove()
             time.sleep(min(2.0, 0.1 * 2**attempt))

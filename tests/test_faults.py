@@ -12,6 +12,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -216,9 +217,8 @@ class PostgresCluster:
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._run(
-            "initdb", "-D", str(self.folder / "data"), "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"
-        )
+        self.data = str(self.folder / "data")
+        self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8")
 
     def _run(self, program: str, *args: str) -> None:
         command = [*self.as_user, str(self.bin / program), *args]
@@ -228,9 +228,7 @@ class PostgresCluster:
     def start(self) -> None:
         """Start it on 127.0.0.1 and wait until it accepts connections."""
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            "pg_ctl", "-D", str(self.folder / "data"), "-l", str(self.folder / "log"), "-o", options, "-w", "start"
-        )
+        self._run("pg_ctl", "-D", self.data, "-l", str(self.folder / "log"), "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         """Stop it (``fast``: open connections are cut)."""
@@ -244,8 +242,12 @@ def own_postgres() -> Iterator[PostgresCluster]:
         cluster.start()
         yield cluster
     finally:
-        with contextlib.suppress(Exception):
+        try:
             cluster.stop("immediate")
+        except AssertionError:  # not running, or pg_ctl failed: make sure no postmaster outlives the test
+            with contextlib.suppress(OSError, ValueError):
+                pid = int((Path(cluster.data) / "postmaster.pid").read_text().split()[0])
+                os.kill(pid, signal.SIGQUIT)
         shutil.rmtree(cluster.folder, ignore_errors=True)
 
 
