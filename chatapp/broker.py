@@ -52,6 +52,8 @@ class Broker(Protocol):
 
     def listen_for_stops(self) -> None: ...
 
+    def close(self) -> None: ...
+
 
 class _Channel:
     def __init__(self) -> None:
@@ -116,6 +118,9 @@ class MemoryBroker:
     def listen_for_stops(self) -> None:
         """Nothing to do: stops are delivered by direct call."""
 
+    def close(self) -> None:
+        """Nothing to do."""
+
 
 class RedisBroker:
     """Cross-process broker on Redis streams (events) and pub/sub (stops)."""
@@ -138,6 +143,7 @@ class RedisBroker:
         self._reader_pid: int | None = None
         self._reader_instance: _Reader
         self._lock = threading.Lock()
+        self._closed = threading.Event()  # set at shutdown: threads that lose Redis then end, quietly
 
     def _key(self, message_id: int) -> str:
         return f"{self.prefix}:events:{message_id}"
@@ -185,6 +191,8 @@ class RedisBroker:
                 self._send(batch)
                 batch = []
             except Exception as exc:
+                if self._closed.is_set():
+                    return
                 log.warning("could not publish %d events to Redis (%s); retrying", len(batch), exc)
                 time.sleep(RETRY_EVERY)
 
@@ -217,7 +225,7 @@ class RedisBroker:
         if self._reader_pid != os.getpid():
             with self._lock:
                 if self._reader_pid != os.getpid():
-                    self._reader_instance = _Reader(self.redis)
+                    self._reader_instance = _Reader(self.redis, self._closed)
                     self._reader_pid = os.getpid()
         return self._reader_instance
 
@@ -241,6 +249,10 @@ class RedisBroker:
             threading.Thread(target=self._listen, args=(pubsub,), name="redis-stops", daemon=True).start()
             self._listener_pid = os.getpid()
 
+    def close(self) -> None:
+        """Shutting down: this process's Redis threads end at their next failure instead of retrying."""
+        self._closed.set()
+
     def _listen(self, pubsub: Any) -> None:
         while True:
             try:
@@ -248,6 +260,8 @@ class RedisBroker:
                 if message and self._stop_handler:
                     self._stop_handler(int(message["data"]))
             except Exception as exc:
+                if self._closed.is_set():
+                    return
                 log.warning("Redis stop listener failed (%s); resubscribing", exc)
                 time.sleep(RETRY_EVERY)
                 with contextlib.suppress(Exception):
@@ -275,8 +289,9 @@ class _Reader:
     BLOCK_MS = 1000
     FORGET_AFTER = 30.0
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, closed: threading.Event) -> None:
         self.redis = redis
+        self.closed = closed
         self.streams: dict[str, _Followed] = {}
         self.cond = threading.Condition()
         self.client_id: int | None = None
@@ -317,6 +332,8 @@ class _Reader:
                     self.client_id = int(connection.read_response())
                 self._read_once(connection)
             except Exception as exc:
+                if self.closed.is_set():
+                    return
                 log.warning("Redis reader failed (%s); reconnecting", exc)
                 connection.disconnect()
                 self.client_id = None

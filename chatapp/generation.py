@@ -134,6 +134,7 @@ class Generator:
         self._closed.set()
         for generation in list(self.running.values()):
             self._end(generation, INTERRUPTED, "The server shut down while this answer was being written.")
+        self.broker.close()
 
     def _on_stop(self, message_id: int) -> None:
         generation = self.running.get(message_id)

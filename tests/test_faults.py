@@ -120,7 +120,7 @@ def send(base_url: str, token: str, content: str) -> int:
     return sent.json()["assistant_message"]["id"]
 
 
-def test_redis_restarted_while_50_answers_stream(make_app, upstream, own_redis: RedisServer) -> None:  # noqa: ANN001
+def test_redis_restarted_while_50_answers_stream(own_redis: RedisServer, make_app, upstream) -> None:  # noqa: ANN001
     """Answers go on, every viewer resumes (staying, or reconnecting during or after the outage), nothing lost."""
     import redis
 
@@ -251,7 +251,7 @@ def own_postgres() -> Iterator[PostgresCluster]:
         shutil.rmtree(cluster.folder, ignore_errors=True)
 
 
-def test_postgres_restarted_while_answers_stream(make_app, upstream, own_postgres: PostgresCluster, caplog) -> None:  # noqa: ANN001
+def test_postgres_restarted_while_answers_stream(own_postgres: PostgresCluster, make_app, upstream, caplog) -> None:  # noqa: ANN001
     """Flushes and answers' ends fail while it is down and are retried; every answer ends complete, whole."""
     app = make_app(DATABASE_URL=own_postgres.url, FLUSH_INTERVAL=0.2, ANSWER_LIMITS="off", UPSTREAM_TIMEOUT=30.0)
     api = ApiClient(app)
