@@ -149,8 +149,11 @@ async def stream_relay(port: int, prompt: str, result: Result) -> None:
 async def api_session(port: int) -> tuple[str, str]:
     """A guest identity's bearer token and an empty conversation (setup, not timed)."""
     response = await request(port, "POST", "/api/v1/auth/guest")
-    token = json.loads(await response.body())["token"]
+    body = await response.body()
     response.close()
+    if response.status != 201:
+        raise RuntimeError(f"POST /api/v1/auth/guest answered {response.status}")
+    token = json.loads(body)["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     response = await request(port, "POST", "/api/v1/conversations", b"{}", headers)
     conversation_id = json.loads(await response.body())["id"]
@@ -189,8 +192,11 @@ async def app_session(port: int) -> tuple[str, str]:
     response = await request(port, "GET", "/")
     page = (await response.body()).decode()
     response.close()
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if response.status != 200 or not found:
+        raise RuntimeError(f"GET / answered {response.status}")
     cookie = response.headers["set-cookie"].split(";", 1)[0]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    token = found.group(1)
     return cookie, token
 
 
@@ -232,11 +238,15 @@ async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[l
     sessions: list = [None] * n
     if target in ("app", "api"):
         make_session = app_session if target == "app" else api_session
-        sessions = await asyncio.wait_for(asyncio.gather(*(make_session(port) for _ in range(n))), timeout)
+        made = asyncio.gather(*(make_session(port) for _ in range(n)), return_exceptions=True)
+        sessions = await asyncio.wait_for(made, timeout)  # a session that failed fails its stream, not the run
     results = [Result() for _ in range(n)]
     runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app, "api": stream_api}[target]
 
     async def one(i: int) -> None:
+        if isinstance(sessions[i], Exception):
+            results[i].error = f"setup: {type(sessions[i]).__name__}: {sessions[i]}"
+            return
         args = (port, f"stream {i} says hello", results[i]) + ((sessions[i],) if sessions[i] else ())
         try:
             await asyncio.wait_for(runner(*args), timeout)
@@ -452,7 +462,7 @@ def idle_memory(args: argparse.Namespace, env: dict, workdir: Path, processes: l
     all open and idle; every stream must then end well for the figure to count.
     """
     n, hold = args.idle_memory, args.idle_hold
-    upstream = fake_upstream(1, args.rate, first_delay=hold)
+    upstream = fake_upstream(10, args.rate, first_delay=hold)  # then 10 tokens: the first one streams
     processes.append(upstream)
     base_url = upstream.stdout.readline().split()[1]
     env = {**env, "OPENAI_BASE_URL": base_url}
@@ -483,7 +493,7 @@ async def _idle(target: str, port: int, n: int, hold: float, measure) -> dict:  
     if target == "api":
         sessions = await asyncio.gather(*(api_session(port) for _ in range(n)))
     results = [Result() for _ in range(n)]
-    runner = {"relay": stream_relay, "api": stream_api}[target]
+    runner = {"relay": stream_relay, "api": stream_api}[target]  # (a failed session stops this measure)
     before = measure()
     started = time.perf_counter()
     tasks = [
