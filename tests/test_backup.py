@@ -28,12 +28,14 @@ def test_backup_while_answering_then_restore_finds_every_conversation_and_image(
 
     upstream.script(Reply(tokens=[f" t{i}" for i in range(150)], delay=0.02))
     streaming_conversation, streaming_answer = chat.start("a long answer, backed up halfway")
-    collect(chat.events(streaming_answer), stop_after=2)  # it is streaming now
+    stream = chat.events(streaming_answer)
+    page, _ = collect(stream, stop_after=2)  # it is streaming now
     flushed = wait_until(lambda: stored(app, streaming_answer).content, "some of it is flushed")
     result = app.test_cli_runner().invoke(args=["backup", str(tmp_path / "backup")])
     assert result.exit_code == 0, result.output
     assert "Backed up 4 conversations and 3 files" in result.output
-    assert chat.wait(streaming_answer).status == "complete"  # the backup did not disturb the answer
+    _, events = collect(stream, page=page)  # the viewer reads on to the end
+    assert events[-1].event == "done" and chat.wait(streaming_answer).status == "complete"  # undisturbed
 
     again = app.test_cli_runner().invoke(args=["backup", str(tmp_path / "backup")])
     assert again.exit_code != 0 and "not empty" in again.output  # an earlier backup is never overwritten
