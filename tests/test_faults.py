@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -85,7 +86,8 @@ class Answer:
     def __init__(self, base_url: str, token: str, answer_id: int) -> None:
         self.url = f"{base_url}/api/v1/messages/{answer_id}/stream"
         self.headers = {"Authorization": f"Bearer {token}"}
-        self.text, self.last_id, self.final, self.connections = "", None, None, 0
+        self.id, self.text, self.last_id, self.final, self.connections = answer_id, "", None, None, 0
+        self.left = False
 
     def read(self, leave: threading.Event | None = None) -> None:
         """Read until the end, or until a delta comes after ``leave`` is set (then disconnect)."""
@@ -130,28 +132,29 @@ def test_redis_restarted_while_50_answers_stream(own_redis: RedisServer, make_ap
         REDIS_PREFIX=prefix,
         ANSWER_LIMITS="off",
         GUEST_LIMIT_PER_IP="off",
-        UPSTREAM_TIMEOUT=30.0,
+        UPSTREAM_TIMEOUT=60.0,  # the answers are held (below) until every one is being watched
     )
     streams = 50
     go = threading.Event()  # every answer holds after its first words until all 50 are being watched
     upstream.script(*[Reply(delay=0.03, pause_after=4, resume=go) for _ in range(streams)])  # echoes: 100 words
     contents = [" ".join(f"q{i}w{j}" for j in range(100)) for i in range(streams)]
-    leave_during, leave_after, back = threading.Event(), threading.Event(), threading.Event()
+    leave, down, back = threading.Event(), threading.Event(), threading.Event()
 
     with serve(app) as base_url:
         token = httpx.post(f"{base_url}/api/v1/auth/guest", timeout=10).json()["token"]
         started = time.monotonic()
-        answers = [Answer(base_url, token, send(base_url, token, content)) for content in contents]
+        with ThreadPoolExecutor(8) as pool:  # several senders at once, as 50 people would
+            answers = list(pool.map(lambda content: Answer(base_url, token, send(base_url, token, content)), contents))
         sending = time.monotonic() - started
 
         def viewer(i: int, answer: Answer) -> None:
-            group = i % 3  # 0: stays connected; 1: reconnects while Redis is down; 2: once it is back
+            group = i % 3  # 0: stays connected; 1: leaves, reconnects while Redis is down; 2: once it is back
             if group == 0:
                 answer.read()
                 return
-            answer.read(leave_during if group == 1 else leave_after)
-            if group == 2:
-                back.wait(20)
+            answer.read(leave)
+            answer.left = True
+            (down if group == 1 else back).wait(20)
             if answer.final is None:
                 answer.read()
 
@@ -163,12 +166,15 @@ def test_redis_restarted_while_50_answers_stream(own_redis: RedisServer, make_ap
         )
 
         go.set()  # about 3 s of words to go
-        leave_after.set()
+        leave.set()
+        wait_until(lambda: all(a.left for i, a in enumerate(answers) if i % 3), "two viewers in three have left")
         own_redis.stop()
-        leave_during.set()
+        down.set()
         time.sleep(1.0)  # answers go on meanwhile: their deltas wait in the app
         own_redis.start()
         back.set()
+        still = sum(stored(app, a.id).status == "streaming" for a in answers)
+        assert still >= streams // 2, f"only {still} answers were still being written when Redis came back"
         for thread in threads:
             thread.join(30)
 
