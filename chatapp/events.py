@@ -99,6 +99,9 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
                 status = json.loads(event.text)
                 continue
             status = None
+            if event.offset > sent:  # the broker lost events (Redis restarted before they were read)
+                pieces.append(_missing(message_id, sent, event.offset))
+                sent = event.offset
             end = event.offset + len(event.text)
             if end > sent:
                 pieces.append(event.text[max(0, sent - event.offset) :])
@@ -125,6 +128,25 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
                 return
         if pieces:
             time.sleep(coalesce)
+
+
+def _missing(message_id: int, start: int, end: int) -> str:
+    """Characters ``start:end`` of an answer, from its generator if it runs here, else once flushed."""
+    generation = current_generator().running.get(message_id)
+    if generation is not None:
+        with generation.lock:
+            text = generation.text()
+        if len(text) >= end:
+            return text[start:end]
+    deadline = time.monotonic() + 2 * current_app.config["FLUSH_INTERVAL"] + 1.0
+    while True:
+        try:
+            content = db.session.scalar(select(Message.content).where(Message.id == message_id)) or ""
+        finally:
+            db.session.close()
+        if len(content) >= end or time.monotonic() > deadline:
+            return content[start:end]
+        time.sleep(0.05)
 
 
 def _finished(message_id: int) -> Iterator[Done]:

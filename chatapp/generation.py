@@ -9,6 +9,8 @@ heartbeat by which dead generators are recognised and marked ``interrupted``.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import threading
@@ -18,6 +20,7 @@ from datetime import timedelta
 
 from flask import Flask
 from sqlalchemy import bindparam, update
+from sqlalchemy import exc as sa_exc
 
 from . import logs, metrics, quotas
 from .broker import Broker
@@ -42,6 +45,8 @@ log = logging.getLogger(__name__)
 answers_log = logging.getLogger("chatapp.answers")  # one line per step of an answer's life
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
+FINISH_RETRY_FOR = 30.0  # seconds an answer's end is retried while the database is unreachable
+UNREACHABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)  # restarting, locked, pool full
 
 
 @dataclass
@@ -140,11 +145,19 @@ class Generator:
                 threading.Thread(target=self._flush_forever, name="flusher", daemon=True).start()
                 self._pid = os.getpid()
 
+    def drain(self, timeout: float) -> None:
+        """Graceful shutdown: let running answers finish for up to ``timeout`` seconds, then ``close``."""
+        deadline = time.monotonic() + timeout
+        while self.running and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.close()
+
     def close(self) -> None:
         """Shut down: answers still running end as interrupted (text kept); the flusher stops."""
         self._closed.set()
         for generation in list(self.running.values()):
             self._end(generation, INTERRUPTED, "The server shut down while this answer was being written.")
+        self.broker.close()
 
     def _on_stop(self, message_id: int) -> None:
         generation = self.running.get(message_id)
@@ -296,21 +309,29 @@ class Generator:
         }
         if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
             values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name
-        with self.app.app_context():
-            try:
-                db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
-                db.session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == generation.conversation_id)
-                    .values(updated_at=values["updated_at"])
-                )
-                quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
-                db.session.commit()
-            except Exception:
-                log.exception("could not store the end of message %s", generation.message_id)
-                db.session.rollback()
-            finally:
-                db.session.remove()
+        give_up = time.monotonic() + FINISH_RETRY_FOR
+        for attempt in itertools.count():  # the database may be restarting: try again, the text is here
+            with self.app.app_context():
+                try:
+                    db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
+                    db.session.execute(
+                        update(Conversation)
+                        .where(Conversation.id == generation.conversation_id)
+                        .values(updated_at=values["updated_at"])
+                    )
+                    quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
+                    db.session.commit()
+                    break
+                except Exception as exc:
+                    with contextlib.suppress(Exception):
+                        db.session.rollback()
+                    if not isinstance(exc, UNREACHABLE) or time.monotonic() >= give_up:
+                        log.exception("could not store the end of message %s", generation.message_id)
+                        break
+                    log.warning("could not store the end of message %s (%s); retrying", generation.message_id, exc)
+                finally:
+                    db.session.remove()
+            time.sleep(min(2.0, 0.1 * 2**attempt))
         self.running.pop(generation.message_id, None)
         self.broker.publish_done(generation.message_id)
         self._record_end(generation, status, values, text)
@@ -346,9 +367,10 @@ class Generator:
                     if time.monotonic() - last_sweep >= SWEEP_EVERY:
                         last_sweep = time.monotonic()
                         self.sweep()
-                except Exception:
-                    log.exception("flush failed")
-                    db.session.rollback()
+                except Exception as exc:  # the next flush tries again: the text is held here meanwhile
+                    log.warning("flush failed (%s); retrying in %s s", exc, self.flush_interval)
+                    with contextlib.suppress(Exception):
+                        db.session.rollback()
                 finally:
                     db.session.remove()
 

@@ -364,9 +364,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--first-delay", type=float, default=0.0, help="seconds before the first token")
     args = parser.parse_args()
     server = FakeUpstream(port=args.port, record=False)
-    server.set_default(Reply(tokens=[f" tok{i}" for i in range(args.tokens)], delay=1.0 / args.rate))
+    tokens = [f" tok{i}" for i in range(args.tokens)]
+    server.set_default(Reply(tokens=tokens, delay=1.0 / args.rate, first_delay=args.first_delay))
     server.start()
     print(f"READY {server.base_url}", flush=True)
     stop = threading.Event()

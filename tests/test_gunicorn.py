@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,7 +45,8 @@ def free_port() -> int:
 def serve(tmp_path) -> Iterator:  # noqa: ANN001
     processes, clients = [], []
 
-    def start(**env: str) -> httpx.Client:
+    def start(*args: str, **env: str) -> httpx.Client:
+        """Start the Procfile's command (with gunicorn ``args`` added) on a free port."""
         port = free_port()
         full_env = {
             **os.environ,
@@ -52,7 +57,7 @@ def serve(tmp_path) -> Iterator:  # noqa: ANN001
             "SECURE_COOKIES": "0",  # production mode, but plain HTTP on 127.0.0.1: the cookie must come back
             **env,
         }
-        process = subprocess.Popen(procfile_command(port), cwd=ROOT, env=full_env, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen([*procfile_command(port), *args], cwd=ROOT, env=full_env, stderr=subprocess.DEVNULL)
         processes.append(process)
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
         clients.append(client)
@@ -66,6 +71,7 @@ def serve(tmp_path) -> Iterator:  # noqa: ANN001
             assert time.monotonic() < deadline, "gunicorn did not start"
             time.sleep(0.1)
 
+    start.processes = processes  # type: ignore[attr-defined]
     yield start
     for client in clients:
         client.close()
@@ -144,3 +150,48 @@ def test_websocket_under_the_procfile_worker(serve, upstream) -> None:  # noqa: 
         assert chunks == message["message"]["content"] == "".join(f" g{i}" for i in range(10))
     finally:
         ws.close()
+
+
+def test_graceful_restart_finishes_answers_and_interrupts_the_rest(serve, upstream, tmp_path) -> None:  # noqa: ANN001
+    """SIGTERM: answers go on until the graceful timeout (less a margin); the rest end interrupted, text kept."""
+    llm = {"OPENAI_BASE_URL": upstream.base_url, "OPENAI_API_KEY": "k", "CHAT_MODEL": "fake-model"}
+    client = serve("--graceful-timeout", "6", **llm)
+    # Echoed words (whichever answer's request reaches the upstream first), 50 a second.
+    upstream.script(Reply(delay=0.02), Reply(delay=0.02))
+    token, short_url, short_id = open_chat(client, " ".join(f"s{i}" for i in range(30)))  # done within the grace
+    _, long_url, long_id = open_chat(client, " ".join(f"l{i}" for i in range(400)))  # not: about 8 s
+    assert read_answer(client, short_id, limit=1) and read_answer(client, long_id, limit=1)  # both streaming
+
+    seen: dict[str, object] = {}
+
+    def follow_long() -> None:  # a viewer whose stream is open through the restart
+        with client.stream("GET", f"/messages/{long_id}/events") as stream:
+            seen["page"], seen["events"] = collect(stream.iter_bytes())
+
+    viewer = threading.Thread(target=follow_long)
+    viewer.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    server = serve.processes[-1]
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(10) == 0
+    assert time.monotonic() - started < 6 + 1  # within the graceful timeout: nothing was killed
+    viewer.join(5)
+    events = seen["events"]
+    assert events[-1].event == "done" and 'data-status="interrupted"' in events[-1].data  # told, not cut off
+
+    # Started again on the same database, the same visitor finds both answers.
+    again = serve(**llm)
+    again.cookies = client.cookies
+    page = again.get(short_url).text
+    assert f'id="message-{short_id}" class="message assistant" data-status="complete"' in page
+    assert "s29" in page
+    page = again.get(long_url).text
+    assert f'id="message-{long_id}" class="message assistant" data-status="interrupted"' in page
+    assert f"/messages/{long_id}/continue" in page
+    with contextlib.closing(sqlite3.connect(tmp_path / "g.sqlite3")) as db:
+        kept = db.execute("SELECT content FROM message WHERE id = ?", (long_id,)).fetchone()[0]
+    shown = seen["page"].text  # everything the viewer saw before the restart is kept, and is on the page
+    assert " ".join(kept.split()).startswith(shown) and shown.startswith("Echo: l0 l1") and "l399" not in kept
+    assert kept.split()[-1] in page
+    assert again.post(f"/messages/{long_id}/continue", data={"csrf_token": token}).status_code == 303
