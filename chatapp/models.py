@@ -9,7 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import ForeignKey, Index, String, Text, false, func, literal, or_, select, update
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false, func, literal, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,6 +27,10 @@ STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
 TITLE_LENGTH = 60
 SEEN_EVERY = timedelta(minutes=5)  # last_seen_at is written at most this often per user
 NEW_TITLE = "New chat"
+# Roles in a conversation shared as a room: the owner manages, a member sends, a viewer reads.
+OWNER, MEMBER, VIEWER = "owner", "member", "viewer"
+ROLE_RANK = {VIEWER: 0, MEMBER: 1, OWNER: 2}
+DELETED_AUTHOR = "a deleted user"
 
 
 def utcnow() -> datetime:
@@ -146,6 +150,14 @@ class Conversation(Model):
     active_leaf_id: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The room's invite link (None: no link); whoever opens it joins with ``invite_role``.
+    invite_token: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    invite_role: Mapped[str] = mapped_column(String(8), default=MEMBER, server_default=MEMBER)
+
+    owner: Mapped[User] = relationship(foreign_keys=[user_id])
+    members: Mapped[list[RoomMember]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", passive_deletes=True, order_by="RoomMember.id"
+    )
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
@@ -156,8 +168,13 @@ class Conversation(Model):
 
     @classmethod
     def for_user(cls, user_id: str) -> list[Conversation]:
-        """The user's conversations, most recently active first."""
-        query = select(cls).where(cls.user_id == user_id).order_by(cls.updated_at.desc(), cls.id.desc())
+        """The user's conversations and the rooms they joined, most recently active first."""
+        joined = select(RoomMember.conversation_id).where(RoomMember.user_id == user_id)
+        query = (
+            select(cls)
+            .where(or_(cls.user_id == user_id, cls.id.in_(joined)))
+            .order_by(cls.updated_at.desc(), cls.id.desc())
+        )
         return list(db.session.scalars(query))
 
     def path(self) -> list[Message]:
@@ -240,6 +257,8 @@ class Message(Model):
     finish_reason: Mapped[str | None] = mapped_column(String(50))
     feedback_rating: Mapped[str | None] = mapped_column(String(8))  # "up" or "down"
     feedback_comment: Mapped[str | None] = mapped_column(Text)
+    # Who sent a user message (None: their account was deleted; the message stays).
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # For a streaming answer this is its heartbeat: refreshed by every flush.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -248,6 +267,7 @@ class Message(Model):
     images: Mapped[list[Image]] = relationship(
         back_populates="message", cascade="all, delete-orphan", passive_deletes=True, order_by="Image.id"
     )
+    author: Mapped[User | None] = relationship(foreign_keys=[author_id])
 
     __table_args__ = (
         Index("ix_message_conversation_id", "conversation_id"),
@@ -258,6 +278,30 @@ class Message(Model):
     def is_streaming(self) -> bool:
         """True while the answer is still being generated."""
         return self.status == STREAMING
+
+    @property
+    def author_name(self) -> str:
+        """Who sent this user message: their display name, or "a deleted user" once their account is gone."""
+        if self.role != "user":
+            return "Assistant"
+        return self.author.name if self.author is not None else DELETED_AUTHOR
+
+
+class RoomMember(Model):
+    """Someone the owner let into a conversation (the owner is not a row: ``Conversation.user_id``)."""
+
+    __tablename__ = "room_member"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(8), default=MEMBER)  # member or viewer
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+    conversation: Mapped[Conversation] = relationship(back_populates="members")
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (UniqueConstraint("conversation_id", "user_id", name="uq_room_member"),)
 
 
 class Image(Model):
@@ -304,7 +348,7 @@ class Tree:
             select(Message)
             .where(Message.conversation_id == conversation_id)
             .order_by(Message.id)
-            .options(selectinload(Message.images))  # one more query for all images, not one per message
+            .options(selectinload(Message.images), selectinload(Message.author))  # one query each, not one per message
         )
         self.by_id: dict[int, Message] = {}
         self.children: dict[int | None, list[Message]] = defaultdict(list)
@@ -326,7 +370,7 @@ class Tree:
             select(Message)
             .where(Message.conversation_id == conversation_id, same_parent)
             .order_by(Message.id)
-            .options(selectinload(Message.images))
+            .options(selectinload(Message.images), selectinload(Message.author))
         )
         by_id: dict[int, Message] = {}
         versions: dict[int | None, list[int]] = defaultdict(list)

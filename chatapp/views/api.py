@@ -16,14 +16,14 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, schemas
+from .. import accounts, conversations, rooms, schemas
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import require_bearer
 from ..limits import uploads
-from ..models import ERROR, Conversation, Message, Tree, User, user_stats
+from ..models import ERROR, MEMBER, OWNER, VIEWER, Conversation, Message, Tree, User, user_stats
 from ..voice import transcribe_upload
 from .responses import image_response
 
@@ -117,12 +117,12 @@ def parse(schema: type[Body]) -> Body:
     return schema.model_validate(data)
 
 
-def own_conversation(conversation_id: int) -> Conversation:
-    return conversations.owned_conversation(g.api_user_id, conversation_id)
+def own_conversation(conversation_id: int, need: str = VIEWER) -> Conversation:
+    return conversations.conversation_access(g.api_user_id, conversation_id, need)
 
 
-def own_message(message_id: int) -> Message:
-    return conversations.owned_message(g.api_user_id, message_id)
+def own_message(message_id: int, need: str = VIEWER) -> Message:
+    return conversations.message_access(g.api_user_id, message_id, need)
 
 
 def limit_arg() -> int:
@@ -169,7 +169,7 @@ def get_conversation(conversation_id: int):  # noqa: ANN201
 @route("/conversations/{conversation_id}", "PATCH", body=schemas.ConversationUpdate, response=schemas.ConversationOut)
 def update_conversation(conversation_id: int):  # noqa: ANN201
     """Change a conversation's title, model, system prompt or settings."""
-    conversation = own_conversation(conversation_id)
+    conversation = own_conversation(conversation_id, OWNER)
     fields = parse(schemas.ConversationUpdate).model_dump(exclude_unset=True)
     return jsonify(conversation_json(conversations.update_conversation(conversation, fields)))
 
@@ -177,7 +177,7 @@ def update_conversation(conversation_id: int):  # noqa: ANN201
 @route("/conversations/{conversation_id}", "DELETE", status=204)
 def delete_conversation(conversation_id: int):  # noqa: ANN201
     """Delete a conversation with every message and branch in it."""
-    conversations.delete(own_conversation(conversation_id))
+    conversations.delete(own_conversation(conversation_id, OWNER))
     return "", 204
 
 
@@ -225,7 +225,8 @@ def send_message(conversation_id: int):  # noqa: ANN201
                 images.append(upload.read())
     else:
         data = parse(schemas.MessageCreate)
-    sent = conversations.send(own_conversation(conversation_id), data.content, images, parent_id=data.parent_id)
+    conversation = own_conversation(conversation_id, MEMBER)
+    sent = conversations.send(conversation, data.content, images, parent_id=data.parent_id, by=g.api_user_id)
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
         details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
@@ -248,14 +249,14 @@ def stream_message(message_id: int):  # noqa: ANN201
 @route("/messages/{message_id}/edit", "POST", body=schemas.MessageEdit, response=schemas.Sent, status=202, streams=True)
 def edit_message(message_id: int):  # noqa: ANN201
     """A new version of a user message beside the original, and a new answer to it."""
-    answer = conversations.edit(own_message(message_id), parse(schemas.MessageEdit).content)
+    answer = conversations.edit(own_message(message_id, MEMBER), parse(schemas.MessageEdit).content, by=g.api_user_id)
     return started(answer)
 
 
 @route("/messages/{message_id}/retry", "POST", response=schemas.Sent, status=202, streams=True)
 def retry_message(message_id: int):  # noqa: ANN201
     """A new answer beside this one, from the same history."""
-    return started(conversations.retry(own_message(message_id)))
+    return started(conversations.retry(own_message(message_id, MEMBER), by=g.api_user_id))
 
 
 @route("/images/{image_id}", "GET")
@@ -267,16 +268,74 @@ def get_image(image_id: int):  # noqa: ANN201
 @route("/messages/{message_id}/stop", "POST", response=schemas.MessageOut)
 def stop_message(message_id: int):  # noqa: ANN201
     """Stop an answer; it keeps exactly the text streamed so far."""
-    return jsonify(message_json(conversations.stop(own_message(message_id))))
+    return jsonify(message_json(conversations.stop(own_message(message_id, MEMBER))))
 
 
 @route("/messages/{message_id}/feedback", "POST", body=schemas.Feedback, response=schemas.MessageOut)
 def feedback(message_id: int):  # noqa: ANN201
     """Rate an answer up or down (null clears), with an optional comment."""
-    message = own_message(message_id)
+    message = own_message(message_id, MEMBER)
     data = parse(schemas.Feedback)
     conversations.give_feedback(message, data.rating, data.comment)
     return jsonify(message_json(message))
+
+
+# -- rooms -----------------------------------------------------------------------------------------------
+def _members_json(conversation: Conversation) -> dict:
+    items = [schemas.MemberOut.from_member(m) for m in rooms.members(conversation)]
+    present = rooms.here(conversation.id)
+    for item in items:
+        item["present"] = item["user_id"] in present
+    return {"items": items, "invite": _invite_json(conversation)}
+
+
+def _invite_json(conversation: Conversation) -> dict | None:
+    if not conversation.invite_token or conversation.user_id != g.api_user_id:
+        return None
+    url = url_for("rooms.join", token=conversation.invite_token, _external=True)
+    return {"token": conversation.invite_token, "url": url, "role": conversation.invite_role}
+
+
+@route("/conversations/{conversation_id}/members", "GET", response=schemas.MemberList)
+def list_members(conversation_id: int):  # noqa: ANN201
+    """Who is in the room: the owner and members, with role, last seen and whether they are here now."""
+    return jsonify(_members_json(own_conversation(conversation_id)))
+
+
+@route(
+    "/conversations/{conversation_id}/invite", "POST", body=schemas.InviteCreate, response=schemas.Invite, status=201
+)
+def create_invite(conversation_id: int):  # noqa: ANN201
+    """A new invite link (the owner only; an earlier link stops working): whoever opens it joins with ``role``."""
+    conversation = own_conversation(conversation_id, OWNER)
+    rooms.create_invite(conversation, parse(schemas.InviteCreate).role)
+    return jsonify(_invite_json(conversation)), 201
+
+
+@route("/conversations/{conversation_id}/invite", "DELETE", status=204)
+def end_invite(conversation_id: int):  # noqa: ANN201
+    """End the invite link (the owner only); members stay."""
+    rooms.end_invite(own_conversation(conversation_id, OWNER))
+    return "", 204
+
+
+@route("/conversations/{conversation_id}/members/{member_id}", "DELETE", status=204)
+def remove_member(conversation_id: int, member_id: int):  # noqa: ANN201
+    """Remove a member (the owner; or members themselves, to leave): their streams and sockets close."""
+    conversation = own_conversation(conversation_id)
+    member = rooms.member_row(conversation, member_id)
+    if member.user_id != g.api_user_id:
+        own_conversation(conversation_id, OWNER)
+    rooms.remove(conversation, member)
+    return "", 204
+
+
+@route("/join", "POST", body=schemas.Join, response=schemas.ConversationOut)
+def join_room():  # noqa: ANN201
+    """Join a room with an invite token; the conversation is then readable (and writable for members)."""
+    user = db.session.get(User, g.api_user_id)
+    conversation = rooms.join(parse(schemas.Join).token, user)
+    return jsonify(conversation_json(conversation))
 
 
 @route("/transcriptions", "POST", response=schemas.Transcription)
