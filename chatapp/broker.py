@@ -58,7 +58,7 @@ class Broker(Protocol):
 
     def presence_touch(self, conversation_id: int, key: str, value: str, ttl: float) -> None: ...
 
-    def presence_drop(self, conversation_id: int, key: str) -> None: ...
+    def presence_drop(self, conversation_id: int, key: str) -> bool: ...
 
     def presence(self, conversation_id: int) -> list[str]: ...
 
@@ -120,11 +120,11 @@ class MemoryBroker:
         with room.cond:
             room.present[key] = (value, time.monotonic() + ttl)
 
-    def presence_drop(self, conversation_id: int, key: str) -> None:
-        """Forget ``key``: its page was closed."""
+    def presence_drop(self, conversation_id: int, key: str) -> bool:
+        """Forget ``key``: its page was closed (False if it was not there)."""
         room = self._room(conversation_id)
         with room.cond:
-            room.present.pop(key, None)
+            return room.present.pop(key, None) is not None
 
     def presence(self, conversation_id: int) -> list[str]:
         """The values of every key present now."""
@@ -230,9 +230,9 @@ class RedisBroker:
         """A key with a TTL per page or socket: a process that dies leaves nothing behind for long."""
         self.redis.set(self._presence_key(conversation_id, key), value, px=int(ttl * 1000))
 
-    def presence_drop(self, conversation_id: int, key: str) -> None:
-        """Delete the page's key."""
-        self.redis.delete(self._presence_key(conversation_id, key))
+    def presence_drop(self, conversation_id: int, key: str) -> bool:
+        """Delete the page's key (False if it was not there)."""
+        return bool(self.redis.delete(self._presence_key(conversation_id, key)))
 
     def presence(self, conversation_id: int) -> list[str]:
         """The values of the room's live presence keys (from every process and host)."""

@@ -168,6 +168,12 @@ class Conversation(Model):
 
     @classmethod
     def for_user(cls, user_id: str) -> list[Conversation]:
+        """The user's conversations, most recently active first."""
+        query = select(cls).where(cls.user_id == user_id).order_by(cls.updated_at.desc(), cls.id.desc())
+        return list(db.session.scalars(query))
+
+    @classmethod
+    def for_sidebar(cls, user_id: str) -> list[Conversation]:
         """The user's conversations and the rooms they joined, most recently active first."""
         joined = select(RoomMember.conversation_id).where(RoomMember.user_id == user_id)
         query = (

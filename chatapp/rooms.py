@@ -171,13 +171,13 @@ def can(role: str | None, need: str) -> bool:
 
 
 # -- events ----------------------------------------------------------------------------------------------
-def publish(conversation_id: int, kind: str, **data: object) -> None:
+def publish(conversation_id: int, kind: str, origin: str | None = None, **data: object) -> None:
     """Tell every page and socket of the room (any process) that something happened.
 
-    The page the request came from (``g.room_page``) is named, so it does not get back what its own
-    response already shows.
+    The page or socket it came from (``origin``, by default the request's ``g.room_page``) is named,
+    so a page does not get back what its own response already shows.
     """
-    origin = g.get("room_page") if has_app_context() else None
+    origin = origin or (g.get("room_page") if has_app_context() else None)
     try:
         current_generator().broker.publish_room(
             conversation_id, {"kind": kind, "at": time.time(), "origin": origin, **data}
@@ -196,16 +196,17 @@ def path_changed(conversation_id: int) -> None:
     publish(conversation_id, "path")
 
 
-def typing(conversation_id: int, user: User, is_typing: bool = True) -> None:
-    """``user`` is typing (or stopped) in the room."""
-    publish(conversation_id, "typing", user_id=user.id, name=user.name, is_typing=is_typing)
+def typing(conversation_id: int, user: User, is_typing: bool = True, origin: str | None = None) -> None:
+    """``user`` is typing (or stopped) in the room, on the page or socket ``origin``."""
+    publish(conversation_id, "typing", origin, user_id=user.id, name=user.name, is_typing=is_typing)
 
 
 # -- presence --------------------------------------------------------------------------------------------
 def present(conversation_id: int, key: str, user: User | tuple[str, str], door: str = "page") -> None:
     """Mark a page or socket (``key``) as present, and tell the room."""
     touch(conversation_id, key, user, door)
-    publish(conversation_id, "presence")
+    user_id, name = (user.id, user.name) if isinstance(user, User) else user
+    publish(conversation_id, "presence", key, joined={"user_id": user_id, "name": name, "door": door})
 
 
 def touch(conversation_id: int, key: str, user: User | tuple[str, str], door: str = "page") -> None:
@@ -215,10 +216,12 @@ def touch(conversation_id: int, key: str, user: User | tuple[str, str], door: st
     current_generator().broker.presence_touch(conversation_id, key, value, PRESENCE_TTL)
 
 
-def absent(conversation_id: int, key: str) -> None:
+def absent(conversation_id: int, key: str, user: User | tuple[str, str] | None = None) -> None:
     """The page or socket ``key`` left (closed, or its beacon arrived): tell the room."""
-    current_generator().broker.presence_drop(conversation_id, key)
-    publish(conversation_id, "presence")
+    if not current_generator().broker.presence_drop(conversation_id, key):
+        return  # already gone (the page's beacon came first): told once
+    user_id, name = (user.id, user.name) if isinstance(user, User) else (user or (None, None))
+    publish(conversation_id, "presence", key, left={"user_id": user_id, "name": name})
 
 
 def here(conversation_id: int) -> dict[str, str]:
@@ -309,11 +312,52 @@ class MembersChanged:
 
 
 @dataclass(frozen=True)
+class Joined:
+    """Another page or socket (``key``) opened the room (for the WebSocket's ``user_joined``)."""
+
+    user_id: str
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Left:
+    """A page or socket (``key``) closed (for the WebSocket's ``user_left``)."""
+
+    user_id: str | None
+    name: str | None
+    key: str
+
+
+@dataclass(frozen=True)
+class Typed:
+    """Someone typed, or stopped, on the page or socket ``key`` (for ``typing_indicator``)."""
+
+    user_id: str
+    name: str
+    is_typing: bool
+    key: str | None
+
+
+@dataclass(frozen=True)
 class Removed:
     """This follower's user has no access any more: the stream ends."""
 
 
-RoomUpdate = NewMessages | PathChanged | AnswerUpdate | AnswerDone | Presence | Typing | MembersChanged | Removed | Ping
+RoomUpdate = (
+    NewMessages
+    | PathChanged
+    | AnswerUpdate
+    | AnswerDone
+    | Presence
+    | Typing
+    | MembersChanged
+    | Removed
+    | Joined
+    | Left
+    | Typed
+    | Ping
+)
 
 
 @dataclass
@@ -324,6 +368,7 @@ class _Follower:
     queue: queue.Queue = field(default_factory=queue.Queue)
     closed: threading.Event = field(default_factory=threading.Event)
     answers: set[int] = field(default_factory=set)
+    render: bool = True  # follow and render answers (a page), or not (a socket)
 
 
 def follow_room(
@@ -333,18 +378,20 @@ def follow_room(
     since: float,
     answer_after: dict[int, int] | None = None,
     door: str = "page",
+    stop: threading.Event | None = None,
 ) -> Generator[RoomUpdate, None, None]:
     """Everything a page of the room must show from time ``since`` on (when it was rendered).
 
     ``user`` is (user id, display name); ``key`` names the page (its presence key, and the origin its
     own requests carry);
-    ``answer_after`` gives, per answer streaming when the page was rendered, the text it showed.
-    Ends when the user loses access (Removed), or when the caller stops iterating.
+    ``answer_after`` gives, per answer streaming when the page was rendered, the text it showed;
+    a socket (``door="ws"``) follows answers itself: none are rendered for it. Ends when the user
+    loses access (Removed), when ``stop`` is set, or when the caller stops iterating.
     """
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, for threads
     broker = current_generator().broker
     user_id = user[0]
-    follower = _Follower(conversation_id, user_id, key)
+    follower = _Follower(conversation_id, user_id, key, render=door == "page")
     threading.Thread(target=_pump_room, args=(app, broker, follower, since), daemon=True, name="room-pump").start()
     present(conversation_id, key, user, door)
     seen(conversation_id, user_id)
@@ -352,14 +399,14 @@ def follow_room(
         select(Message.id).where(Message.conversation_id == conversation_id, Message.status == STREAMING).limit(1)
     )
     db.session.close()
-    if streaming is not None:
+    if streaming is not None and follower.render:
         _follow_answer(app, follower, streaming, (answer_after or {}).get(streaming, 0))
     people: dict[str, str] | None = None
     typists: dict[str, tuple[str, float]] = {}
     last_beat = last_seen = time.monotonic()
     try:
         yield Ping()
-        while True:
+        while stop is None or not stop.is_set():
             try:
                 item = follower.queue.get(timeout=1.0)
             except queue.Empty:
@@ -400,7 +447,7 @@ def follow_room(
     finally:
         follower.closed.set()
         try:
-            absent(conversation_id, key)
+            absent(conversation_id, key, user)
         except Exception:
             log.exception("could not drop the presence of a page of conversation %s", conversation_id)
 
@@ -418,10 +465,18 @@ def _room_event(
             yield Typing(typing_text({uid: name for uid, (name, _u) in typists.items()}))
         if not mine:
             yield NewMessages(message_id) if event.get("appended") else PathChanged()
-        _follow_answer(app, follower, message_id, 0)
+        if follower.render:
+            _follow_answer(app, follower, message_id, 0)
     elif kind == "path" and not mine:
         yield PathChanged()
-    elif kind == "typing" and event.get("user_id") != follower.user_id:
+    elif kind == "presence" and not mine:
+        if joined := event.get("joined"):
+            yield Joined(joined["user_id"], joined["name"], str(event.get("origin")))
+        if (left := event.get("left")) is not None:
+            yield Left(left.get("user_id"), left.get("name"), str(event.get("origin")))
+    elif kind == "typing" and not mine:
+        yield Typed(str(event["user_id"]), str(event.get("name")), bool(event.get("is_typing")), event.get("origin"))
+    if kind == "typing" and event.get("user_id") != follower.user_id:  # never shown to the typist, in any tab
         if event.get("is_typing"):
             typists[str(event["user_id"])] = (str(event.get("name")), now + TYPING_FOR)
         else:

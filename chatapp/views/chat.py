@@ -108,7 +108,7 @@ def send(conversation_id: int):  # noqa: ANN201
     _describe_images(sent.user_message)
     status = 422 if sent.answer is None else 200
     if wants_fragment():
-        conversations_list = Conversation.for_user(current_user().id)
+        conversations_list = Conversation.for_sidebar(current_user().id)
         html = render_template(
             "partials/sent.html", sent=sent, conversation=conversation, conversations=conversations_list
         )
@@ -254,7 +254,7 @@ def rename(conversation_id: int):  # noqa: ANN201
 def confirm_delete(conversation_id: int):  # noqa: ANN201
     """Ask before deleting (works without JavaScript)."""
     conversation = _conversation_or_404(conversation_id, OWNER)
-    conversations_list = Conversation.for_user(current_user().id)
+    conversations_list = Conversation.for_sidebar(current_user().id)
     return render_template("confirm_delete.html", conversation=conversation, conversations=conversations_list)
 
 

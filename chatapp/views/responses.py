@@ -111,7 +111,7 @@ def render_chat(
     html = render_template(
         "chat.html",
         conversation=conversation,
-        conversations=Conversation.for_user(current_user().id),
+        conversations=Conversation.for_sidebar(current_user().id),
         visible=visible,
         earlier=earlier,
         later=later,

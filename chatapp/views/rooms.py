@@ -89,7 +89,7 @@ def join(token: str):  # noqa: ANN201
         "join.html",
         conversation=conversation,
         token=token,
-        conversations=Conversation.for_user(user.id),
+        conversations=Conversation.for_sidebar(user.id),
         owner=conversation.owner.name,
     )
 
@@ -114,8 +114,9 @@ def typing(conversation_id: int):  # noqa: ANN201
 @bp.post("/c/<int:conversation_id>/leave")
 def leave(conversation_id: int):  # noqa: ANN201
     """The page is closing (a beacon on ``pagehide``): it no longer counts as present."""
-    conversations.conversation_access(current_user().id, conversation_id, VIEWER)
-    rooms.absent(conversation_id, _page_key(request.form.get("page")))
+    user = current_user()
+    conversations.conversation_access(user.id, conversation_id, VIEWER)
+    rooms.absent(conversation_id, _page_key(request.form.get("page")), user)
     return "", 204
 
 
