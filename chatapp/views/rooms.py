@@ -44,7 +44,7 @@ def _page_key(raw: str | None) -> str:
 
 
 def _to_members(conversation_id: int):  # noqa: ANN202
-    return redirect(url_for("chat.conversation", conversation_id=conversation_id, _anchor="members"), 303)
+    return redirect(url_for("chat.conversation", conversation_id=conversation_id, members=1, _anchor="members"), 303)
 
 
 # -- invite link, joining, members -----------------------------------------------------------------------
