@@ -239,3 +239,21 @@ def test_messages_of_a_deleted_account_stay_as_from_a_deleted_user(chat: Chat, u
     assert ana.post("/settings/delete", {"password": PASSWORD}).status_code == 303
     page = text(chat.get(f"/c/{conversation_id}"))
     assert "a deleted user Ana was here" in page and "Echo: Ana was here" in page
+
+
+def test_rooms_on_postgres(make_app, postgres_url: str, upstream) -> None:  # noqa: ANN001
+    owner = Chat(make_app(DATABASE_URL=postgres_url))
+    conversation_id, member, viewer, _ = room(owner)
+    reply = Reply(tokens=["slow"] * 50, delay=0.01, pause_after=2)
+    upstream.script(reply)
+    answer = member.send(conversation_id, "Member asks")
+    refused = owner.post(f"/c/{conversation_id}/messages", {"content": "Owner too"})
+    assert refused.status_code == 409 and "An answer to Guest" in text(refused)
+    assert viewer.post(f"/messages/{answer}/stop").status_code == 403
+    assert owner.post(f"/messages/{answer}/stop").status_code == 303
+    reply.resume.set()
+    assert owner.wait(answer).status == "stopped"
+    assert "Member asks" in text(viewer.get(f"/c/{conversation_id}"))
+    member.get("/settings/delete")
+    assert member.post("/settings/delete", {"confirm": "yes"}).status_code == 303
+    assert "a deleted user Member asks" in text(owner.get(f"/c/{conversation_id}"))
