@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import html
 import os
 import platform
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.load import (  # noqa: E402 - after the path is set
+    TOKEN,
     Result,
     app_session,
     free_port,
@@ -43,6 +45,9 @@ from bench.load import (  # noqa: E402 - after the path is set
     summarize,
     wait_http,
 )
+
+
+CONNECT_WAIT = 120.0  # seconds the watchers may take to open their streams (not timed)
 
 
 def cookie_of(response, cookie: str) -> str:  # noqa: ANN001
@@ -105,7 +110,9 @@ async def watch(port: int, session: tuple[str, str], result: Result, started: as
             answer = box.get("answer")
             if name != "room" or answer is None or f"message-{answer}" not in data:
                 continue
-            record(result, box["start"], html.unescape(re.sub(r"<[^>]+>", " ", data)))
+            text = html.unescape(re.sub(r"<[^>]+>", " ", data))
+            if TOKEN.search(text):  # the answer's words (not the empty answer shown when it starts)
+                record(result, box["start"], text)
             if 'hx-swap-oob="true"' in data and f'id="message-{answer}"' in data and "streaming" not in data:
                 return
     finally:
@@ -122,17 +129,21 @@ async def run(port: int, args: argparse.Namespace) -> tuple[list[Result], list[R
     box: dict = {}
     ready = [asyncio.Event() for _ in watchers]
 
-    async def guard(coroutine, result: Result) -> None:  # noqa: ANN001
+    async def guard(coroutine, result: Result, allowance: float = 0.0) -> None:  # noqa: ANN001
         try:
-            await asyncio.wait_for(coroutine, timeout)
+            await asyncio.wait_for(coroutine, timeout + allowance)
         except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
             result.error = f"{type(exc).__name__}: {exc}"
 
     tasks = [
-        asyncio.create_task(guard(watch(port, s, r, e, box), r))
+        asyncio.create_task(guard(watch(port, s, r, e, box), r, CONNECT_WAIT))
         for s, r, e in zip(watchers, watched, ready, strict=True)
     ]
-    await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), 30)
+    connect_start = time.perf_counter()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.gather(*(e.wait() for e in ready)), CONNECT_WAIT)
+    connected = sum(e.is_set() for e in ready)
+    print(f"{connected} of {len(ready)} watchers connected in {time.perf_counter() - connect_start:.1f} s", flush=True)
     await asyncio.sleep(1.0)  # every page's presence has settled
     start = box["start"] = time.perf_counter()
     others_done = [

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from flask import current_app, g, has_app_context
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 from .errors import ChatError
 from .events import Done, Ping
@@ -31,6 +32,7 @@ from .streaming_markdown import Rendered, follow_rendered
 
 log = logging.getLogger(__name__)
 
+PRESENCE_SETTLE = 0.3  # seconds a follower lets presence changes pile up before it looks again (a room filling up)
 PRESENCE_TTL = 15.0  # seconds a page or socket counts as present without a heartbeat
 HEARTBEAT = 4.0  # seconds between a follower's heartbeats (presence, access re-check, keep-alive)
 TYPING_FOR = 4.0  # seconds "… is typing" stays after the last keystroke reported
@@ -65,7 +67,10 @@ def members(conversation: Conversation) -> list[Member]:
     owner = conversation.owner
     found = [Member(owner.id, owner.name, OWNER, owner.last_seen_at, None)]
     rows = db.session.scalars(
-        select(RoomMember).where(RoomMember.conversation_id == conversation.id).order_by(RoomMember.id)
+        select(RoomMember)
+        .where(RoomMember.conversation_id == conversation.id)
+        .order_by(RoomMember.id)
+        .options(joinedload(RoomMember.user))  # one query, not one per member
     )
     found += [Member(m.user_id, m.user.name, m.role, m.last_seen_at, m.id) for m in rows]
     return found
@@ -404,11 +409,13 @@ def follow_room(
     people: dict[str, str] | None = None
     typists: dict[str, tuple[str, float]] = {}
     last_beat = last_seen = time.monotonic()
+    presence_due: float | None = last_beat  # when to look at who is here again (None: nothing changed)
     try:
         yield Ping()
         while stop is None or not stop.is_set():
+            wait = 1.0 if presence_due is None else max(0.0, presence_due - time.monotonic())
             try:
-                item = follower.queue.get(timeout=1.0)
+                item = follower.queue.get(timeout=wait)
             except queue.Empty:
                 item = None
             now = time.monotonic()
@@ -419,15 +426,16 @@ def follow_room(
                         yield update
                         if isinstance(update, Removed):
                             return
-                    if value.get("kind") == "presence":
-                        people = None  # recomputed below
+                    if value.get("kind") == "presence" and presence_due is None:
+                        presence_due = now + PRESENCE_SETTLE  # one look for a burst of arrivals
                 elif kind == "answer":
                     yield value
             if any(until < now for _name, until in typists.values()):
                 for uid in [uid for uid, (_n, until) in typists.items() if until < now]:
                     del typists[uid]
                 yield Typing(typing_text({uid: name for uid, (name, _u) in typists.items()}))
-            if people is None or now - last_beat >= HEARTBEAT:
+            if (presence_due is not None and now >= presence_due) or now - last_beat >= HEARTBEAT:
+                presence_due = None
                 if now - last_beat >= HEARTBEAT:
                     last_beat = now
                     touch(conversation_id, key, user, door)

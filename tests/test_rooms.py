@@ -4,6 +4,7 @@ event stream, presence and removal. The browser tests are in test_rooms_browser.
 from __future__ import annotations
 
 import re
+import time
 
 from chatapp.extensions import db
 from chatapp.models import Message, RoomMember
@@ -257,3 +258,22 @@ def test_rooms_on_postgres(make_app, postgres_url: str, upstream) -> None:  # no
     member.get("/settings/delete")
     assert member.post("/settings/delete", {"confirm": "yes"}).status_code == 303
     assert "a deleted user Member asks" in text(owner.get(f"/c/{conversation_id}"))
+
+
+def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream) -> None:  # noqa: ANN001
+    conversation_id, answer = chat.start("Owner")
+    chat.wait(answer)
+    api = ApiClient(chat.app)
+    assert api.call("POST", "/join", {"token": invite_link(chat, conversation_id)}).status_code == 200
+    reply = Reply(tokens=["slow"] * 50, delay=0.01, pause_after=3)
+    upstream.script(reply)
+    answer = chat.send(conversation_id, "Long one")
+    stream = api.stream("GET", f"/messages/{answer}/stream")
+    events = parse(stream)
+    until(events, lambda e: e.event == "delta", "the member reads the answer")
+    member_id = api.call("GET", f"/conversations/{conversation_id}/members").get_json()["items"][1]["member_id"]
+    chat.post(f"/c/{conversation_id}/members/{member_id}/remove")
+    started = time.monotonic()
+    cut = until(events, lambda e: e.event == "error", "the member was cut off")
+    assert "not_found" in cut.data and time.monotonic() - started < 5
+    reply.resume.set()

@@ -7,6 +7,7 @@ document at ``/api/v1/openapi.json`` is generated from those same declarations.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -243,7 +244,8 @@ def get_message(message_id: int):  # noqa: ANN201
 @route("/messages/{message_id}/stream", "GET", streams=True)
 def stream_message(message_id: int):  # noqa: ANN201
     """The answer as SSE (default) or NDJSON (Accept: application/x-ndjson); Last-Event-ID resumes."""
-    return stream(own_message(message_id).id)
+    message = own_message(message_id)
+    return stream(message.id, message.conversation_id)
 
 
 @route("/messages/{message_id}/edit", "POST", body=schemas.MessageEdit, response=schemas.Sent, status=202, streams=True)
@@ -375,7 +377,7 @@ def openapi():  # noqa: ANN201
 def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     """202 with both messages and the stream URL, or the stream itself if the client asked for one."""
     if request.accept_mimetypes.best in ("text/event-stream", "application/x-ndjson"):
-        return stream(answer.id)
+        return stream(answer.id, answer.conversation_id)
     stream_url = url_for(".stream_message", message_id=answer.id)
     question = question or db.session.get(Message, answer.parent_id)
     assert question is not None  # an answer always answers a stored question
@@ -383,14 +385,27 @@ def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     return jsonify(body), 202
 
 
-def stream(message_id: int) -> Response:
-    """Deltas then the final message, as SSE events or NDJSON lines; each carries its offset."""
+def stream(message_id: int, conversation_id: int) -> Response:
+    """Deltas then the final message, as SSE events or NDJSON lines; each carries its offset.
+
+    A reader removed from the room meanwhile is cut off within ``rooms.HEARTBEAT`` seconds.
+    """
     ndjson = request.accept_mimetypes.best == "application/x-ndjson"
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    user_id = g.api_user_id
     db.session.close()
 
     def events() -> Iterator[str]:
-        for update in follow(message_id, after):
+        checked = time.monotonic()
+        for update in follow(message_id, after, tick=rooms.HEARTBEAT):  # ticks: the access check runs when quiet
+            if time.monotonic() - checked >= rooms.HEARTBEAT:
+                checked = time.monotonic()
+                allowed = rooms.role_now(conversation_id, user_id) is not None
+                db.session.close()
+                if not allowed:
+                    gone = {"code": "not_found", "message": conversations.NOT_FOUND}
+                    yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
+                    return
             if isinstance(update, Delta):
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)
