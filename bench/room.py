@@ -46,7 +46,6 @@ from bench.load import (  # noqa: E402 - after the path is set
     wait_http,
 )
 
-
 CONNECT_WAIT = 120.0  # seconds the watchers may take to open their streams (not timed)
 
 
