@@ -48,7 +48,9 @@ def room_view(conversation_id: int | None) -> RoomView:
     if conversation_id not in cache:
         conversation = db.session.get(Conversation, conversation_id)
         role = role_in(conversation, user_id) if conversation else None
-        cache[conversation_id] = RoomView(user_id, role, bool(conversation and rooms.is_room(conversation)))
+        # Only people in the room get its stream (a read-only share link's visitor has no role here).
+        shared = bool(conversation and role is not None and rooms.is_room(conversation))
+        cache[conversation_id] = RoomView(user_id, role, shared)
     return cache[conversation_id]
 
 
