@@ -127,3 +127,22 @@ def test_the_room_page_is_accessible(browser, live_server, upstream) -> None:  #
     assert axe_violations(member) == []
     owner.context.close()
     member.context.close()
+
+
+def test_sending_in_a_room_with_javascript_off(browser, live_server, upstream) -> None:  # noqa: ANN001
+    owner = person(browser, live_server)
+    path, invite = start_room(owner)
+    context = browser.new_context(base_url=live_server, java_script_enabled=False)
+    context.set_default_timeout(15_000)
+    member = context.new_page()
+    member.goto(invite)
+    member.click("button:has-text('Join')")
+    assert "Only you here" not in member.inner_text("#presence")  # the owner's page is open: as of this load
+    member.fill("#content", "Sent without JavaScript")
+    member.click("#composer-actions button.send")
+    # The page refreshes itself until the answer is complete, then shows it with who sent the message.
+    member.wait_for_selector("article.assistant:has-text('Echo: Sent without JavaScript')[data-status='complete']")
+    assert member.inner_text("article.user:has-text('Sent without JavaScript') .author") == "You"
+    owner.wait_for_selector("article.assistant:has-text('Echo: Sent without JavaScript')[data-status='complete']")
+    owner.context.close()
+    context.close()
