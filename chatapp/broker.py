@@ -64,6 +64,7 @@ class Broker(Protocol):
 
 
 ROOM_EVENTS_KEPT = 200  # a room's latest events, for a page that connects just after it was rendered
+ROOMS_KEPT, ROOM_IDLE = 1000, 600.0  # in-process rooms past which those idle this many seconds are dropped
 
 
 class _Channel:
@@ -79,6 +80,7 @@ class _Room:
         self.dropped = 0  # events forgotten from the front: cursors are absolute indexes
         self.cond = threading.Condition()
         self.present: dict[str, tuple[str, float]] = {}  # key -> (value, expires at, monotonic)
+        self.used = time.monotonic()
 
 
 class MemoryBroker:
@@ -92,7 +94,13 @@ class MemoryBroker:
 
     def _room(self, conversation_id: int) -> _Room:
         with self._rooms_lock:
-            return self._rooms.setdefault(conversation_id, _Room())
+            room = self._rooms.setdefault(conversation_id, _Room())
+            room.used = time.monotonic()
+            if len(self._rooms) > ROOMS_KEPT:  # forget rooms nobody has used for a while
+                cutoff = room.used - ROOM_IDLE
+                for key in [k for k, r in self._rooms.items() if r.used < cutoff]:
+                    del self._rooms[key]
+            return room
 
     def publish_room(self, conversation_id: int, data: dict) -> None:
         """Append a room event (keeping the latest few) and wake the room's followers."""

@@ -358,7 +358,7 @@ def continue_answer(answer: Message, by: str | None = None) -> Message:
     db.session.commit()
     prompt = build_prompt(history, conversation, PromptMessage("user", CONTINUE_PROMPT, count_tokens(CONTINUE_PROMPT)))
     current_generator().start(answer, prompt, prefix=answer.content, options=_options(conversation), user_id=by)
-    rooms.answer_started(conversation.id, answer.id, False, by)
+    rooms.answer_started(conversation, answer.id, False, by)
     return answer
 
 
@@ -368,7 +368,7 @@ def show(message: Message) -> Message:
     leaf = tree.newest_leaf(message)
     message.conversation.active_leaf_id = leaf.id
     db.session.commit()
-    rooms.path_changed(message.conversation_id)
+    rooms.path_changed(message.conversation)
     return leaf
 
 
@@ -501,7 +501,7 @@ def _answer(conversation: Conversation, question: Message, by: str | None = None
     prompt = build_prompt(Tree(conversation.id).path(question.id), conversation)
     db.session.commit()  # one transaction for everything a send, edit or retry writes
     generator.start(answer, prompt, options=_options(conversation), user_id=by)
-    rooms.answer_started(conversation.id, answer.id, appended, by)
+    rooms.answer_started(conversation, answer.id, appended, by)
     return answer
 
 

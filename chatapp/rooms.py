@@ -191,14 +191,18 @@ def publish(conversation_id: int, kind: str, origin: str | None = None, **data: 
         log.exception("could not publish a %s event for conversation %s", kind, conversation_id)
 
 
-def answer_started(conversation_id: int, answer_id: int, appended: bool = False, author_id: str | None = None) -> None:
-    """An answer began: appended after a new message, or in a new branch (edit, retry, continue)."""
-    publish(conversation_id, "answer", message_id=answer_id, appended=appended, author_id=author_id)
+def answer_started(
+    conversation: Conversation, answer_id: int, appended: bool = False, author_id: str | None = None
+) -> None:
+    """An answer began in a room: appended after a new message, or in a new branch (edit, retry, continue)."""
+    if is_room(conversation):  # a conversation nobody shares has no room pages to tell
+        publish(conversation.id, "answer", message_id=answer_id, appended=appended, author_id=author_id)
 
 
-def path_changed(conversation_id: int) -> None:
-    """The visible path changed (a version switch): every page shows the new one."""
-    publish(conversation_id, "path")
+def path_changed(conversation: Conversation) -> None:
+    """The visible path of a room changed (a version switch): every page shows the new one."""
+    if is_room(conversation):
+        publish(conversation.id, "path")
 
 
 def typing(conversation_id: int, user: User, is_typing: bool = True, origin: str | None = None) -> None:
