@@ -3,10 +3,13 @@ event stream, presence and removal. The browser tests are in test_rooms_browser.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
+from chatapp import rooms
 from chatapp.extensions import db
+from chatapp.generation import current_generator
 from chatapp.models import Message, RoomMember
 from tests.auth import PASSWORD, sign_up, text
 from tests.clients import ApiClient, WebSocket, serve
@@ -277,3 +280,23 @@ def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream) -> None: 
     cut = until(events, lambda e: e.event == "error", "the member was cut off")
     assert "not_found" in cut.data and time.monotonic() - started < 5
     reply.resume.set()
+
+
+def test_a_connection_that_just_dies_leaves_when_its_presence_expires(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app()
+    owner = ApiClient(app)
+    conversation_id = owner.call("POST", "/conversations", {"title": "Ghosts"}).get_json()["id"]
+    with serve(app) as base_url:
+        ws = WebSocket(base_url, owner.token)
+        ws.send(type="subscribe", conversation_id=conversation_id)
+        ws.send(type="ping", request_id="p")
+        ws.until(lambda m: m["type"] == "pong")
+        with app.app_context():  # a page that joined and then lost its connection: no more heartbeats
+            value = json.dumps({"user_id": "ghost", "name": "Ghost", "door": "page"})
+            current_generator().broker.presence_touch(conversation_id, "0123456789abcdef", value, 1.0)
+            rooms.publish(conversation_id, "presence", "0123456789abcdef", joined={"user_id": "ghost", "name": "Ghost"})
+        assert ws.until(lambda m: m["type"] == "user_joined")["name"] == "Ghost"
+        started = time.monotonic()
+        left = ws.until(lambda m: m["type"] == "user_left", timeout=20)
+        assert left["name"] == "Ghost" and time.monotonic() - started < 20
+        ws.close()

@@ -186,6 +186,8 @@ class Connection:
         """Tell this socket who joins, leaves and types in the room (pages and sockets, any process);
         a removed member is unsubscribed."""
         ids = {"conversation_id": conversation_id}
+        people: dict[str, str] = {}  # who was here at the last look
+        told_left: dict[str | None, float] = {}  # user id -> when a user_left was sent for them
         with self.app.app_context():
             updates = rooms.follow_room(conversation_id, identity, self.key, time.time(), door="ws", stop=stop)
             try:
@@ -195,7 +197,16 @@ class Connection:
                     if isinstance(update, rooms.Joined):
                         self.send("user_joined", **ids, user_id=update.user_id, name=update.name)
                     elif isinstance(update, rooms.Left):
+                        told_left[update.user_id] = time.monotonic()
                         self.send("user_left", **ids, user_id=update.user_id, name=update.name)
+                    elif isinstance(update, rooms.Presence):
+                        # A page or socket whose connection just died is gone once its presence key expires.
+                        for user_id, name in people.items():
+                            recent = time.monotonic() - told_left.get(user_id, float("-inf")) < rooms.PRESENCE_TTL * 2
+                            if user_id not in update.people and user_id != self.user_id and not recent:
+                                told_left[user_id] = time.monotonic()
+                                self.send("user_left", **ids, user_id=user_id, name=name)
+                        people = dict(update.people)
                     elif isinstance(update, rooms.Typed):
                         typing = {"user_id": update.user_id, "name": update.name, "is_typing": update.is_typing}
                         self.send("typing_indicator", **ids, **typing)
