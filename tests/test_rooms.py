@@ -11,7 +11,7 @@ from chatapp import rooms
 from chatapp.extensions import db
 from chatapp.generation import current_generator
 from chatapp.models import Message, RoomMember
-from tests.auth import PASSWORD, sign_up, text
+from tests.auth import PASSWORD, sidebar_titles, sign_up, text
 from tests.clients import ApiClient, WebSocket, serve
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -92,6 +92,18 @@ def test_roles_are_honoured_by_the_page(chat: Chat, upstream) -> None:  # noqa: 
     retried = member.post(f"/messages/{answer}/retry")
     assert retried.status_code == 303
     member.wait(member.latest_answer(conversation_id))
+    assert member.post(f"/messages/{own_id}/edit", {"content": "From the member, edited"}).status_code == 303
+    member.wait(member.latest_answer(conversation_id))
+    assert "Echo: From the member, edited" in text(chat.get(f"/c/{conversation_id}"))
+
+    # The room is in the members' sidebars; a member can leave it.
+    assert "Hello room" in sidebar_titles(member)
+    with chat.app.app_context():
+        row = db.session.scalar(db.select(RoomMember).where(RoomMember.role == "viewer"))
+        other = db.session.scalar(db.select(RoomMember).where(RoomMember.role == "member"))
+    assert viewer.post(f"/c/{conversation_id}/members/{other.id}/remove").status_code == 403  # only the owner
+    assert viewer.post(f"/c/{conversation_id}/members/{row.id}/remove").status_code == 303
+    assert viewer.get(f"/c/{conversation_id}").status_code == 404 and "Hello room" not in sidebar_titles(viewer)
 
     # Strangers see nothing at all.
     stranger = Chat(chat.app)
