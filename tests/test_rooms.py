@@ -175,8 +175,10 @@ def test_presence_typing_and_the_websocket_names(chat: Chat, upstream) -> None: 
     # A viewer may not type (there is no box to type in).
     assert viewer.post(f"/c/{conversation_id}/typing").status_code == 403
     # The page's beacon on leaving: the others see it at once.
+    left_at = time.monotonic()
     assert chat.post(f"/c/{conversation_id}/leave", {"page": owner_key}).status_code == 204
     until(member_events, lambda e: 'id="presence"' in e.data and "Only you here" in e.data, "the owner left")
+    assert time.monotonic() - left_at < 2
 
 
 def test_the_websocket_hears_page_participants_by_name(make_app, upstream) -> None:  # noqa: ANN001
@@ -200,6 +202,9 @@ def test_the_websocket_hears_page_participants_by_name(make_app, upstream) -> No
         visitor.post(f"/c/{conversation_id}/leave", {"page": key})
         assert ws.until(lambda m: m["type"] == "user_left")["name"] == joined["name"]
         members = owner.call("GET", f"/conversations/{conversation_id}/members").get_json()
+        paths = owner.call("GET", "/openapi.json").get_json()["paths"]
+        assert {"get"} <= set(paths["/api/v1/conversations/{conversation_id}/members"])
+        assert {"post", "delete"} <= set(paths["/api/v1/conversations/{conversation_id}/invite"])
         assert [m["role"] for m in members["items"]] == ["owner", "member"]
         assert members["invite"]["url"].endswith(invite.get_json()["token"])
         # The owner removes the member through the API; their socket, if any, and pages are cut off.
@@ -312,3 +317,18 @@ def test_a_connection_that_just_dies_leaves_when_its_presence_expires(make_app, 
         left = ws.until(lambda m: m["type"] == "user_left", timeout=20)
         assert left["name"] == "Ghost" and time.monotonic() - started < 20
         ws.close()
+
+
+def test_with_guests_off_an_invite_asks_to_sign_in_first(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app(GUESTS="off")
+    owner = Chat(app)
+    assert sign_up(owner, "owner").status_code == 303
+    conversation_id, answer = owner.start("Accounts only")
+    owner.wait(answer)
+    token = invite_link(owner, conversation_id)
+    visitor = Chat(app)
+    response = visitor.get(f"/join/{token}")
+    assert response.status_code == 303 and "/sign-in" in response.headers["Location"]
+    assert sign_up(visitor, "bobby").status_code == 303
+    assert visitor.post(f"/join/{token}").status_code == 303
+    assert "Accounts only" in text(visitor.get(f"/c/{conversation_id}"))
