@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message
+from chatapp.models import ApiToken, Conversation, Image, Message, RoomMember
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -20,6 +20,7 @@ from tests.fake_upstream import Reply
 # here is exempt from the stranger check below.
 NO_OWNER: dict[str, str] = {
     "/reset/<token>": "a secret single-use link, not an id: unknown links are 404 (tests/test_admin.py)",
+    "/join/<token>": "a room's secret invite link, not an id: ended or unknown links are 404 (tests/test_rooms.py)",
     **{
         f"/admin{path}": "an admin's action, not an owner's: non-admins get 404 (tests/test_admin.py)"
         for path in (
@@ -40,6 +41,7 @@ API_BODIES = {
     "MessageEdit": {"content": "a stranger's text"},
     "Feedback": {"rating": "down", "comment": "a stranger's comment"},
     "ConversationUpdate": {"title": "taken over"},
+    "InviteCreate": {"role": "member"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -57,7 +59,7 @@ class Case:
 
     @property
     def destructive(self) -> bool:
-        return self.method == "DELETE" or self.url.split("?")[0].endswith(("/delete", "/revoke"))
+        return self.method == "DELETE" or self.url.split("?")[0].endswith(("/delete", "/revoke", "/remove"))
 
 
 @dataclass
@@ -98,7 +100,15 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     for name in ("revoked by the owner", "the owner's program"):
         created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
         tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
+    # A room with a member (for the member routes).
+    assert chat.post(f"/c/{answer.conversation_id}/invite", {"role": "member"}).status_code == 303
     with app.app_context():
+        invite = db.session.get(Conversation, answer.conversation_id).invite_token
+    member = Chat(app)
+    member.get(f"/join/{invite}")
+    assert member.post(f"/join/{invite}").status_code == 303
+    with app.app_context():
+        member_id = db.session.scalars(db.select(RoomMember.id).filter_by(conversation_id=answer.conversation_id)).one()
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
@@ -107,6 +117,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "message_id": [answer.parent_id, answer_id],
         "image_id": [image_id],
         "token_id": [token_ids[0]],
+        "member_id": [member_id],
     }
     return Owner(ids, chat, tokens[1])
 
