@@ -60,6 +60,20 @@ class Broker(Protocol):
 
     def close(self) -> None: ...
 
+    def publish_room(self, conversation_id: int, data: dict) -> None: ...
+
+    def read_room(self, conversation_id: int, cursor: Any, timeout: float) -> tuple[list[dict], Any]: ...
+
+    def presence_touch(self, conversation_id: int, key: str, value: str, ttl: float) -> None: ...
+
+    def presence_drop(self, conversation_id: int, key: str) -> bool: ...
+
+    def presence(self, conversation_id: int) -> list[str]: ...
+
+
+ROOM_EVENTS_KEPT = 200  # a room's latest events, for a page that connects just after it was rendered
+ROOMS_KEPT, ROOM_IDLE = 1000, 600.0  # in-process rooms past which those idle this many seconds are dropped
+
 
 class _Channel:
     def __init__(self) -> None:
@@ -68,12 +82,74 @@ class _Channel:
         self.done_at: float | None = None
 
 
+class _Room:
+    def __init__(self) -> None:
+        self.events: list[dict] = []
+        self.dropped = 0  # events forgotten from the front: cursors are absolute indexes
+        self.cond = threading.Condition()
+        self.present: dict[str, tuple[str, float]] = {}  # key -> (value, expires at, monotonic)
+        self.used = time.monotonic()
+
+
 class MemoryBroker:
     """In-process broker: a list of events per message and a condition to wait on."""
 
     def __init__(self) -> None:
         self._channels: dict[int, _Channel] = {}
         self._stop_handler: StopHandler | None = None
+        self._rooms: dict[int, _Room] = {}
+        self._rooms_lock = threading.Lock()
+
+    def _room(self, conversation_id: int) -> _Room:
+        with self._rooms_lock:
+            room = self._rooms.setdefault(conversation_id, _Room())
+            room.used = time.monotonic()
+            if len(self._rooms) > ROOMS_KEPT:  # forget rooms nobody has used for a while
+                cutoff = room.used - ROOM_IDLE
+                for key in [k for k, r in self._rooms.items() if r.used < cutoff]:
+                    del self._rooms[key]
+            return room
+
+    def publish_room(self, conversation_id: int, data: dict) -> None:
+        """Append a room event (keeping the latest few) and wake the room's followers."""
+        room = self._room(conversation_id)
+        with room.cond:
+            room.events.append(data)
+            if len(room.events) > ROOM_EVENTS_KEPT:
+                room.dropped += len(room.events) - ROOM_EVENTS_KEPT
+                del room.events[: len(room.events) - ROOM_EVENTS_KEPT]
+            room.cond.notify_all()
+
+    def read_room(self, conversation_id: int, cursor: Any, timeout: float) -> tuple[list[dict], Any]:
+        """Room events after ``cursor`` (None: every event still kept), waiting up to ``timeout``."""
+        room = self._room(conversation_id)
+        with room.cond:
+            index = max(cursor or 0, room.dropped)
+            if room.dropped + len(room.events) <= index:
+                room.cond.wait(timeout)
+            events = room.events[index - room.dropped :]
+            return events, room.dropped + len(room.events)
+
+    def presence_touch(self, conversation_id: int, key: str, value: str, ttl: float) -> None:
+        """Note ``key`` (a page or socket) as present for ``ttl`` seconds."""
+        room = self._room(conversation_id)
+        with room.cond:
+            room.present[key] = (value, time.monotonic() + ttl)
+
+    def presence_drop(self, conversation_id: int, key: str) -> bool:
+        """Forget ``key``: its page was closed (False if it was not there)."""
+        room = self._room(conversation_id)
+        with room.cond:
+            return room.present.pop(key, None) is not None
+
+    def presence(self, conversation_id: int) -> list[str]:
+        """The values of every key present now."""
+        room = self._room(conversation_id)
+        now = time.monotonic()
+        with room.cond:
+            for key in [k for k, (_v, until) in room.present.items() if until < now]:
+                del room.present[key]
+            return [value for value, _until in room.present.values()]
 
     def open(self, message_id: int) -> None:
         """A fresh channel (a continued answer starts over), before anyone can ask to read it."""
@@ -163,6 +239,35 @@ class RedisBroker:
 
     def _key(self, message_id: int) -> str:
         return f"{self.prefix}:events:{message_id}"
+
+    def publish_room(self, conversation_id: int, data: dict) -> None:
+        """Add a room event to the room's stream (its latest few are kept), for every process."""
+        key = f"{self.prefix}:room:{conversation_id}"
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(key, {"k": "room", "o": 0, "t": json.dumps(data)}, maxlen=ROOM_EVENTS_KEPT, approximate=True)
+        pipe.expire(key, self.TTL_RUNNING)
+        pipe.execute()
+
+    def read_room(self, conversation_id: int, cursor: Any, timeout: float) -> tuple[list[dict], Any]:
+        """Room events after ``cursor``, through this process's single reader."""
+        events, cursor = self._reader().read(f"{self.prefix}:room:{conversation_id}", cursor, timeout)
+        return [json.loads(event.text) for event in events], cursor
+
+    def _presence_key(self, conversation_id: int, key: str) -> str:
+        return f"{self.prefix}:presence:{conversation_id}:{key}"
+
+    def presence_touch(self, conversation_id: int, key: str, value: str, ttl: float) -> None:
+        """A key with a TTL per page or socket: a process that dies leaves nothing behind for long."""
+        self.redis.set(self._presence_key(conversation_id, key), value, px=int(ttl * 1000))
+
+    def presence_drop(self, conversation_id: int, key: str) -> bool:
+        """Delete the page's key (False if it was not there)."""
+        return bool(self.redis.delete(self._presence_key(conversation_id, key)))
+
+    def presence(self, conversation_id: int) -> list[str]:
+        """The values of the room's live presence keys (from every process and host)."""
+        keys = list(self.redis.scan_iter(match=self._presence_key(conversation_id, "*"), count=200))
+        return [str(value) for value in self.redis.mget(keys) if value is not None] if keys else []
 
     def open(self, message_id: int) -> None:
         """Forget earlier events of this message (a continued answer starts over)."""
@@ -309,6 +414,7 @@ class _Followed:
         self.generation = 0  # bumped by a reset (a continued answer), so cursors start over
         self.last_id = "0-0"
         self.last_read = time.monotonic()
+        self.dropped = 0  # events forgotten from the front (long-lived room streams): cursors stay absolute
 
 
 class _Reader:
@@ -351,10 +457,11 @@ class _Reader:
             generation, index = cursor or (followed.generation, 0)
             if generation != followed.generation:
                 index = 0  # reset since: replay; the follower skips text it already has by offset
-            while len(followed.events) <= index and (left := deadline - time.monotonic()) > 0:
+            index = max(index, followed.dropped)
+            while followed.dropped + len(followed.events) <= index and (left := deadline - time.monotonic()) > 0:
                 self.cond.wait(left)
-            events = followed.events[index:]
-            return events, (followed.generation, index + len(events))
+            events = followed.events[index - followed.dropped :]
+            return events, (followed.generation, followed.dropped + len(followed.events))
 
     def _run(self) -> None:
         connection = self.redis.connection_pool.make_connection()  # its own, never shared
@@ -398,9 +505,14 @@ class _Reader:
                     event = Event(fields["k"], int(fields["o"]), fields["t"], float(fields.get("a", 0)))
                     if event.kind == "reset":
                         followed.events = []
+                        followed.dropped = 0
                         followed.generation += 1
                     else:
                         followed.events.append(event)
+                if key.split(":")[-2] == "room" and len(followed.events) > ROOM_EVENTS_KEPT:
+                    extra = len(followed.events) - ROOM_EVENTS_KEPT
+                    followed.dropped += extra
+                    del followed.events[:extra]
             self.cond.notify_all()
 
     def _forget_idle(self) -> None:

@@ -76,6 +76,7 @@ DEFAULTS: dict[str, object] = {
     "ANSWER_LIMITS": True,  # off: no answer limits or quotas at all (the benchmarks use it)
     "ANSWERS_PER_MINUTE": 20,  # answers an identity may start in any 60 s, across workers; 0: no limit
     "MAX_CONCURRENT_ANSWERS": 3,  # answers an identity may have streaming at once; 0: no limit
+    "MAX_ROOM_MEMBERS": 10,  # people in one shared conversation (room), its owner included
     "DAILY_TOKENS_PER_USER": None,  # None: 0 (unlimited) in development, 200_000 in production
     "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
     "CHATAPP_ENV": "development",

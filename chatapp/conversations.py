@@ -14,20 +14,25 @@ from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import images as images_module
-from . import quotas
+from . import quotas, rooms
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
 from .models import (
     ERROR,
     INTERRUPTED,
+    MEMBER,
     NEW_TITLE,
+    OWNER,
+    ROLE_RANK,
     STOPPED,
     STREAMING,
+    VIEWER,
     Conversation,
     Image,
     Message,
     Preset,
+    RoomMember,
     Tree,
     User,
     utcnow,
@@ -52,28 +57,67 @@ class Sent:
 NOT_FOUND = "Not found: it may have been deleted, or it belongs to someone else."
 
 
-def owned_conversation(user_id: str | None, conversation_id: int) -> Conversation:
-    """The conversation if it belongs to ``user_id``; a 404 ChatError otherwise (the same for every door)."""
-    conversation = db.session.get(Conversation, conversation_id)
-    if conversation is None or user_id is None or conversation.user_id != user_id:
+def role_in(conversation: Conversation, user_id: str | None) -> str | None:
+    """The user's role in the conversation: owner, member, viewer, or None (no access)."""
+    if user_id is None:
+        return None
+    if conversation.user_id == user_id:
+        return OWNER
+    query = select(RoomMember.role).where(RoomMember.conversation_id == conversation.id, RoomMember.user_id == user_id)
+    return db.session.scalar(query)
+
+
+def require_role(role: str | None, need: str) -> None:
+    """A 404 ChatError without access, a 403 one saying why when the role is too low for ``need``."""
+    if role is None:
         raise ChatError(NOT_FOUND, 404, "not_found")
+    if ROLE_RANK[role] < ROLE_RANK[need]:
+        raise ChatError(FORBIDDEN[need], 403, "forbidden", {"role": role, "needed": need})
+
+
+FORBIDDEN = {
+    MEMBER: "As a viewer you can read this conversation but not change it; ask its owner to make you a member.",
+    OWNER: "Only the conversation's owner can do that.",
+}
+
+
+def conversation_access(user_id: str | None, conversation_id: int, need: str = VIEWER) -> Conversation:
+    """The conversation if ``user_id`` has at least the role ``need`` in it (404 without access, 403 too low)."""
+    conversation = db.session.get(Conversation, conversation_id)
+    require_role(role_in(conversation, user_id) if conversation else None, need)
+    assert conversation is not None
     return conversation
 
 
-def owned_message(user_id: str | None, message_id: int) -> Message:
-    """The message if its conversation belongs to ``user_id``; a 404 ChatError otherwise."""
+def message_access(user_id: str | None, message_id: int, need: str = VIEWER) -> Message:
+    """The message if ``user_id`` has at least the role ``need`` in its conversation."""
     message = db.session.get(Message, message_id)
-    if message is None or user_id is None or message.conversation.user_id != user_id:
-        raise ChatError(NOT_FOUND, 404, "not_found")
+    require_role(role_in(message.conversation, user_id) if message else None, need)
+    assert message is not None
     return message
 
 
-def owned_image(user_id: str | None, image_id: int) -> Image:
-    """An attached image if its conversation belongs to ``user_id``; a 404 ChatError otherwise."""
+def image_access(user_id: str | None, image_id: int) -> Image:
+    """An attached image for whoever may read its conversation; a 404 ChatError otherwise."""
     image = db.session.get(Image, image_id)
-    if image is None or user_id is None or image.message.conversation.user_id != user_id:
-        raise ChatError(NOT_FOUND, 404, "not_found")
+    require_role(role_in(image.message.conversation, user_id) if image else None, VIEWER)
+    assert image is not None
     return image
+
+
+def owned_conversation(user_id: str | None, conversation_id: int) -> Conversation:
+    """The conversation if ``user_id`` owns it; a ChatError otherwise (the same for every door)."""
+    return conversation_access(user_id, conversation_id, OWNER)
+
+
+def owned_message(user_id: str | None, message_id: int) -> Message:
+    """The message if its conversation belongs to ``user_id``; a ChatError otherwise."""
+    return message_access(user_id, message_id, OWNER)
+
+
+def owned_image(user_id: str | None, image_id: int) -> Image:
+    """An attached image for whoever may read its conversation (kept name: the page and the API call it)."""
+    return image_access(user_id, image_id)
 
 
 def create_conversation(user: User, fields: dict | None = None) -> Conversation:
@@ -191,29 +235,42 @@ def start_conversation(
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
     db.session.flush()
-    return conversation, _send(conversation, content, prepared)
+    return conversation, _send(conversation, content, prepared, by=user.id)
 
 
-def send(conversation: Conversation, content: str, images: Sequence[bytes] = (), parent_id: int | None = None) -> Sent:
+def send(
+    conversation: Conversation,
+    content: str,
+    images: Sequence[bytes] = (),
+    parent_id: int | None = None,
+    by: str | None = None,
+) -> Sent:
     """Save the user's message (and images) and start the answer; a too-long one is saved, not sent.
 
     The message follows the visible path, or ``parent_id`` (a message of this conversation) if given.
+    ``by`` is who sends it (a room member; default the owner): the author, and whose limits apply.
     """
     content = _clean(content, bool(images))
     _refuse_if_streaming(conversation)
     prepared = _prepare_images(images)
-    images_module.check_quota(conversation.user_id, [len(p.data) for p in prepared])
+    images_module.check_quota(conversation.user_id, [len(p.data) for p in prepared])  # stored in the owner's room
     parent = None
     if parent_id is not None:
         parent = db.session.get(Message, parent_id)
         if parent is None or parent.conversation_id != conversation.id:
             raise ChatError(f"parent_id {parent_id} is not a message of this conversation.", 422, "invalid_parent")
-    return _send(conversation, content, prepared, parent)
+    return _send(conversation, content, prepared, parent, by)
 
 
 def _send(
-    conversation: Conversation, content: str, prepared: list[images_module.Prepared], parent: Message | None = None
+    conversation: Conversation,
+    content: str,
+    prepared: list[images_module.Prepared],
+    parent: Message | None = None,
+    by: str | None = None,
 ) -> Sent:
+    by = by or conversation.user_id
+    _lock_room(conversation)
     tokens = count_tokens(content)
     parent, replaced_id = (parent, None) if parent is not None else _parent_for_new_message(conversation)
     user_message = Message(
@@ -222,10 +279,11 @@ def _send(
         role="user",
         content=content,
         token_count=tokens,
+        author_id=by,
     )
     too_long = _too_long(tokens)
     if not too_long:
-        quotas.check_can_start(conversation.user_id)  # before the message and its image files are saved
+        quotas.check_can_start(by)  # before the message and its image files are saved
     if too_long:
         user_message.status = ERROR
         user_message.error = f"{too_long} It was saved but not sent: shorten it and send again."
@@ -239,18 +297,22 @@ def _send(
         conversation.updated_at = utcnow()
         db.session.commit()
         return Sent(user_message, None, replaced_id)
-    return Sent(user_message, _answer(conversation, user_message), replaced_id)
+    return Sent(user_message, _answer(conversation, user_message, by, appended=True), replaced_id)
 
 
-def edit(message: Message, content: str) -> Message:
+def edit(message: Message, content: str, by: str | None = None) -> Message:
     """A new version of a user message, beside the original, and a new answer to it.
 
-    The original and everything that followed it stay stored as the other branch.
+    The original and everything that followed it stay stored as the other branch. In a room only
+    the message's author (``by``) may edit it.
     """
     if message.role != "user":
         raise ChatError("Only your own messages can be edited; answers can be retried.", 422, "not_a_user_message")
-    content = _clean(content)
     conversation = message.conversation
+    by = by or conversation.user_id
+    if message.author_id != by:
+        raise ChatError(f"Only your own messages can be edited; this one is {message.author_name}'s.", 403, "forbidden")
+    content = _clean(content)
     _refuse_if_streaming(conversation)
     tokens = count_tokens(content)
     too_long = _too_long(tokens)
@@ -259,34 +321,39 @@ def edit(message: Message, content: str) -> Message:
         raise ChatError(
             f"{too_long} Shorten it and save again.", 422, "message_too_long", {"tokens": tokens, "limit": limit}
         )
-    quotas.check_can_start(conversation.user_id)
+    quotas.check_can_start(by)
     version = Message(
-        conversation_id=conversation.id, parent_id=message.parent_id, role="user", content=content, token_count=tokens
+        conversation_id=conversation.id,
+        parent_id=message.parent_id,
+        role="user",
+        content=content,
+        token_count=tokens,
+        author_id=by,
     )
     db.session.add(version)
     db.session.flush()
     db.session.add_all(images_module.copy(image, version.id) for image in message.images)  # images stay
-    return _answer(conversation, version)
+    return _answer(conversation, version, by)
 
 
-def retry(answer: Message, model: str | None = None) -> Message:
-    """Generate a new answer beside ``answer``, from the same history; ``model`` writes this one only.
-
-    The conversation keeps its own model for the answers after it.
+def retry(answer: Message, model: str | None = None, by: str | None = None) -> Message:
+    """Generate a new answer beside ``answer``, from the same history; ``model`` writes this one only
+    (the conversation keeps its own model for the answers after it); ``by``: whose limits apply.
     """
     if answer.role != "assistant" or answer.parent_id is None:
         raise ChatError("Only answers can be retried.", 422, "not_an_answer")
     model = _allowed_model(model.strip() or None) if model else None
     conversation = answer.conversation
+    by = by or conversation.user_id
     _refuse_if_streaming(conversation)
-    quotas.check_can_start(conversation.user_id)
+    quotas.check_can_start(by)
     question = db.session.get(Message, answer.parent_id)
     if question is None:
         raise ChatError(NOT_FOUND, 404, "not_found")
-    return _answer(conversation, question, model)
+    return _answer(conversation, question, by, model=model)
 
 
-def continue_answer(answer: Message) -> Message:
+def continue_answer(answer: Message, by: str | None = None) -> Message:
     """Let the model go on from a stopped or interrupted answer (or one an error cut off), appending to it."""
     cut_off = answer.status == ERROR and bool(answer.content)  # the model server failed after the first token
     if answer.role != "assistant" or not (answer.status in (STOPPED, INTERRUPTED) or cut_off):
@@ -296,8 +363,9 @@ def continue_answer(answer: Message) -> Message:
             "not_continuable",
         )
     conversation = answer.conversation
+    by = by or conversation.user_id
     _refuse_if_streaming(conversation)
-    quotas.check_can_start(conversation.user_id)
+    quotas.check_can_start(by)
     tree = Tree(conversation.id)
     history = tree.path(answer.parent_id) + [answer]
     answer.status, answer.error, answer.finish_reason = STREAMING, None, None
@@ -306,7 +374,8 @@ def continue_answer(answer: Message) -> Message:
     conversation.updated_at = answer.updated_at = utcnow()
     db.session.commit()
     prompt = build_prompt(history, conversation, PromptMessage("user", CONTINUE_PROMPT, count_tokens(CONTINUE_PROMPT)))
-    current_generator().start(answer, prompt, prefix=answer.content, options=_options(conversation))
+    current_generator().start(answer, prompt, prefix=answer.content, options=_options(conversation), user_id=by)
+    rooms.answer_started(conversation, answer.id, False, by)
     return answer
 
 
@@ -316,6 +385,7 @@ def show(message: Message) -> Message:
     leaf = tree.newest_leaf(message)
     message.conversation.active_leaf_id = leaf.id
     db.session.commit()
+    rooms.path_changed(message.conversation)
     return leaf
 
 
@@ -382,9 +452,26 @@ def delete(conversation: Conversation) -> None:
     images_module.remove_files(filenames)
 
 
+def _lock_room(conversation: Conversation) -> None:
+    """Take the conversation's row lock (PostgreSQL), so two senders in a room start one answer, not two."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(select(Conversation.id).where(Conversation.id == conversation.id).with_for_update())
+        _refuse_if_streaming(conversation)
+
+
 def _refuse_if_streaming(conversation: Conversation) -> None:
-    if conversation.streaming_message() is not None:
-        raise ChatError("An answer is still being written in this conversation. Stop it or wait for it to finish.", 409)
+    """One answer at a time per conversation: a 409 saying whose message is being answered."""
+    streaming = conversation.streaming_message()
+    if streaming is None:
+        return
+    question = db.session.get(Message, streaming.parent_id) if streaming.parent_id else None
+    who = question.author_name if question is not None else "someone"
+    raise ChatError(
+        f"An answer to {who} is still being written in this conversation. Stop it or wait for it to finish.",
+        409,
+        None,
+        {"answering": who, "message_id": streaming.id},
+    )
 
 
 def _too_long(tokens: int) -> str | None:
@@ -427,7 +514,13 @@ def _parent_for_new_message(conversation: Conversation) -> tuple[Message | None,
     return leaf, None
 
 
-def _answer(conversation: Conversation, question: Message, model: str | None = None) -> Message:
+def _answer(
+    conversation: Conversation,
+    question: Message,
+    by: str | None = None,
+    appended: bool = False,
+    model: str | None = None,
+) -> Message:
     generator = current_generator()
     chosen = model if generator.provider.name != "local" else None  # one local model: nothing to choose
     options = _options(conversation) | ({"model": chosen} if chosen else {})
@@ -445,7 +538,8 @@ def _answer(conversation: Conversation, question: Message, model: str | None = N
     conversation.updated_at = utcnow()
     prompt = build_prompt(Tree(conversation.id).path(question.id), conversation)
     db.session.commit()  # one transaction for everything a send, edit or retry writes
-    generator.start(answer, prompt, options=options)
+    generator.start(answer, prompt, options=options, user_id=by)
+    rooms.answer_started(conversation, answer.id, appended, by)
     return answer
 
 

@@ -97,16 +97,22 @@ class Generator:
         broker.on_stop(self._on_stop)
 
     def start(
-        self, message: Message, prompt: list[PromptMessage], prefix: str = "", options: dict | None = None
+        self,
+        message: Message,
+        prompt: list[PromptMessage],
+        prefix: str = "",
+        options: dict | None = None,
+        user_id: str | None = None,
     ) -> None:
         """Generate ``message`` (saved, status streaming) from ``prompt`` in the background.
 
         ``prefix`` is text the message already has (when continuing it); new text is appended.
-        ``options`` are the conversation's own ``model``, ``temperature`` and ``max_tokens``.
+        ``options`` are the conversation's own ``model``, ``temperature`` and ``max_tokens``;
+        ``user_id`` is whose quota is charged (who asked; default the conversation's owner).
         """
         self.ensure_threads()
         generation = Generation(message.id, message.conversation_id, sum(m.tokens for m in prompt))
-        generation.user_id, generation.prefix_length = message.conversation.user_id, len(prefix)
+        generation.user_id, generation.prefix_length = user_id or message.conversation.user_id, len(prefix)
         generation.model = metrics.model_label((options or {}).get("model"), self.provider.model)
         generation.log_fields = logs.current_fields() | {
             "user_id": generation.user_id,

@@ -9,7 +9,20 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, false, func, literal, or_, select, update
+from sqlalchemy import (
+    JSON,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Mapped, aliased, mapped_column, relationship, selectinload
 from sqlalchemy.sql.elements import ColumnElement
@@ -27,7 +40,11 @@ STATUSES = (STREAMING, COMPLETE, STOPPED, ERROR, INTERRUPTED)
 TITLE_LENGTH = 60
 SEEN_EVERY = timedelta(minutes=5)  # last_seen_at is written at most this often per user
 NEW_TITLE = "New chat"
-DELETED_USER = "a deleted user"
+# Roles in a conversation shared as a room: the owner manages, a member sends, a viewer reads.
+OWNER, MEMBER, VIEWER = "owner", "member", "viewer"
+ROLE_RANK = {VIEWER: 0, MEMBER: 1, OWNER: 2}
+DELETED_AUTHOR = "a deleted user"
+DELETED_USER = DELETED_AUTHOR  # the name share links show for it too
 
 
 def utcnow() -> datetime:
@@ -161,6 +178,14 @@ class Conversation(Model):
     active_leaf_id: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    # The room's invite link (None: no link); whoever opens it joins with ``invite_role``.
+    invite_token: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    invite_role: Mapped[str] = mapped_column(String(8), default=MEMBER, server_default=MEMBER)
+
+    owner: Mapped[User] = relationship(foreign_keys=[user_id])
+    members: Mapped[list[RoomMember]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", passive_deletes=True, order_by="RoomMember.id"
+    )
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
@@ -173,6 +198,17 @@ class Conversation(Model):
     def for_user(cls, user_id: str) -> list[Conversation]:
         """The user's conversations, most recently active first."""
         query = select(cls).where(cls.user_id == user_id).order_by(cls.updated_at.desc(), cls.id.desc())
+        return list(db.session.scalars(query))
+
+    @classmethod
+    def for_sidebar(cls, user_id: str) -> list[Conversation]:
+        """The user's conversations and the rooms they joined, most recently active first."""
+        joined = select(RoomMember.conversation_id).where(RoomMember.user_id == user_id)
+        query = (
+            select(cls)
+            .where(or_(cls.user_id == user_id, cls.id.in_(joined)))
+            .order_by(cls.updated_at.desc(), cls.id.desc())
+        )
         return list(db.session.scalars(query))
 
     def path(self) -> list[Message]:
@@ -257,6 +293,8 @@ class Message(Model):
     finish_reason: Mapped[str | None] = mapped_column(String(50))
     feedback_rating: Mapped[str | None] = mapped_column(String(8))  # "up" or "down"
     feedback_comment: Mapped[str | None] = mapped_column(Text)
+    # Who sent a user message (None: their account was deleted; the message stays).
+    author_id: Mapped[str | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # For a streaming answer this is its heartbeat: refreshed by every flush.
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -265,6 +303,7 @@ class Message(Model):
     images: Mapped[list[Image]] = relationship(
         back_populates="message", cascade="all, delete-orphan", passive_deletes=True, order_by="Image.id"
     )
+    author: Mapped[User | None] = relationship(foreign_keys=[author_id])
 
     __table_args__ = (
         Index("ix_message_conversation_id", "conversation_id"),
@@ -278,9 +317,27 @@ class Message(Model):
 
     @property
     def author_name(self) -> str:
-        """Who wrote this (user) message, as pages show it: the conversation owner's name, or "a deleted user"."""
-        owner = db.session.get(User, self.conversation.user_id)
-        return owner.name if owner is not None else DELETED_USER
+        """Who sent this user message: their display name, or "a deleted user" once their account is gone."""
+        if self.role != "user":
+            return "Assistant"
+        return self.author.name if self.author is not None else DELETED_AUTHOR
+
+
+class RoomMember(Model):
+    """Someone the owner let into a conversation (the owner is not a row: ``Conversation.user_id``)."""
+
+    __tablename__ = "room_member"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(8), default=MEMBER)  # member or viewer
+    joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None]
+
+    conversation: Mapped[Conversation] = relationship(back_populates="members")
+    user: Mapped[User] = relationship()
+
+    __table_args__ = (UniqueConstraint("conversation_id", "user_id", name="uq_room_member"),)
 
 
 class ShareLink(Model):
@@ -349,7 +406,7 @@ class Tree:
             select(Message)
             .where(Message.conversation_id == conversation_id)
             .order_by(Message.id)
-            .options(selectinload(Message.images))  # one more query for all images, not one per message
+            .options(selectinload(Message.images), selectinload(Message.author))  # one query each, not one per message
         )
         self.by_id: dict[int, Message] = {}
         self.children: dict[int | None, list[Message]] = defaultdict(list)
@@ -371,7 +428,7 @@ class Tree:
             select(Message)
             .where(Message.conversation_id == conversation_id, same_parent)
             .order_by(Message.id)
-            .options(selectinload(Message.images))
+            .options(selectinload(Message.images), selectinload(Message.author))
         )
         by_id: dict[int, Message] = {}
         versions: dict[int | None, list[int]] = defaultdict(list)

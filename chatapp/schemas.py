@@ -186,6 +186,8 @@ class MessageOut(BaseModel):
     cost: float | None = Field(
         description="US dollars, when the model's prices are known (MODEL_PRICES or the price table)"
     )
+    author_id: str | None  # who sent a user message (None for answers, and once the sender's account is deleted)
+    author_name: str | None  # their display name, or "a deleted user"; None for answers
 
     @classmethod
     def from_message(cls, m: Message, tree: Tree | None = None) -> dict:
@@ -197,7 +199,10 @@ class MessageOut(BaseModel):
             else None
         )
         return cls(
-            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f != "images"},
+            **{
+                f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f not in ("images", "author_name")
+            },
+            author_name=m.author_name if m.role == "user" else None,
             sibling_index=position.index,
             sibling_count=position.count,
             feedback=feedback,
@@ -299,6 +304,40 @@ class SharedConversation(BaseModel):
     visibility: Literal["anyone", "accounts"]
     created_at: UtcDatetime  # when the link was made (a snapshot shows the conversation as it was then)
     messages: list[SharedMessageOut]  # the visible path, root first
+
+
+class MemberOut(BaseModel):
+    user_id: str
+    name: str
+    role: Literal["owner", "member", "viewer"]
+    member_id: int | None  # DELETE /conversations/{id}/members/{member_id} removes them; None: the owner
+    last_seen_at: UtcDatetime | None
+    present: bool = False  # has the conversation open now (a page or a socket)
+
+    @classmethod
+    def from_member(cls, m: object) -> dict:
+        """A room member as the API sends it (JSON-ready)."""
+        fields = {f: getattr(m, f) for f in ("user_id", "name", "role", "member_id", "last_seen_at")}
+        return cls(**fields).model_dump(mode="json")
+
+
+class Invite(BaseModel):
+    token: str
+    url: str
+    role: Literal["member", "viewer"]
+
+
+class MemberList(BaseModel):
+    items: list[MemberOut]
+    invite: Invite | None  # the owner sees the current invite link
+
+
+class InviteCreate(Strict):
+    role: Literal["member", "viewer"] = "member"
+
+
+class Join(Strict):
+    token: str = Field(min_length=1, max_length=100)
 
 
 class ConversationPage(BaseModel):

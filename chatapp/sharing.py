@@ -315,6 +315,7 @@ def fork(link: ShareLink, viewer: User, leaf_id: int | None = None) -> Conversat
             conversation_id=copy.id,
             parent_id=parent.id if parent else None,
             role=message.role,
+            author_id=viewer.id if message.role == "user" else None,  # the copy is theirs to edit
             content=message.content,
             status=status,
             error=error,

@@ -666,4 +666,40 @@
     var panel = details.querySelector(".menu-panel");
     if (panel) panel.scrollIntoView({ block: "nearest" });
   }, true);
+
+  // ---- Rooms: one event stream per page (HTMX's sse extension); typing and leaving reported here ---------
+  // A message already on the page (its own request's answer came first) is not appended twice.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var target = event.detail.target, fragment = event.detail.fragment;
+    if (!target || target.id !== "messages" || !fragment || !fragment.querySelectorAll) return;
+    fragment.querySelectorAll("article.message[id]").forEach(function (article) {
+      if (byId(article.id)) article.remove();
+    });
+  });
+  function room() { return byId("room"); }
+  function roomPost(url, fields) {
+    var body = new FormData();
+    body.append("csrf_token", csrfToken() || (document.querySelector("#room input[name=csrf_token]") || {}).value || "");
+    Object.keys(fields).forEach(function (name) { body.append(name, fields[name]); });
+    return body;
+  }
+  var typingSent = 0, typingUrl = null;
+  document.addEventListener("input", function (event) {
+    var here = room();
+    if (!here || event.target.id !== "content") return;
+    var now = Date.now();
+    if (now - typingSent < 2000) return;  // at most every 2 s while typing; others clear it after a few seconds
+    typingSent = now;
+    typingUrl = here.dataset.typingUrl;
+    fetch(typingUrl, { method: "POST", body: roomPost(typingUrl, { typing: "1" }), credentials: "same-origin",
+      headers: { "X-CSRF-Token": csrfToken() } }).catch(function () {});
+  });
+  document.addEventListener("submit", function (event) {
+    if (event.target.id === "composer") typingSent = 0;
+  });
+  window.addEventListener("pagehide", function () {
+    var here = room();
+    if (!here || !navigator.sendBeacon) return;
+    navigator.sendBeacon(here.dataset.leaveUrl, roomPost(here.dataset.leaveUrl, { page: here.dataset.page }));
+  });
 })();

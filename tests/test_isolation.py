@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message, Preset, ShareLink
+from chatapp.models import ApiToken, Conversation, Image, Message, Preset, RoomMember, ShareLink
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -20,6 +20,7 @@ from tests.fake_upstream import Reply
 # here is exempt from the stranger check below.
 NO_OWNER: dict[str, str] = {
     "/reset/<token>": "a secret single-use link, not an id: unknown links are 404 (tests/test_admin.py)",
+    "/join/<token>": "a room's secret invite link, not an id: ended or unknown links are 404 (tests/test_rooms.py)",
     **{
         rule: "a share link: its secret token is what lets anyone holding it look (tests/test_share.py)"
         for rule in (
@@ -58,6 +59,7 @@ API_BODIES = {
     "NewChatDraft": {"content": "a stranger's draft"},
     "PresetUpdate": {"name": "taken over"},
     "ShareCreate": {"kind": "live"},
+    "InviteCreate": {"role": "member"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -75,7 +77,7 @@ class Case:
 
     @property
     def destructive(self) -> bool:
-        return self.method == "DELETE" or self.url.split("?")[0].endswith(("/delete", "/revoke"))
+        return self.method == "DELETE" or self.url.split("?")[0].endswith(("/delete", "/revoke", "/remove"))
 
 
 @dataclass
@@ -119,7 +121,15 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     assert chat.post("/settings/presets", {"name": "the owner's preset"}).status_code == 303
     shared = chat.post(f"/c/{answer.conversation_id}/share", {"kind": "live", "visibility": "anyone"})
     assert shared.status_code == 303, shared.get_data(as_text=True)
+    # A room with a member (for the member routes).
+    assert chat.post(f"/c/{answer.conversation_id}/invite", {"role": "member"}).status_code == 303
     with app.app_context():
+        invite = db.session.get(Conversation, answer.conversation_id).invite_token
+    member = Chat(app)
+    member.get(f"/join/{invite}")
+    assert member.post(f"/join/{invite}").status_code == 303
+    with app.app_context():
+        member_id = db.session.scalars(db.select(RoomMember.id).filter_by(conversation_id=answer.conversation_id)).one()
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
@@ -133,6 +143,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "token_id": [token_ids[0]],
         "preset_id": [preset_id],
         "token": [share_token],  # the owner's share link: only its owner may turn it off
+        "member_id": [member_id],
     }
     return Owner(ids, chat, tokens[1])
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -17,14 +18,27 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, insight, presets, schemas, sharing
+from .. import accounts, conversations, insight, presets, rooms, schemas, sharing
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import bearer_token, require_bearer
 from ..limits import uploads
-from ..models import DELETED_USER, ERROR, ApiToken, Conversation, Message, Tree, User, siblings_of, user_stats
+from ..models import (
+    DELETED_USER,
+    ERROR,
+    MEMBER,
+    OWNER,
+    VIEWER,
+    ApiToken,
+    Conversation,
+    Message,
+    Tree,
+    User,
+    siblings_of,
+    user_stats,
+)
 from ..voice import transcribe_upload
 from .responses import image_response
 
@@ -129,12 +143,12 @@ def parse(schema: type[Body]) -> Body:
     return schema.model_validate(data)
 
 
-def own_conversation(conversation_id: int) -> Conversation:
-    return conversations.owned_conversation(g.api_user_id, conversation_id)
+def own_conversation(conversation_id: int, need: str = VIEWER) -> Conversation:
+    return conversations.conversation_access(g.api_user_id, conversation_id, need)
 
 
-def own_message(message_id: int) -> Message:
-    return conversations.owned_message(g.api_user_id, message_id)
+def own_message(message_id: int, need: str = VIEWER) -> Message:
+    return conversations.message_access(g.api_user_id, message_id, need)
 
 
 def limit_arg() -> int:
@@ -186,7 +200,7 @@ def get_conversation(conversation_id: int):  # noqa: ANN201
 @route("/conversations/{conversation_id}", "PATCH", body=schemas.ConversationUpdate, response=schemas.ConversationOut)
 def update_conversation(conversation_id: int):  # noqa: ANN201
     """Change a conversation's title, model, system prompt or settings."""
-    conversation = own_conversation(conversation_id)
+    conversation = own_conversation(conversation_id, OWNER)
     fields = parse(schemas.ConversationUpdate).model_dump(exclude_unset=True)
     return jsonify(conversation_json(conversations.update_conversation(conversation, fields)))
 
@@ -194,7 +208,7 @@ def update_conversation(conversation_id: int):  # noqa: ANN201
 @route("/conversations/{conversation_id}", "DELETE", status=204)
 def delete_conversation(conversation_id: int):  # noqa: ANN201
     """Delete a conversation with every message and branch in it."""
-    conversations.delete(own_conversation(conversation_id))
+    conversations.delete(own_conversation(conversation_id, OWNER))
     return "", 204
 
 
@@ -242,7 +256,8 @@ def send_message(conversation_id: int):  # noqa: ANN201
                 images.append(upload.read())
     else:
         data = parse(schemas.MessageCreate)
-    sent = conversations.send(own_conversation(conversation_id), data.content, images, parent_id=data.parent_id)
+    conversation = own_conversation(conversation_id, MEMBER)
+    sent = conversations.send(conversation, data.content, images, parent_id=data.parent_id, by=g.api_user_id)
     if sent.answer is None:
         tokens, limit = sent.user_message.token_count, current_app.config["MAX_USER_MESSAGE_TOKENS"]
         details = {"tokens": tokens, "limit": limit, "message": message_json(sent.user_message)}
@@ -259,13 +274,14 @@ def get_message(message_id: int):  # noqa: ANN201
 @route("/messages/{message_id}/stream", "GET", streams=True)
 def stream_message(message_id: int):  # noqa: ANN201
     """The answer as SSE (default) or NDJSON (Accept: application/x-ndjson); Last-Event-ID resumes."""
-    return stream(own_message(message_id).id)
+    message = own_message(message_id)
+    return stream(message.id, message.conversation_id)
 
 
 @route("/messages/{message_id}/edit", "POST", body=schemas.MessageEdit, response=schemas.Sent, status=202, streams=True)
 def edit_message(message_id: int):  # noqa: ANN201
     """A new version of a user message beside the original, and a new answer to it."""
-    answer = conversations.edit(own_message(message_id), parse(schemas.MessageEdit).content)
+    answer = conversations.edit(own_message(message_id, MEMBER), parse(schemas.MessageEdit).content, by=g.api_user_id)
     return started(answer)
 
 
@@ -281,7 +297,7 @@ def edit_message(message_id: int):  # noqa: ANN201
 def retry_message(message_id: int):  # noqa: ANN201
     """A new answer beside this one, from the same history; ``{"model": …}`` has another model write it."""
     options = parse(schemas.RetryOptions)
-    return started(conversations.retry(own_message(message_id), options.model))
+    return started(conversations.retry(own_message(message_id, MEMBER), options.model, by=g.api_user_id))
 
 
 @route("/images/{image_id}", "GET")
@@ -293,13 +309,13 @@ def get_image(image_id: int):  # noqa: ANN201
 @route("/messages/{message_id}/stop", "POST", response=schemas.MessageOut)
 def stop_message(message_id: int):  # noqa: ANN201
     """Stop an answer; it keeps exactly the text streamed so far."""
-    return jsonify(message_json(conversations.stop(own_message(message_id))))
+    return jsonify(message_json(conversations.stop(own_message(message_id, MEMBER))))
 
 
 @route("/messages/{message_id}/feedback", "POST", body=schemas.Feedback, response=schemas.MessageOut)
 def feedback(message_id: int):  # noqa: ANN201
     """Rate an answer up or down (null clears), with an optional comment."""
-    message = own_message(message_id)
+    message = own_message(message_id, MEMBER)
     data = parse(schemas.Feedback)
     conversations.give_feedback(message, data.rating, data.comment)
     return jsonify(message_json(message))
@@ -356,6 +372,64 @@ def delete_preset(preset_id: int):  # noqa: ANN201
     return "", 204
 
 
+# -- rooms -----------------------------------------------------------------------------------------------
+def _members_json(conversation: Conversation) -> dict:
+    items = [schemas.MemberOut.from_member(m) for m in rooms.members(conversation)]
+    present = rooms.here(conversation.id)
+    for item in items:
+        item["present"] = item["user_id"] in present
+    return {"items": items, "invite": _invite_json(conversation)}
+
+
+def _invite_json(conversation: Conversation) -> dict | None:
+    if not conversation.invite_token or conversation.user_id != g.api_user_id:
+        return None
+    url = url_for("rooms.join", token=conversation.invite_token, _external=True)
+    return {"token": conversation.invite_token, "url": url, "role": conversation.invite_role}
+
+
+@route("/conversations/{conversation_id}/members", "GET", response=schemas.MemberList)
+def list_members(conversation_id: int):  # noqa: ANN201
+    """Who is in the room: the owner and members, with role, last seen and whether they are here now."""
+    return jsonify(_members_json(own_conversation(conversation_id)))
+
+
+@route(
+    "/conversations/{conversation_id}/invite", "POST", body=schemas.InviteCreate, response=schemas.Invite, status=201
+)
+def create_invite(conversation_id: int):  # noqa: ANN201
+    """A new invite link (the owner only; an earlier link stops working): whoever opens it joins with ``role``."""
+    conversation = own_conversation(conversation_id, OWNER)
+    rooms.create_invite(conversation, parse(schemas.InviteCreate).role)
+    return jsonify(_invite_json(conversation)), 201
+
+
+@route("/conversations/{conversation_id}/invite", "DELETE", status=204)
+def end_invite(conversation_id: int):  # noqa: ANN201
+    """End the invite link (the owner only); members stay."""
+    rooms.end_invite(own_conversation(conversation_id, OWNER))
+    return "", 204
+
+
+@route("/conversations/{conversation_id}/members/{member_id}", "DELETE", status=204)
+def remove_member(conversation_id: int, member_id: int):  # noqa: ANN201
+    """Remove a member (the owner; or members themselves, to leave): their streams and sockets close."""
+    conversation = own_conversation(conversation_id)
+    member = rooms.member_row(conversation, member_id)
+    if member.user_id != g.api_user_id:
+        own_conversation(conversation_id, OWNER)
+    rooms.remove(conversation, member)
+    return "", 204
+
+
+@route("/join", "POST", body=schemas.Join, response=schemas.ConversationOut)
+def join_room():  # noqa: ANN201
+    """Join a room with an invite token; the conversation is then readable (and writable for members)."""
+    user = db.session.get(User, g.api_user_id)
+    conversation = rooms.join(parse(schemas.Join).token, user)
+    return jsonify(conversation_json(conversation))
+
+
 @route("/transcriptions", "POST", response=schemas.Transcription)
 @uploads("audio")
 def transcriptions():  # noqa: ANN201
@@ -397,7 +471,7 @@ def share_json(link) -> dict:  # noqa: ANN001
 )
 def create_share(conversation_id: int):  # noqa: ANN201
     """Make a read-only link to the conversation: snapshot or live, for anyone or signed-in users only."""
-    conversation = own_conversation(conversation_id)
+    conversation = own_conversation(conversation_id, OWNER)
     data = parse(schemas.ShareCreate)
     link = sharing.create(conversation, data.kind, data.visibility, data.expires_at, data.allow_indexing)
     return jsonify(share_json(link)), 201
@@ -406,7 +480,7 @@ def create_share(conversation_id: int):  # noqa: ANN201
 @route("/conversations/{conversation_id}/shares", "GET", response=schemas.ShareList)
 def list_shares(conversation_id: int):  # noqa: ANN201
     """The conversation's links that are not turned off (expired ones too, marked so), newest first."""
-    return jsonify(items=[share_json(link) for link in sharing.links(own_conversation(conversation_id))])
+    return jsonify(items=[share_json(link) for link in sharing.links(own_conversation(conversation_id, OWNER))])
 
 
 @route("/shares/{token}", "DELETE", status=204)
@@ -444,7 +518,7 @@ def shared(token: str):  # noqa: ANN201
 def shared_stream(token: str, message_id: int):  # noqa: ANN201
     """A live link's answer as it is written: SSE (default) or NDJSON, as ``/messages/{id}/stream``."""
     answer = sharing.answer(sharing.resolve(token, _optional_user()), message_id)
-    return stream(answer.id, lambda m: schemas.SharedMessageOut.from_message(m, siblings_of(m), token))
+    return stream(answer.id, to_json=lambda m: schemas.SharedMessageOut.from_message(m, siblings_of(m), token))
 
 
 @route("/shared/{token}/images/{image_id}", "GET", public=True)
@@ -470,7 +544,7 @@ def openapi():  # noqa: ANN201
 def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     """202 with both messages and the stream URL, or the stream itself if the client asked for one."""
     if request.accept_mimetypes.best in ("text/event-stream", "application/x-ndjson"):
-        return stream(answer.id)
+        return stream(answer.id, answer.conversation_id)
     stream_url = url_for(".stream_message", message_id=answer.id)
     question = question or db.session.get(Message, answer.parent_id)
     assert question is not None  # an answer always answers a stored question
@@ -478,15 +552,31 @@ def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     return jsonify(body), 202
 
 
-def stream(message_id: int, to_json: Callable[[Message], dict] = message_json) -> Response:
+def stream(
+    message_id: int, conversation_id: int | None = None, to_json: Callable[[Message], dict] = message_json
+) -> Response:
     """Deltas then the final message (as ``to_json`` gives it), as SSE events or NDJSON lines; each carries
-    its offset."""
+    its offset.
+
+    With ``conversation_id``, a reader removed from the room meanwhile is cut off within
+    ``rooms.HEARTBEAT`` seconds (a share link's reader is checked by the link instead).
+    """
     ndjson = request.accept_mimetypes.best == "application/x-ndjson"
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
+    user_id = g.api_user_id
     db.session.close()
 
     def events() -> Iterator[str]:
-        for update in follow(message_id, after):
+        checked = time.monotonic()
+        for update in follow(message_id, after, tick=rooms.HEARTBEAT):  # ticks: the access check runs when quiet
+            if conversation_id is not None and time.monotonic() - checked >= rooms.HEARTBEAT:
+                checked = time.monotonic()
+                allowed = rooms.role_now(conversation_id, user_id) is not None
+                db.session.close()
+                if not allowed:
+                    gone = {"code": "not_found", "message": conversations.NOT_FOUND}
+                    yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
+                    return
             if isinstance(update, Delta):
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)

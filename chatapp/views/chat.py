@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import (
     Blueprint,
     Response,
+    g,
     redirect,
     render_template,
     request,
@@ -17,7 +18,7 @@ from ..errors import wants_fragment
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
-from ..models import Conversation, Message, Preset
+from ..models import MEMBER, OWNER, VIEWER, Conversation, Message, Preset
 from .responses import PAGE_MESSAGES, answer_events, image_response, render_branch, render_chat, render_meter
 
 bp = Blueprint("chat", __name__)
@@ -29,12 +30,21 @@ def _vary(response: Response) -> Response:
     return response
 
 
-def _conversation_or_404(conversation_id: int) -> Conversation:
-    return conversations.owned_conversation(current_user().id, conversation_id)
+@bp.before_request
+def _room_page() -> None:
+    g.room_page = request.headers.get("X-Room-Page")  # a room's page: its own actions come back in the response
 
 
-def _message_or_404(message_id: int) -> Message:
-    return conversations.owned_message(current_user().id, message_id)
+def _conversation_or_404(conversation_id: int, need: str = VIEWER) -> Conversation:
+    return conversations.conversation_access(current_user().id, conversation_id, need)
+
+
+def _message_or_404(message_id: int, need: str = VIEWER) -> Message:
+    return conversations.message_access(current_user().id, message_id, need)
+
+
+def _me() -> str:
+    return current_user().id
 
 
 def _to_message(message: Message):  # noqa: ANN202
@@ -111,12 +121,12 @@ def conversation(conversation_id: int):  # noqa: ANN201
 @uploads("images")
 def send(conversation_id: int):  # noqa: ANN201
     """Send a message; the answer streams in the background."""
-    conversation = _conversation_or_404(conversation_id)
-    sent = conversations.send(conversation, request.form.get("content", ""), _uploaded_images())
+    conversation = _conversation_or_404(conversation_id, MEMBER)
+    sent = conversations.send(conversation, request.form.get("content", ""), _uploaded_images(), by=_me())
     _describe_images(sent.user_message)
     status = 422 if sent.answer is None else 200
     if wants_fragment():
-        conversations_list = Conversation.for_user(current_user().id)
+        conversations_list = Conversation.for_sidebar(current_user().id)
         html = render_template(
             "partials/sent.html", sent=sent, conversation=conversation, conversations=conversations_list
         )
@@ -172,7 +182,7 @@ def message(message_id: int):  # noqa: ANN201
 @bp.get("/messages/<int:message_id>/edit")
 def edit_form(message_id: int):  # noqa: ANN201
     """The edit form in place of the message (HTMX), or the page with it inline."""
-    message = _message_or_404(message_id)
+    message = _message_or_404(message_id, MEMBER)
     if wants_fragment():
         return render_template("partials/edit_form.html", message=message)
     return redirect(
@@ -185,10 +195,10 @@ def edit_form(message_id: int):  # noqa: ANN201
 @bp.post("/messages/<int:message_id>/edit")
 def edit(message_id: int):  # noqa: ANN201
     """Save an edited version of a message beside the original, and answer it."""
-    message = _message_or_404(message_id)
+    message = _message_or_404(message_id, MEMBER)
     content = request.form.get("content", "")
     try:
-        answer = conversations.edit(message, content)
+        answer = conversations.edit(message, content, by=_me())
     except ChatError as exc:
         if exc.status != 422:
             raise
@@ -204,7 +214,7 @@ def edit(message_id: int):  # noqa: ANN201
 @bp.post("/messages/<int:message_id>/retry")
 def retry(message_id: int):  # noqa: ANN201
     """Write a new answer beside this one (the old one is kept as a sibling); ``model`` chooses who writes it."""
-    answer = conversations.retry(_message_or_404(message_id), request.form.get("model") or None)
+    answer = conversations.retry(_message_or_404(message_id, MEMBER), request.form.get("model") or None, by=_me())
     return render_branch(answer.conversation) if wants_fragment() else _to_message(answer)
 
 
@@ -289,14 +299,14 @@ def meter(conversation_id: int | None = None):  # noqa: ANN201
 @bp.post("/messages/<int:message_id>/continue")
 def continue_(message_id: int):  # noqa: ANN201
     """Let a stopped or interrupted answer go on, in the same message."""
-    answer = conversations.continue_answer(_message_or_404(message_id))
+    answer = conversations.continue_answer(_message_or_404(message_id, MEMBER), by=_me())
     return render_branch(answer.conversation) if wants_fragment() else _to_message(answer)
 
 
 @bp.post("/messages/<int:message_id>/show")
 def show(message_id: int):  # noqa: ANN201
     """Switch to this version of a message and the latest path beneath it."""
-    message = _message_or_404(message_id)
+    message = _message_or_404(message_id, MEMBER)
     conversations.show(message)
     return render_branch(message.conversation) if wants_fragment() else _to_message(message)
 
@@ -304,7 +314,7 @@ def show(message_id: int):  # noqa: ANN201
 @bp.post("/messages/<int:message_id>/stop")
 def stop(message_id: int):  # noqa: ANN201
     """Stop an answer; it keeps exactly the text shown so far."""
-    message = conversations.stop(_message_or_404(message_id))
+    message = conversations.stop(_message_or_404(message_id, MEMBER))
     if wants_fragment():
         return render_template("partials/finished.html", message=message)
     return redirect(url_for(".conversation", conversation_id=message.conversation_id), 303)
@@ -321,7 +331,7 @@ def events(message_id: int):  # noqa: ANN201
 @bp.post("/c/<int:conversation_id>/rename")
 def rename(conversation_id: int):  # noqa: ANN201
     """Give the conversation a new title."""
-    conversation = _conversation_or_404(conversation_id)
+    conversation = _conversation_or_404(conversation_id, OWNER)
     conversations.rename(conversation, request.form.get("title", ""))
     return redirect(url_for(".conversation", conversation_id=conversation.id), 303)
 
@@ -329,13 +339,13 @@ def rename(conversation_id: int):  # noqa: ANN201
 @bp.get("/c/<int:conversation_id>/delete")
 def confirm_delete(conversation_id: int):  # noqa: ANN201
     """Ask before deleting (works without JavaScript)."""
-    conversation = _conversation_or_404(conversation_id)
-    conversations_list = Conversation.for_user(current_user().id)
+    conversation = _conversation_or_404(conversation_id, OWNER)
+    conversations_list = Conversation.for_sidebar(current_user().id)
     return render_template("confirm_delete.html", conversation=conversation, conversations=conversations_list)
 
 
 @bp.post("/c/<int:conversation_id>/delete")
 def delete(conversation_id: int):  # noqa: ANN201
     """Delete the conversation and all its messages, every branch."""
-    conversations.delete(_conversation_or_404(conversation_id))
+    conversations.delete(_conversation_or_404(conversation_id, OWNER))
     return redirect(url_for(".index"), 303)

@@ -2,23 +2,78 @@
 
 from __future__ import annotations
 
+import secrets
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from flask import Response, render_template, request, stream_with_context
+from flask import Response, g, render_template, request, stream_with_context
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images, presets, prices
-from ..conversations import NOT_FOUND, meter
+from .. import images, presets, prices, rooms
+from ..conversations import NOT_FOUND, meter, role_in
 from ..errors import ChatError
 from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user
-from ..models import ERROR, Conversation, Image, Message
+from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message
 from ..streaming_markdown import Rendered, Text, follow_rendered
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
+
+
+@dataclass(frozen=True)
+class RoomView:
+    """How the visitor sees a conversation: their role, and whether it is shared (a room)."""
+
+    user_id: str | None
+    role: str | None
+    is_room: bool
+
+    @property
+    def can_send(self) -> bool:
+        """Members and the owner send, edit their own messages, retry and stop."""
+        return rooms.can(self.role, MEMBER)
+
+    @property
+    def is_owner(self) -> bool:
+        """The owner manages the room."""
+        return self.role == OWNER
+
+
+def room_view(conversation_id: int | None) -> RoomView:
+    """The visitor's view of a conversation (once per request and conversation)."""
+    user_id = current_user().id
+    if conversation_id is None:
+        return RoomView(user_id, OWNER, False)
+    cache = g.setdefault("room_views", {})
+    if conversation_id not in cache:
+        conversation = db.session.get(Conversation, conversation_id)
+        role = role_in(conversation, user_id) if conversation else None
+        # Only people in the room get its stream (a read-only share link's visitor has no role here).
+        shared = bool(conversation and role is not None and rooms.is_room(conversation))
+        cache[conversation_id] = RoomView(user_id, role, shared)
+    return cache[conversation_id]
+
+
+def room_context(conversation: Conversation | None, streaming: object = None) -> dict:
+    """What the page shows of a room: members, presence, and its one event stream's address."""
+    if conversation is None:
+        return {}
+    view = room_view(conversation.id)
+    if not view.is_room:
+        return {"room": view}
+    after = {"answer": streaming.id, "after": len(streaming.content)} if streaming is not None else {}  # type: ignore[attr-defined]
+    return {
+        "room": view,
+        "members": rooms.members(conversation),
+        "presence": rooms.presence_text(conversation.id, current_user().id),
+        "room_page": secrets.token_hex(8),
+        "room_since": f"{time.time():.3f}",
+        "room_after": after,
+    }
 
 
 def image_response(image: Image) -> BaseResponse:
@@ -103,7 +158,7 @@ def render_chat(
     html = render_template(
         "chat.html",
         conversation=conversation,
-        conversations=Conversation.for_user(current_user().id),
+        conversations=Conversation.for_sidebar(current_user().id),
         visible=visible,
         earlier=earlier,
         later=later,
@@ -112,6 +167,7 @@ def render_chat(
         presets=presets.list_presets(current_user().id) if not conversation else [],
         meter=meter(conversation, str(context.get("draft") or ""), context.get("starting")),  # type: ignore[arg-type]
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
+        **room_context(conversation, streaming),
         **context,
     )
     return html, status

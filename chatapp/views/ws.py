@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 import time
 from collections import defaultdict
@@ -19,13 +20,13 @@ from pydantic import ValidationError
 from simple_websocket import ConnectionClosed
 from sqlalchemy import select
 
-from .. import conversations, schemas
+from .. import conversations, rooms, schemas
 from ..conversations import NOT_FOUND
 from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, Status, follow
 from ..extensions import db, sock
 from ..identity import require_bearer
-from ..models import ERROR, STREAMING, ApiToken, Conversation, Message, User
+from ..models import ERROR, MEMBER, STREAMING, VIEWER, ApiToken, Conversation, Message, User
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,8 @@ class Connection:
         self.lock = threading.Lock()
         self.following: set[int] = set()  # message ids this socket already streams
         self.subscriptions: set[int] = set()
+        self.room_stops: dict[int, threading.Event] = {}
+        self.key = secrets.token_hex(8)  # this socket's presence key in the rooms it subscribes to
         self.open = True
 
     def send(self, kind: str, **data: Any) -> None:
@@ -178,9 +181,47 @@ class Connection:
         self.subscriptions.discard(conversation_id)
         with SUBSCRIBERS_LOCK:
             SUBSCRIBERS[conversation_id].discard(self)
-            others = list(SUBSCRIBERS[conversation_id])
-        for other in others:
-            other.send("user_left", conversation_id=conversation_id, user_id=self.user_id)
+        stop = self.room_stops.pop(conversation_id, None)
+        if stop is not None:
+            stop.set()  # its room follower ends within a second, telling the room this socket left
+
+    def room(self, conversation_id: int, identity: tuple[str, str], stop: threading.Event) -> None:
+        """Tell this socket who joins, leaves and types in the room (pages and sockets, any process);
+        a removed member is unsubscribed."""
+        ids = {"conversation_id": conversation_id}
+        people: dict[str, str] = {}  # who was here at the last look
+        told_left: dict[str | None, float] = {}  # user id -> when a user_left was sent for them
+        with self.app.app_context():
+            updates = rooms.follow_room(conversation_id, identity, self.key, time.time(), door="ws", stop=stop)
+            try:
+                for update in updates:
+                    if not self.open:
+                        return
+                    if isinstance(update, rooms.Joined):
+                        self.send("user_joined", **ids, user_id=update.user_id, name=update.name)
+                    elif isinstance(update, rooms.Left):
+                        told_left[update.user_id] = time.monotonic()
+                        self.send("user_left", **ids, user_id=update.user_id, name=update.name)
+                    elif isinstance(update, rooms.Presence):
+                        # A page or socket whose connection just died is gone once its presence key expires.
+                        for user_id, name in people.items():
+                            recent = time.monotonic() - told_left.get(user_id, float("-inf")) < rooms.PRESENCE_TTL * 2
+                            if user_id not in update.people and user_id != self.user_id and not recent:
+                                told_left[user_id] = time.monotonic()
+                                self.send("user_left", **ids, user_id=user_id, name=name)
+                        people = dict(update.people)
+                    elif isinstance(update, rooms.Typed):
+                        typing = {"user_id": update.user_id, "name": update.name, "is_typing": update.is_typing}
+                        self.send("typing_indicator", **ids, **typing)
+                    elif isinstance(update, rooms.Removed):
+                        self.send("error", **ids, code="removed", message="You are no longer in this conversation.")
+                        self.subscriptions.discard(conversation_id)
+                        return
+            except Exception:
+                log.exception("following the room of conversation %s failed", conversation_id)
+            finally:
+                updates.close()
+                db.session.remove()
 
 
 def require(message: dict, *fields: str) -> None:
@@ -190,10 +231,10 @@ def require(message: dict, *fields: str) -> None:
         raise ChatError(f"Missing field(s): {', '.join(missing)}.", 422, "missing_field")
 
 
-def own(connection: Connection, conversation_id: Any) -> Conversation:
+def own(connection: Connection, conversation_id: Any, need: str = VIEWER) -> Conversation:
     if not isinstance(conversation_id, int) or isinstance(conversation_id, bool):
         raise ChatError("conversation_id must be a number.", 422, "invalid_field")
-    return conversations.owned_conversation(connection.user_id, conversation_id)
+    return conversations.conversation_access(connection.user_id, conversation_id, need)
 
 
 def on_send_message(connection: Connection, message: dict) -> None:
@@ -205,8 +246,8 @@ def on_send_message(connection: Connection, message: dict) -> None:
             raise ChatError("This token's identity no longer exists.", 401, "unauthorized")
         conversation, sent = conversations.start_conversation(user, data.content)
     else:
-        conversation = own(connection, message["conversation_id"])
-        sent = conversations.send(conversation, data.content, parent_id=data.parent_id)
+        conversation = own(connection, message["conversation_id"], MEMBER)
+        sent = conversations.send(conversation, data.content, parent_id=data.parent_id, by=connection.user_id)
     ids = {"request_id": message["request_id"], "conversation_id": conversation.id}
     connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.user_message))
     if sent.answer is None:
@@ -220,7 +261,7 @@ def on_stop(connection: Connection, message: dict) -> None:
     message_id = message["message_id"]
     if not isinstance(message_id, int) or isinstance(message_id, bool):
         raise ChatError("message_id must be a number.", 422, "invalid_field")
-    conversations.stop(conversations.owned_message(connection.user_id, message_id))
+    conversations.stop(conversations.message_access(connection.user_id, message_id, MEMBER))
 
 
 def on_subscribe(connection: Connection, message: dict) -> None:
@@ -228,12 +269,13 @@ def on_subscribe(connection: Connection, message: dict) -> None:
     conversation_id = own(connection, message["conversation_id"]).id
     if conversation_id in connection.subscriptions:
         return
+    user = db.session.get(User, connection.user_id)
     connection.subscriptions.add(conversation_id)
     with SUBSCRIBERS_LOCK:
-        others = list(SUBSCRIBERS[conversation_id])
         SUBSCRIBERS[conversation_id].add(connection)
-    for other in others:
-        other.send("user_joined", conversation_id=conversation_id, user_id=connection.user_id)
+    stop = connection.room_stops[conversation_id] = threading.Event()
+    identity = (connection.user_id, user.name if user else "")
+    threading.Thread(target=connection.room, args=(conversation_id, identity, stop), daemon=True).start()
     threading.Thread(target=connection.watch, args=(conversation_id,), daemon=True).start()
 
 
@@ -244,16 +286,10 @@ def on_unsubscribe(connection: Connection, message: dict) -> None:
 
 def on_typing(connection: Connection, message: dict) -> None:
     require(message, "conversation_id", "is_typing")
-    conversation_id = own(connection, message["conversation_id"]).id
-    with SUBSCRIBERS_LOCK:
-        others = [c for c in SUBSCRIBERS[conversation_id] if c is not connection]
-    for other in others:
-        other.send(
-            "typing_indicator",
-            conversation_id=conversation_id,
-            user_id=connection.user_id,
-            is_typing=bool(message["is_typing"]),
-        )
+    conversation = own(connection, message["conversation_id"], MEMBER)
+    user = db.session.get(User, connection.user_id)
+    if user is not None:  # to every page and socket of the room, in any process
+        rooms.typing(conversation.id, user, bool(message["is_typing"]), origin=connection.key)
 
 
 def on_ping(connection: Connection, message: dict) -> None:
