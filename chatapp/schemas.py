@@ -283,7 +283,7 @@ class SharedMessageOut(BaseModel):
         """A message (or a snapshot's frozen one) as the link shows it (JSON-ready)."""
         base = f"/api/v1/shared/{token}"
         return cls(
-            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f != "images"},
+            **{f: getattr(m, f) for f in cls.model_fields if hasattr(Message, f) and f not in ("images", "author")},
             author=m.author_name if m.role == "user" else None,
             sibling_index=position.index,
             sibling_count=position.count,

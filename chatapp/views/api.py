@@ -563,7 +563,7 @@ def stream(
     """
     ndjson = request.accept_mimetypes.best == "application/x-ndjson"
     after = resume_offset(request.headers.get("Last-Event-ID"), request.args.get("after"))
-    user_id = g.api_user_id
+    user_id = g.get("api_user_id")  # none for a share link's public stream
     db.session.close()
 
     def events() -> Iterator[str]:

@@ -17,7 +17,7 @@ from ..errors import ChatError
 from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
-from ..identity import current_user
+from ..identity import current_user, session_user
 from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message
 from ..streaming_markdown import Rendered, Text, follow_rendered
 
@@ -45,7 +45,8 @@ class RoomView:
 
 def room_view(conversation_id: int | None) -> RoomView:
     """The visitor's view of a conversation (once per request and conversation)."""
-    user_id = current_user().id
+    visitor = session_user()  # not current_user(): a share link's page is for visitors who may not chat here
+    user_id = visitor.id if visitor else None
     if conversation_id is None:
         return RoomView(user_id, OWNER, False)
     cache = g.setdefault("room_views", {})
