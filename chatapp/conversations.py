@@ -12,11 +12,24 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from . import images as images_module
-from . import quotas
+from . import notes, quotas
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, INTERRUPTED, NEW_TITLE, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
+from .models import (
+    ERROR,
+    INTERRUPTED,
+    NEW_TITLE,
+    STOPPED,
+    STREAMING,
+    Conversation,
+    Image,
+    Message,
+    Note,
+    Tree,
+    User,
+    utcnow,
+)
 from .tokens import PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
@@ -437,6 +450,26 @@ def build_prompt(
     system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
     sendable = [m for m in path if (m.content or m.images) and not (m.role == "user" and m.status == ERROR)]
-    history = [_prompt_message(m) for m in sendable]
+    saved = _tool_notes([m.id for m in sendable if m.role == "assistant"])
+    history: list[PromptMessage] = []
+    for message in sendable:  # an answer that saved notes: its tool calls and their results, where they happened
+        history += (
+            notes.tool_messages(message, saved[message.id]) if message.id in saved else [_prompt_message(message)]
+        )
     history += [extra] if extra else []
-    return trim_history(system, history, config["MAX_HISTORY_TOKENS"])
+    trimmed = trim_history(system, history, config["MAX_HISTORY_TOKENS"])
+    first = 1 if system else 0
+    while len(trimmed) > first + 1 and trimmed[first].role == "tool":  # a result whose call was trimmed away
+        del trimmed[first]
+    return trimmed
+
+
+def _tool_notes(answer_ids: list[int]) -> dict[int, list[Note]]:
+    """The notes the assistant saved through tool calls, by the answer that saved them."""
+    if not answer_ids:
+        return {}
+    found: dict[int, list[Note]] = {}
+    query = select(Note).where(Note.message_id.in_(answer_ids), Note.tool_call_id.is_not(None))
+    for note in db.session.scalars(query):
+        found.setdefault(note.message_id or 0, []).append(note)
+    return found

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Tree, siblings_of
+from .models import Conversation, Message, Note, Tree, siblings_of
 
 
 def _utc(value: datetime) -> datetime:
@@ -142,6 +142,56 @@ class StreamStatus(BaseModel):
     model: str  # the model being retried, or the fallback now asked
     attempt: int | None = None  # retrying: the number of the try to come (2 for the first retry)
     in_ms: int | None = None  # retrying: milliseconds until it
+
+
+class NoteCreate(Strict):
+    """A note of the user's; with ``message_id`` alone, that message's text ("Save to notes")."""
+
+    content: str | None = Field(None, max_length=10_000)
+    message_id: int | None = Field(None, ge=1, le=LARGEST_ID)
+
+
+class NoteUpdate(Strict):
+    content: str = Field(max_length=10_000)
+
+
+class NoteOut(BaseModel):
+    id: int
+    conversation_id: int
+    message_id: int | None  # the answer whose tool call saved it, or the message the user saved
+    content: str
+    source: Literal["assistant", "user"]
+    tool_call_id: str | None
+    offset: int | None  # where in the answer's text the tool call happened
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+    @classmethod
+    def from_note(cls, n: Note) -> dict:
+        """The note as every door sends it (JSON-ready)."""
+        fields = (
+            "id",
+            "conversation_id",
+            "message_id",
+            "content",
+            "source",
+            "tool_call_id",
+            "created_at",
+            "updated_at",
+        )
+        return cls(**{f: getattr(n, f) for f in fields}, offset=n.answer_offset).model_dump(mode="json")
+
+
+class NoteList(BaseModel):
+    items: list[NoteOut]
+
+
+class StreamNote(BaseModel):
+    """A ``note`` event of an answer's stream: the assistant saved a note (its own channel, never in the text)."""
+
+    message_id: int
+    conversation_id: int
+    note: NoteOut
 
 
 class ConversationPage(BaseModel):

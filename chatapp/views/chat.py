@@ -13,16 +13,16 @@ from flask import (
 )
 from markupsafe import escape
 
-from .. import conversations
+from .. import conversations, notes
 from ..conversations import ChatError
 from ..errors import wants_fragment
-from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
+from ..events import SSE_HEADERS, Done, NoteSaved, Status, resume_offset, sse
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
-from ..models import Conversation, Message
+from ..models import Conversation, Message, Note
 from ..streaming_markdown import Rendered, Text, follow_rendered
-from .responses import PAGE_MESSAGES, image_response, render_branch, render_chat
+from .responses import PAGE_MESSAGES, image_response, render_branch, render_chat, render_notes
 
 bp = Blueprint("chat", __name__)
 
@@ -71,7 +71,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
     """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
     show another part (HTMX: just the messages before or after, loaded in place). For browsers without
     JS: ``?edit=<id>`` shows that message as an edit form, ``?rename=1`` the title as a form,
-    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them, ``?notes=1`` opens the Notes panel."""
     found = _conversation_or_404(conversation_id)
     before, after, around = (request.args.get(name, type=int) for name in ("before", "after", "around"))
     if wants_fragment() and (before or after):
@@ -87,6 +87,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
         renaming=bool(request.args.get("rename")),
         refresh=max(request.args.get("refresh", 0, type=int), 0),
         hold=bool(request.args.get("hold")),
+        notes_open=bool(request.args.get("notes")),
     )
 
 
@@ -243,6 +244,9 @@ def events(message_id: int):  # noqa: ANN201
             elif isinstance(update, Status):
                 yield sse(render_template("partials/answer_state.html", status=update.state), "status")
                 waiting = True
+            elif isinstance(update, NoteSaved):  # into the Notes panel, out of band; never into the answer
+                if html := _note_event(update.note["id"]):
+                    yield sse(html, "note")
             elif isinstance(update, Done):
                 yield sse(render_template("partials/finished.html", message=update.message), "done")
             else:
@@ -272,3 +276,85 @@ def delete(conversation_id: int):  # noqa: ANN201
     """Delete the conversation and all its messages, every branch."""
     conversations.delete(_conversation_or_404(conversation_id))
     return redirect(url_for(".index"), 303)
+
+
+def _note_event(note_id: int) -> str | None:
+    """A saved note for the page's stream: appended to the panel's list and its count, out of band."""
+    try:
+        note = db.session.get(Note, note_id)
+        if note is None:  # deleted already
+            return None
+        count = len(note.conversation.notes)
+        item = render_template("partials/note.html", note=note)
+        counter = render_template("partials/notes_count.html", note_count=count, oob=True)
+        return f'<ol hx-swap-oob="beforeend:#notes-list">{item}</ol>{counter}'
+    finally:
+        db.session.close()
+
+
+# -- notes ------------------------------------------------------------------------------------------
+def _note_or_404(note_id: int) -> Note:
+    return notes.owned_note(current_user().id, note_id)
+
+
+def _to_notes(conversation_id: int, anchor: str = "notes"):  # noqa: ANN202
+    """Redirect (303, after a POST) to the conversation with its Notes panel open."""
+    return redirect(url_for(".conversation", conversation_id=conversation_id, notes=1, _anchor=anchor), 303)
+
+
+@bp.post("/c/<int:conversation_id>/notes")
+def add_note(conversation_id: int):  # noqa: ANN201
+    """Add a note of the user's to the conversation's Notes panel."""
+    conversation = _conversation_or_404(conversation_id)
+    content = request.form.get("content", "")
+    try:
+        note = notes.add_note(conversation, content)
+    except ChatError as exc:
+        if exc.status not in (413, 422):
+            raise
+        if wants_fragment():
+            return render_notes(conversation, exc.status, note_draft=content, note_error=exc.message)
+        return render_chat(conversation, exc.status, notes_open=True, note_draft=content, note_error=exc.message)
+    return render_notes(conversation) if wants_fragment() else _to_notes(conversation.id, f"note-{note.id}")
+
+
+@bp.post("/messages/<int:message_id>/save-note")
+def save_to_notes(message_id: int):  # noqa: ANN201
+    """ "Save to notes": the message's text becomes a note."""
+    message = _message_or_404(message_id)
+    note = notes.save_message(message)
+    if wants_fragment():
+        return render_notes(message.conversation)
+    return _to_notes(message.conversation_id, f"note-{note.id}")
+
+
+@bp.post("/notes/<int:note_id>/edit")
+def edit_note(note_id: int):  # noqa: ANN201
+    """Change a note's text."""
+    note = _note_or_404(note_id)
+    content = request.form.get("content", "")
+    try:
+        notes.edit_note(note, content)
+    except ChatError as exc:
+        if exc.status not in (413, 422):
+            raise
+        db.session.rollback()
+        context = {"editing_note": note.id, "note_edit_draft": content, "note_edit_error": exc.message}
+        if wants_fragment():
+            return render_template("partials/note.html", note=note, **context), exc.status
+        return render_chat(note.conversation, exc.status, None, None, None, notes_open=True, **context)
+    if wants_fragment():
+        return render_template("partials/note.html", note=note)
+    return _to_notes(note.conversation_id, f"note-{note.id}")
+
+
+@bp.post("/notes/<int:note_id>/delete")
+def delete_note(note_id: int):  # noqa: ANN201
+    """Delete a note."""
+    note = _note_or_404(note_id)
+    conversation = note.conversation
+    notes.delete_note(note)
+    if wants_fragment():
+        count = len(notes.list_notes(conversation))
+        return render_template("partials/notes_count.html", note_count=count, oob=True)
+    return _to_notes(conversation.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Response, render_template, request
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images
+from .. import images, notes
 from ..conversations import NOT_FOUND
 from ..errors import ChatError
 from ..generation import current_generator
@@ -62,6 +62,18 @@ def render_chat(
         later=later,
         streaming=streaming,
         provider=current_generator().provider,
+        **{"notes": notes.list_notes(conversation) if conversation else [], **context},
+    )
+    return html, status
+
+
+def render_notes(conversation: Conversation, status: int = 200, **context: object) -> tuple[str, int]:
+    """The Notes panel alone, open (HTMX): after adding a note, or saving a message to notes."""
+    html = render_template(
+        "partials/notes.html",
+        conversation=conversation,
+        notes=notes.list_notes(conversation),
+        notes_open=True,
         **context,
     )
     return html, status
