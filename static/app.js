@@ -280,12 +280,13 @@
     if (event.detail && event.detail.type === "status") announce(event.target.textContent.replace(/\s+/g, " ").trim() + "…");
     scrollToEnd(false);
   });
-  // A note the assistant saved goes into the Notes panel (out of band), once: a reconnect may send it again.
-  document.addEventListener("htmx:sseBeforeMessage", function (event) {
-    var message = event.detail || {};
-    if (message.type !== "note") return;
-    var found = /id="(note-\d+)"/.exec(message.data || "");
-    if (found && byId(found[1])) event.preventDefault();
+  // A note the assistant saved goes into the Notes panel (out of band), once: a stream may send it again.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var detail = event.detail || {};
+    if (!detail.target || detail.target.id !== "notes-list" || !detail.fragment) return;
+    detail.fragment.querySelectorAll("li[id^=note-]").forEach(function (item) {
+      if (byId(item.id)) item.remove();
+    });
   });
   // When the connection fails for good, the SSE extension opens a new one on the sse-connect URL (with
   // no Last-Event-ID): keep that URL at the last render this page has, so the page resumes from there.

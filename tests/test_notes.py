@@ -300,7 +300,7 @@ def test_page_panel_gets_the_note_while_the_answer_continues(app, upstream, live
         page.wait_for_selector("#notes-list li.note.assistant")  # in the panel before the answer ends
         assert page.locator("article.assistant[data-status=streaming]").count() == 1
         assert "A note from the model" in page.inner_text("#notes-list")
-        assert page.inner_text("#notes-count").strip().strip("()") == "1"
+        assert page.text_content("#notes-count").strip() == "(1)"  # "(1)" to a screen reader, 1 to the eye
         second.resume.set()
         wait_idle(page)
         text = page.inner_text("article.assistant .content")
@@ -314,3 +314,13 @@ def test_page_panel_gets_the_note_while_the_answer_continues(app, upstream, live
         page.wait_for_function("document.querySelectorAll('#notes-list li').length === 3")
         check_accessible(page, "notes panel open")
         context.close()
+
+
+def test_page_stream_that_starts_after_the_answer_ended_still_brings_its_notes(chat: Chat, upstream) -> None:  # noqa: ANN001
+    upstream.script(tool_round("quick note"), Reply(tokens=["quick answer"]))
+    conversation_id, answer_id = chat.start("fast")
+    assert chat.wait(answer_id).content == "quick answer"
+    _, events = collect(chat.events(answer_id))
+    done = events[-1]
+    assert done.event == "done" and 'hx-swap-oob="beforeend:#notes-list"' in done.data and "quick note" in done.data
+    assert "quick note" not in chat.wait(answer_id).content

@@ -245,10 +245,15 @@ def events(message_id: int):  # noqa: ANN201
                 yield sse(render_template("partials/answer_state.html", status=update.state), "status")
                 waiting = True
             elif isinstance(update, NoteSaved):  # into the Notes panel, out of band; never into the answer
-                if html := _note_event(update.note["id"]):
+                html = _notes_html([update.note["id"]])
+                db.session.close()  # hand the connection back: the stream may stay open for minutes
+                if html:
                     yield sse(html, "note")
             elif isinstance(update, Done):
-                yield sse(render_template("partials/finished.html", message=update.message), "done")
+                # With the answer's notes (the page skips those it has): one that ended before this
+                # stream began sends nothing else.
+                finished = render_template("partials/finished.html", message=update.message)
+                yield sse(finished + _notes_html(_assistant_notes(update.message)), "done")
             else:
                 yield ": ping\n\n"
 
@@ -278,18 +283,19 @@ def delete(conversation_id: int):  # noqa: ANN201
     return redirect(url_for(".index"), 303)
 
 
-def _note_event(note_id: int) -> str | None:
-    """A saved note for the page's stream: appended to the panel's list and its count, out of band."""
-    try:
-        note = db.session.get(Note, note_id)
-        if note is None:  # deleted already
-            return None
-        count = len(note.conversation.notes)
-        item = render_template("partials/note.html", note=note)
-        counter = render_template("partials/notes_count.html", note_count=count, oob=True)
-        return f'<ol hx-swap-oob="beforeend:#notes-list">{item}</ol>{counter}'
-    finally:
-        db.session.close()
+def _notes_html(note_ids: list[int]) -> str:
+    """Saved notes for the page's stream: appended to the panel's list, and its count, out of band."""
+    found = [note for note in (db.session.get(Note, i) for i in note_ids) if note is not None]  # not deleted since
+    if not found:
+        return ""
+    items = "".join(render_template("partials/note.html", note=note) for note in found)
+    counter = render_template("partials/notes_count.html", note_count=len(found[0].conversation.notes), oob=True)
+    return f'<ol hx-swap-oob="beforeend:#notes-list">{items}</ol>{counter}'
+
+
+def _assistant_notes(message: Message | None) -> list[int]:
+    """The notes an answer saved."""
+    return [n.id for n in message.conversation.notes if n.message_id == message.id] if message else []
 
 
 # -- notes ------------------------------------------------------------------------------------------
