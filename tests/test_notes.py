@@ -324,3 +324,37 @@ def test_page_stream_that_starts_after_the_answer_ended_still_brings_its_notes(c
     done = events[-1]
     assert done.event == "done" and 'hx-swap-oob="beforeend:#notes-list"' in done.data and "quick note" in done.data
     assert "quick note" not in chat.wait(answer_id).content
+
+
+def test_notes_reach_followers_in_another_worker(make_app, upstream, redis_url, redis_prefix) -> None:  # noqa: ANN001
+    """With Redis, an API follower in another process gets the note event too (two apps stand for two workers)."""
+    config = {"REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
+    writer, reader = make_app(**config), make_app(**config)
+    second = Reply(tokens=[" after"], pause_after=0)
+    upstream.script(tool_round("across workers", before=["before"]), second)
+    api = ApiClient(writer)
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "go"}).get_json()
+    follower = ApiClient(reader, api.token)
+    stream = follower.stream("GET", f"/messages/{sent['assistant_message']['id']}/stream")
+    upstream.wait_for_requests(2)
+    second.resume.set()
+    _, events = collect(stream)
+    noted = [json.loads(e.data) for e in events if e.event == "note"]
+    assert [n["note"]["content"] for n in noted] == ["across workers"]
+    assert json.loads(events[-1].data)["content"] == "before after"
+
+
+def test_notes_on_postgresql(make_app, upstream, postgres_url) -> None:  # noqa: ANN001
+    """The migration and the notes, tool and all, on PostgreSQL; a deleted conversation takes its notes along."""
+    app = make_app(DATABASE_URL=postgres_url)
+    api = ApiClient(app)
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    upstream.script(tool_round("on postgres"), Reply(tokens=["ok"]))
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "go"}).get_json()
+    wait_until(lambda: stored(app, sent["assistant_message"]["id"]).status == "complete", "the answer ends")
+    assert api.call("POST", f"/conversations/{conversation['id']}/notes", {"content": "mine"}).status_code == 201
+    listed = api.call("GET", f"/conversations/{conversation['id']}/notes").get_json()["items"]
+    assert [(n["content"], n["source"]) for n in listed] == [("on postgres", "assistant"), ("mine", "user")]
+    assert api.call("DELETE", f"/conversations/{conversation['id']}").status_code == 204
+    assert stored_notes(app, conversation["id"]) == []
