@@ -278,6 +278,7 @@
   document.addEventListener("htmx:sseMessage", function (event) {
     // "Retrying (attempt 2)…" and the like: said once in the live region, shown under the answer.
     if (event.detail && event.detail.type === "status") announce(event.target.textContent.replace(/\s+/g, " ").trim() + "…");
+    if (event.detail && event.detail.type === "note") announce("The assistant saved a note");
     scrollToEnd(false);
   });
   // A note the assistant saved goes into the Notes panel (out of band), once: a stream may send it again.
