@@ -358,3 +358,61 @@ def test_notes_on_postgresql(make_app, upstream, postgres_url) -> None:  # noqa:
     assert [(n["content"], n["source"]) for n in listed] == [("on postgres", "assistant"), ("mine", "user")]
     assert api.call("DELETE", f"/conversations/{conversation['id']}").status_code == 204
     assert stored_notes(app, conversation["id"]) == []
+
+
+def test_panel_in_chromium_without_javascript(app, upstream, live_server) -> None:  # noqa: ANN001
+    """A phone with JavaScript off: the panel opens as a <details>; add, edit, delete, save a message."""
+    with chromium() as browser:
+        context = open_context(browser, live_server, java_script_enabled=False, viewport={"width": 390, "height": 700})
+        page = context.new_page()
+        page.goto("/")
+        page.fill("#content", "plain page")
+        page.click("#composer-actions .send")
+        page.wait_for_selector('article.assistant[data-status="complete"]')
+        assert not page.locator("#note-new").is_visible()  # folded until opened
+        page.click("#notes > summary")
+        page.fill("#note-new", "written without JS")
+        page.click(".note-add button[type=submit]")
+        page.wait_for_selector("#notes[open] #notes-list li.note.user")  # back with the panel open
+        assert "written without JS" in page.inner_text("#notes-list")
+        page.click(".note-add button[type=submit]")  # empty: refused, said beside the box
+        page.wait_for_selector("#note-new-error")
+        assert page.get_attribute("#note-new", "aria-invalid") == "true"
+        page.click("#notes-list li .note-edit > summary")
+        page.fill("#notes-list li .note-edit textarea", "edited without JS")
+        page.click("#notes-list li .note-edit button[type=submit]")
+        page.wait_for_function("document.querySelector('#notes-list').textContent.includes('edited without JS')")
+        page.click("#notes > summary")  # on a phone the open panel covers the messages: fold it first
+        page.click("article.assistant .save-note")
+        page.wait_for_function("document.querySelectorAll('#notes-list li').length === 2")
+        assert "Echo: plain page" in page.inner_text("#notes-list")
+        page.click("#notes-list li.note.user >> nth=0 >> .note-actions button.danger")
+        page.wait_for_function("document.querySelectorAll('#notes-list li').length === 1")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        context.close()
+
+
+def test_panel_edit_and_delete_in_place_with_htmx(app, upstream, live_server) -> None:  # noqa: ANN001
+    with chromium() as browser:
+        context = open_context(browser, live_server)
+        page = context.new_page()
+        page.goto("/")
+        send(page, "in place")
+        wait_idle(page)
+        page.click("#notes > summary")
+        page.fill("#note-new", "to change")
+        page.click(".note-add button[type=submit]")
+        page.wait_for_selector("#notes-list li.note.user")
+        url = page.url
+        page.click("#notes-list li .note-edit > summary")
+        page.fill("#notes-list li .note-edit textarea", "")
+        page.click("#notes-list li .note-edit button[type=submit]")
+        page.wait_for_selector("#notes-list li .error")  # refused in place; the panel stays open
+        page.fill("#notes-list li .note-edit textarea", "changed in place")
+        page.click("#notes-list li .note-edit button[type=submit]")
+        page.wait_for_function("document.querySelector('#notes-list li .note-text').textContent === 'changed in place'")
+        assert page.locator("#notes[open]").count() == 1 and page.url == url  # no navigation
+        page.click("#notes-list li .note-actions button.danger")
+        page.wait_for_function("document.querySelectorAll('#notes-list li').length === 0")
+        assert page.text_content("#notes-count").strip() == "(0)"
+        context.close()
