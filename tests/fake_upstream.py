@@ -74,6 +74,7 @@ class FakeUpstream:
     record: bool = True
     requests: list[dict] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each chat request
+    ends: list[float] = field(default_factory=list)  # time.monotonic() when each streamed reply was all sent
     transcriptions: list[dict] = field(default_factory=list)
     transcription_reply: Reply = field(default_factory=Reply)
     transcription_text: str = "hello from the fake transcriber"
@@ -130,6 +131,7 @@ class FakeUpstream:
             self._by_model.clear()
             self.requests.clear()
             self.arrivals.clear()
+            self.ends.clear()
             self.transcriptions.clear()
         self._default = Reply()
         self.transcription_reply = Reply()
@@ -296,6 +298,8 @@ class FakeUpstream:
         await _send(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        if self.record:
+            self.ends.append(time.monotonic())
         return True
 
     async def _transcribe(self, headers: dict, body: bytes, writer: asyncio.StreamWriter) -> bool:
