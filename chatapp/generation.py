@@ -187,9 +187,14 @@ class Generator:
         with self.app.app_context():
             try:
                 for call in calls:
-                    note, result = notes.store_tool_call(
-                        generation.conversation_id, generation.message_id, call, offset
-                    )
+                    try:
+                        note, result = notes.store_tool_call(
+                            generation.conversation_id, generation.message_id, call, offset
+                        )
+                    except Exception:  # e.g. the conversation was deleted meanwhile: the model hears so
+                        log.exception("could not store a note of message %s", generation.message_id)
+                        db.session.rollback()
+                        note, result = None, "Not saved: the server could not store the note."
                     if note is not None:
                         self.broker.publish_note(generation.message_id, offset, notes.note_json(note))
                         answers_log.info("message %s: saved note %s", generation.message_id, note.id)

@@ -416,3 +416,37 @@ def test_panel_edit_and_delete_in_place_with_htmx(app, upstream, live_server) ->
         page.wait_for_function("document.querySelectorAll('#notes-list li').length === 0")
         assert page.text_content("#notes-count").strip() == "(0)"
         context.close()
+
+
+def test_a_malformed_tool_call_saves_nothing_and_the_model_is_told(app, upstream) -> None:  # noqa: ANN001
+    api = ApiClient(app)
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    broken = {"name": "save_note", "arguments": '{"content": ', "id": "call_bad"}
+    upstream.script(Reply(tokens=[], tool_calls=[broken]), Reply(tokens=["sorry"]))
+    sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "go"}).get_json()
+    answer = wait_until(lambda: (m := stored(app, sent["assistant_message"]["id"])).status != "streaming" and m, "end")
+    assert answer.status == "complete" and answer.content == "sorry"
+    assert stored_notes(app, conversation["id"]) == []
+    result = upstream.requests[1]["messages"][-1]
+    assert result["role"] == "tool" and result["tool_call_id"] == "call_bad" and "Not saved" in result["content"]
+
+
+def test_the_local_model_never_gets_the_tool() -> None:
+    """Whatever NOTES_TOOL says; and a prompt for a model without the tool keeps the text, not the calls."""
+    assert not any(notes_module.offers_tool(mode, "local", "local", "smol") for mode in ("auto", "on", "off"))
+    assert notes_module.offers_tool("on", "http://x", "openai", "m") and not notes_module.offers_tool(
+        "off", "http://x", "openai", "m"
+    )
+    call = {"id": "c1", "type": "function", "function": {"name": "save_note", "arguments": "{}"}}
+    prompt = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Saving.", "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "c1", "content": "Saved."},
+        {"role": "assistant", "content": " Done."},
+        {"role": "user", "content": "next"},
+    ]
+    assert notes_module.without_tools(prompt) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Saving. Done."},
+        {"role": "user", "content": "next"},
+    ]
