@@ -289,6 +289,16 @@
       if (byId(item.id)) item.remove();
     });
   });
+  // After a note is added, edited or deleted in place, focus stays in the panel (not lost to the page):
+  // an edited note's Edit, else the new-note box (an error there is read with it).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var panel = byId("notes"), active = document.activeElement;
+    if (!(event.detail && event.detail.xhr)) return;  // a request's swap, not a note arriving on the stream
+    if (!panel || !panel.contains(event.target) || (active && active !== document.body && active.isConnected)) return;
+    var item = event.target.closest && event.target.closest("li.note");
+    var invalid = panel.querySelector("textarea[aria-invalid=true]");
+    focusOn(invalid || (item && item.querySelector(".note-edit > summary")) || byId("note-new"));
+  });
   // When the connection fails for good, the SSE extension opens a new one on the sse-connect URL (with
   // no Last-Event-ID): keep that URL at the last render this page has, so the page resumes from there.
   document.addEventListener("htmx:sseMessage", function (event) {

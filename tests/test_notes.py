@@ -403,6 +403,7 @@ def test_panel_edit_and_delete_in_place_with_htmx(app, upstream, live_server) ->
         page.fill("#note-new", "to change")
         page.click(".note-add button[type=submit]")
         page.wait_for_selector("#notes-list li.note.user")
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'note-new'")  # focus kept
         url = page.url
         page.click("#notes-list li .note-edit > summary")
         page.fill("#notes-list li .note-edit textarea", "")
@@ -414,6 +415,7 @@ def test_panel_edit_and_delete_in_place_with_htmx(app, upstream, live_server) ->
         assert page.locator("#notes[open]").count() == 1 and page.url == url  # no navigation
         page.click("#notes-list li .note-actions button.danger")
         page.wait_for_function("document.querySelectorAll('#notes-list li').length === 0")
+        page.wait_for_function("document.activeElement && document.activeElement.id === 'note-new'")
         assert page.text_content("#notes-count").strip() == "(0)"
         context.close()
 
