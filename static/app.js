@@ -294,6 +294,8 @@
   document.addEventListener("htmx:afterSettle", function (event) {
     var panel = byId("notes"), active = document.activeElement;
     if (!(event.detail && event.detail.xhr)) return;  // a request's swap, not a note arriving on the stream
+    var source = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (source && source.querySelector && source.querySelector(".save-note") && event.target === panel) announce("Saved to notes");
     if (!panel || !panel.contains(event.target) || (active && active !== document.body && active.isConnected)) return;
     var item = event.target.closest && event.target.closest("li.note");
     var invalid = panel.querySelector("textarea[aria-invalid=true]");

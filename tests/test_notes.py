@@ -312,6 +312,7 @@ def test_page_panel_gets_the_note_while_the_answer_continues(app, upstream, live
         page.wait_for_selector("#notes-list li.note.user")
         page.click("article.assistant .save-note")
         page.wait_for_function("document.querySelectorAll('#notes-list li').length === 3")
+        page.wait_for_function("document.getElementById('announcer').textContent === 'Saved to notes'")
         check_accessible(page, "notes panel open")
         context.close()
 
