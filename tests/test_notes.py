@@ -453,3 +453,19 @@ def test_the_local_model_never_gets_the_tool() -> None:
         {"role": "assistant", "content": "Saving. Done."},
         {"role": "user", "content": "next"},
     ]
+
+
+def test_two_tool_calls_in_one_round_are_two_notes(app, upstream) -> None:  # noqa: ANN001
+    api = ApiClient(app)
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    both = Reply(tokens=["Two:"], tool_calls=[save_note("first", "call_a"), save_note("second", "call_b")])
+    upstream.script(both, Reply(tokens=[" saved."]))
+    stream = api.stream(
+        "POST", f"/conversations/{conversation['id']}/messages", {"content": "two"}, Accept="application/x-ndjson"
+    )
+    lines = list(ndjson(stream))
+    assert [line["note"]["content"] for line in lines if line["type"] == "note"] == ["first", "second"]
+    assert lines[-1]["message"]["content"] == "Two: saved."
+    call, first, second = upstream.requests[1]["messages"][-3:]
+    assert [c["id"] for c in call["tool_calls"]] == ["call_a", "call_b"]
+    assert (first["tool_call_id"], second["tool_call_id"]) == ("call_a", "call_b")
