@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message
+from chatapp.models import ApiToken, Conversation, Image, Message, Note
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -40,6 +40,8 @@ API_BODIES = {
     "MessageEdit": {"content": "a stranger's text"},
     "Feedback": {"rating": "down", "comment": "a stranger's comment"},
     "ConversationUpdate": {"title": "taken over"},
+    "NoteCreate": {"content": "a stranger's note"},
+    "NoteUpdate": {"content": "a stranger's note"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -98,7 +100,9 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     for name in ("revoked by the owner", "the owner's program"):
         created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
         tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
+    chat.post(f"/c/{answer.conversation_id}/notes", {"content": "the owner's note"})
     with app.app_context():
+        note_id = db.session.scalars(db.select(Note.id).filter_by(conversation_id=answer.conversation_id)).one()
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
@@ -107,6 +111,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "message_id": [answer.parent_id, answer_id],
         "image_id": [image_id],
         "token_id": [token_ids[0]],
+        "note_id": [note_id],
     }
     return Owner(ids, chat, tokens[1])
 
@@ -178,6 +183,7 @@ def snapshot(app) -> dict:  # noqa: ANN001
             ],
             "images": list(db.session.scalars(db.select(Image.id).order_by(Image.id))),
             "tokens": list(db.session.scalars(db.select(ApiToken.id).order_by(ApiToken.id))),
+            "notes": [(n.id, n.content) for n in db.session.scalars(db.select(Note).order_by(Note.id))],
         }
 
 
