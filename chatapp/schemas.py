@@ -147,12 +147,12 @@ class StreamStatus(BaseModel):
 class NoteCreate(Strict):
     """A note of the user's; with ``message_id`` alone, that message's text ("Save to notes")."""
 
-    content: str | None = Field(None, max_length=10_000)
+    content: str | None = None  # checked by the core: the same 422 / 413 as on the page
     message_id: int | None = Field(None, ge=1, le=LARGEST_ID)
 
 
 class NoteUpdate(Strict):
-    content: str = Field(max_length=10_000)
+    content: str
 
 
 class NoteOut(BaseModel):

@@ -111,6 +111,8 @@ def test_notes_api_crud_errors_and_ownership(app, upstream) -> None:  # noqa: AN
     empty = api.call("POST", base, {"content": "  "})
     assert empty.status_code == 422 and empty.get_json()["error"]["message"] == "Type the note before saving it."
     assert api.call("POST", base, {"content": "x", "colour": "red"}).status_code == 422
+    too_long = api.call("POST", base, {"content": "x" * (notes_module.MAX_NOTE_CHARS + 1)})
+    assert too_long.status_code == 413 and too_long.get_json()["error"]["code"] == "too_large"  # as on the page
     assert api.call("POST", base, {"message_id": 999999}).status_code == 422
 
     sent = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "hi there"}).get_json()
