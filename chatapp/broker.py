@@ -28,7 +28,7 @@ RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again (publisher, r
 class Event:
     """A delta (text starting at character ``offset``) or the end of an answer."""
 
-    kind: str  # "delta", "status" (JSON in ``text``), "done", or (inside the Redis publisher only) "reset"
+    kind: str  # "delta", "status" or "note" (JSON in ``text``), "done", or (inside the Redis publisher only) "reset"
     offset: int = 0
     text: str = ""
     at: float = 0.0  # when it was published (time.time()), for the broker-lag metric
@@ -47,6 +47,8 @@ class Broker(Protocol):
     def publish_done(self, message_id: int) -> None: ...
 
     def publish_status(self, message_id: int, status: dict) -> None: ...
+
+    def publish_note(self, message_id: int, offset: int, note: dict) -> None: ...
 
     def last_status(self, message_id: int) -> dict | None: ...
 
@@ -162,6 +164,10 @@ class MemoryBroker:
     def publish_status(self, message_id: int, status: dict) -> None:
         """Tell the viewers how the answer stands before text comes (e.g. retrying)."""
         self._append(message_id, Event("status", text=json.dumps(status)))
+
+    def publish_note(self, message_id: int, offset: int, note: dict) -> None:
+        """A note the assistant saved at character ``offset`` of the answer (its own channel, not text)."""
+        self._append(message_id, Event("note", offset, json.dumps(note)))
 
     def last_status(self, message_id: int) -> dict | None:
         """The status the answer is in, if the last thing published was one."""
@@ -283,6 +289,11 @@ class RedisBroker:
         """Queue a status (e.g. retrying), seen by the viewers in every process."""
         self._ensure_publisher()
         self._queue.put((message_id, Event("status", text=json.dumps(status))))
+
+    def publish_note(self, message_id: int, offset: int, note: dict) -> None:
+        """Queue a note the assistant saved, seen by the viewers in every process."""
+        self._ensure_publisher()
+        self._queue.put((message_id, Event("note", offset, json.dumps(note))))
 
     def last_status(self, message_id: int) -> dict | None:
         """The status the answer is in, if the last entry of its stream is one (for pages without JS)."""

@@ -73,6 +73,8 @@ DEFAULTS: dict[str, object] = {
     "S3_SECRET_ACCESS_KEY": None,
     "PROXY_HOPS": None,  # proxies whose X-Forwarded-* headers are trusted; None: 1 in production, else 0
     "REDIS_TLS_VERIFY": True,  # check the certificate of a rediss:// server; off for Heroku's self-signed ones
+    "NOTES_TOOL": "auto",  # the save_note tool: auto (dropped for models that refuse tools), on, off
+    "NOTES_TOOL_ROUNDS": 3,  # tool calls an answer may make before it must answer in text
     "ANSWER_LIMITS": True,  # off: no answer limits or quotas at all (the benchmarks use it)
     "ANSWERS_PER_MINUTE": 20,  # answers an identity may start in any 60 s, across workers; 0: no limit
     "MAX_CONCURRENT_ANSWERS": 3,  # answers an identity may have streaming at once; 0: no limit

@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import images as images_module
-from . import quotas, rooms
+from . import notes, quotas, rooms
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
@@ -31,6 +31,7 @@ from .models import (
     Conversation,
     Image,
     Message,
+    Note,
     Preset,
     RoomMember,
     Tree,
@@ -575,9 +576,30 @@ def build_prompt(
     config = current_app.config
     system_text = conversation.system_prompt if conversation and conversation.system_prompt else config["SYSTEM_PROMPT"]
     system = PromptMessage("system", system_text, count_tokens(system_text)) if system_text else None
-    history = [_prompt_message(m) for m in _sendable(path)]
+    sendable = _sendable(path)
+    saved = _tool_notes([m.id for m in sendable if m.role == "assistant"])
+    history: list[PromptMessage] = []
+    for message in sendable:  # an answer that saved notes: its tool calls and their results, where they happened
+        history += (
+            notes.tool_messages(message, saved[message.id]) if message.id in saved else [_prompt_message(message)]
+        )
     history += [extra] if extra else []
-    return trim_history(system, history, config["MAX_HISTORY_TOKENS"])
+    trimmed = trim_history(system, history, config["MAX_HISTORY_TOKENS"])
+    first = 1 if system else 0
+    while len(trimmed) > first + 1 and trimmed[first].role == "tool":  # a result whose call was trimmed away
+        del trimmed[first]
+    return trimmed
+
+
+def _tool_notes(answer_ids: list[int]) -> dict[int, list[Note]]:
+    """The notes the assistant saved through tool calls, by the answer that saved them."""
+    if not answer_ids:
+        return {}
+    found: dict[int, list[Note]] = {}
+    query = select(Note).where(Note.message_id.in_(answer_ids), Note.tool_call_id.is_not(None))
+    for note in db.session.scalars(query):
+        found.setdefault(note.message_id or 0, []).append(note)
+    return found
 
 
 def parse_number(raw: str, field: str, kind: type, low: float, high: float | None) -> float | int | None:

@@ -38,6 +38,13 @@ class Status:
     state: dict
 
 
+@dataclass(frozen=True)
+class NoteSaved:
+    """The assistant saved a note (``schemas.NoteOut`` as JSON): sent on its own channel, never in the text."""
+
+    note: dict
+
+
 class Ping:
     """Time for a keep-alive comment."""
 
@@ -53,7 +60,7 @@ class Tick:
     """Nothing new for ``tick`` seconds (only when the follower asked for ticks)."""
 
 
-Update = Delta | Status | Ping | Done | Tick
+Update = Delta | Status | NoteSaved | Ping | Done | Tick
 
 
 def follow(message_id: int, after: int = 0, coalesce: float = COALESCE, tick: float | None = None) -> Iterator[Update]:
@@ -84,7 +91,8 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
     last_ping = last_news = time.monotonic()
     while True:
         events, cursor = broker.read(message_id, cursor, timeout=tick or 1.0)
-        pieces = []
+        pieces: list[str] = []
+        ordered: list[Delta | NoteSaved] = []  # text before a note comes before it, text after after it
         done = False
         status = None  # the latest status, unless text or the end came after it (a replay has it all)
         # Once per batch, for its oldest event received live (published since this follower began).
@@ -98,6 +106,13 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
             if event.kind == "status":
                 status = json.loads(event.text)
                 continue
+            if event.kind == "note":
+                if event.offset >= after:  # a viewer resuming past it has had it
+                    if pieces:
+                        ordered.append(Delta("".join(pieces), sent))
+                        pieces = []
+                    ordered.append(NoteSaved(json.loads(event.text)))
+                continue
             status = None
             if event.offset > sent:  # the broker lost events (Redis restarted before they were read)
                 pieces.append(_missing(message_id, sent, event.offset))
@@ -108,12 +123,15 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
                 sent = end
         now = time.monotonic()
         if pieces:
-            yield Delta("".join(pieces), sent)
+            ordered.append(Delta("".join(pieces), sent))
+        if ordered:
+            yield from ordered
             last_news = now
+        wrote = any(isinstance(u, Delta) for u in ordered)
         if status is not None and not done:
             yield Status(status)
             last_news = now
-        elif not pieces and tick is not None and not done:
+        elif not wrote and tick is not None and not done:
             yield Tick()
         if done and _status(message_id) != STREAMING:  # a "done" of an earlier run (since continued) is stale
             yield from _finished(message_id)
@@ -126,7 +144,7 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
             if _status(message_id) != STREAMING:
                 yield from _finished(message_id)
                 return
-        if pieces:
+        if wrote:
             time.sleep(coalesce)
 
 

@@ -22,7 +22,7 @@ from flask import Flask
 from sqlalchemy import bindparam, update
 from sqlalchemy import exc as sa_exc
 
-from . import logs, metrics, quotas
+from . import logs, metrics, notes, quotas
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -70,6 +70,10 @@ class Generation:
     log_fields: dict = field(default_factory=dict)  # request id, identity, conversation, message
     first_token_seen: bool = False  # its first token was counted and logged
     finished: bool = False
+    tools: str = "off"  # NOTES_TOOL for this answer: auto, on or off
+    calls: dict[int, dict] = field(default_factory=dict)  # this round's tool calls, by index, as they stream
+    round_start: int = 0  # where this round's text starts (each tool call ends a round)
+    earlier_tokens: tuple[int, int] = (0, 0)  # prompt and completion tokens of the rounds before this one
     ended: threading.Event = field(default_factory=threading.Event)  # set once finished: wakes a retry's wait
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -91,6 +95,7 @@ class Generator:
         self.stale_after = app.config["STALE_AFTER"]
         self.max_tokens = app.config["MAX_RESPONSE_TOKENS"]
         self.log_content = bool(app.config["LOG_CONTENT"])
+        self.tool_rounds = int(app.config["NOTES_TOOL_ROUNDS"])
         self._pid: int | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
@@ -119,6 +124,7 @@ class Generator:
             "conversation_id": message.conversation_id,
             "message_id": message.id,
         }
+        generation.round_start, generation.tools = len(prefix), notes.tool_mode(self.app.config)
         self.running[message.id] = generation
         metrics.ANSWERS_STARTED.labels(model=generation.model).inc()
         metrics.ANSWERS_RUNNING.inc()
@@ -186,6 +192,62 @@ class Generator:
             self._finish(generation, ERROR, "Something went wrong on the server while writing this answer. Retry.")
 
     def _answer(self, generation: Generation, prompt: list[dict], options: dict) -> None:
+        """Rounds of asking, one answer: a round that ends in tool calls has its notes stored and published,
+        the calls and their results added to the prompt, and the model asked again (at most NOTES_TOOL_ROUNDS
+        times; the last round offers no tool), its text appended to the same answer."""
+        rounds = 0
+        while True:
+            offer = generation.tools != "off" and rounds < self.tool_rounds
+            self._round(generation, prompt, options, offer)
+            if generation.finished or not generation.calls:
+                if not generation.finished:
+                    self._finish(generation, COMPLETE)
+                return
+            rounds += 1
+            prompt = prompt + self._use_tools(generation)
+
+    def _use_tools(self, generation: Generation) -> list[dict]:
+        """Store and publish the round's notes; the assistant's tool calls and their results, for the prompt."""
+        calls = [generation.calls[i] for i in sorted(generation.calls)]
+        for number, call in enumerate(calls):  # some servers send no ids; the prompt needs them to pair results
+            call["id"] = call["id"] or f"call_{generation.message_id}_{generation.length}_{number}"
+        with generation.lock:
+            text, offset = generation.text()[generation.round_start :], generation.length
+        prompt_tokens, completion_tokens = generation.usage
+        earlier_prompt, earlier_completion = generation.earlier_tokens
+        spent_completion = count_tokens(text + "".join(c["arguments"] for c in calls))
+        generation.earlier_tokens = (
+            earlier_prompt + (prompt_tokens if prompt_tokens is not None else generation.prompt_tokens),
+            earlier_completion + (completion_tokens if completion_tokens is not None else spent_completion),
+        )
+        generation.usage, generation.round_start, generation.calls = (None, None), offset, {}
+        results = []
+        with self.app.app_context():
+            try:
+                for call in calls:
+                    try:
+                        note, result = notes.store_tool_call(
+                            generation.conversation_id, generation.message_id, call, offset
+                        )
+                    except Exception:  # e.g. the conversation was deleted meanwhile: the model hears so
+                        log.exception("could not store a note of message %s", generation.message_id)
+                        db.session.rollback()
+                        note, result = None, "Not saved: the server could not store the note."
+                    if note is not None:
+                        self.broker.publish_note(generation.message_id, offset, notes.note_json(note))
+                        answers_log.info("message %s: saved note %s", generation.message_id, note.id)
+                    results.append(result)
+            finally:
+                db.session.remove()
+        tool_calls = [
+            {"id": c["id"], "type": "function", "function": {"name": c["name"], "arguments": c["arguments"]}}
+            for c in calls
+        ]
+        return [{"role": "assistant", "content": text or None, "tool_calls": tool_calls}] + [
+            {"role": "tool", "tool_call_id": c["id"], "content": r} for c, r in zip(calls, results, strict=True)
+        ]
+
+    def _round(self, generation: Generation, prompt: list[dict], options: dict, offer: bool) -> None:
         """Ask the conversation's model, then each fallback able to serve the prompt, until one answers."""
         images = any(isinstance(m["content"], list) for m in prompt)
         failure: ProviderError | None = None
@@ -194,7 +256,7 @@ class Generator:
             if tried and self.router.breaker.state(target.upstream) != "open":  # an open one fails at once, unseen
                 self._announce(generation, {"state": "fallback", "model": target.name}, "falling back to %s")
             tried.append(target.name)
-            failure = self._ask(generation, target, prompt, options)
+            failure = self._ask(generation, target, prompt, options, offer)
             if failure is None or generation.finished:
                 return
         if failure is not None:
@@ -202,7 +264,9 @@ class Generator:
                 raise ProviderError(f"{failure} (Tried {', '.join(tried)}.)")
             raise failure
 
-    def _ask(self, generation: Generation, target: Target, prompt: list[dict], options: dict) -> ProviderError | None:
+    def _ask(
+        self, generation: Generation, target: Target, prompt: list[dict], options: dict, offer: bool = False
+    ) -> ProviderError | None:
         """Stream from one model, retrying before the first token; the failure if it cannot answer, else None.
 
         A failure after text was written (or one that asking again cannot mend) ends the answer:
@@ -216,7 +280,7 @@ class Generator:
                 return ProviderError(self.router.open_message(upstream), retryable=True)
             written = generation.length
             try:
-                self._stream(generation, target, prompt, options)
+                self._stream(generation, target, prompt, options, offer)
             except ProviderError as exc:
                 if not generation.finished:  # else a stop closed the stream: not the upstream's failure
                     metrics.upstream_error(exc)
@@ -245,10 +309,36 @@ class Generator:
         fields = {"event": f"answer.{state['state']}", **{k: v for k, v in state.items() if k != "state"}}
         answers_log.info(f"message %s: {what}", generation.message_id, *args, extra=generation.log_fields | fields)
 
-    def _stream(self, generation: Generation, target: Target, prompt: list[dict], options: dict) -> None:
-        """One try: stream ``target``'s answer into the message until it ends (or is stopped)."""
+    def _stream(
+        self, generation: Generation, target: Target, prompt: list[dict], options: dict, offer: bool = False
+    ) -> None:
+        """One try: stream ``target``'s answer into the message until it ends, is stopped, or calls tools.
+
+        The answer is finished here unless the model's turn ended in tool calls (``generation.calls``).
+        """
         max_tokens = options.get("max_tokens") or self.max_tokens
-        stream = target.provider.stream(prompt, max_tokens, target.model, options.get("temperature"))
+        upstream, provider = target.upstream, target.provider
+        tools = (
+            [notes.SAVE_NOTE_TOOL]
+            if offer and notes.offers_tool(generation.tools, upstream, provider.name, target.name)
+            else None
+        )
+        generation.calls = {}
+        try:
+            stream = provider.stream(
+                prompt if tools else notes.without_tools(prompt),
+                max_tokens,
+                target.model,
+                options.get("temperature"),
+                tools=tools,
+            )
+        except ProviderError as exc:
+            if not (tools and exc.tools_refused and generation.tools == "auto"):
+                raise
+            notes.remember_toolless(upstream, target.name)  # asked without the tool from now on (this process)
+            answers_log.info("message %s: %s refused tools; asking without them", generation.message_id, target.name)
+            tools = None
+            stream = provider.stream(notes.without_tools(prompt), max_tokens, target.model, options.get("temperature"))
         generation.stream = stream
         if generation.finished:  # stopped while connecting
             stream.close()
@@ -261,10 +351,16 @@ class Generator:
                 if not generation.first_token_seen:
                     generation.first_token_seen = True
                     self._first_token(generation)
+            if chunk.tool_calls and tools:
+                generation.writer = generation.writer or target
+                _collect(generation.calls, chunk.tool_calls)
             if chunk.finish_reason:
                 generation.finish_reason = chunk.finish_reason
             if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                 generation.usage = (chunk.prompt_tokens, chunk.completion_tokens)
+        if generation.calls and tools and not generation.finished:
+            return  # the model's turn ended in tool calls: the caller stores the notes and asks again
+        generation.calls = {}
         self._finish(generation, COMPLETE)
 
     def _append(self, generation: Generation, text: str) -> bool:
@@ -298,6 +394,8 @@ class Generator:
         now = time.monotonic()
         prompt_tokens, completion_tokens = generation.usage
         completion_counted = count_tokens(text)
+        earlier_prompt, earlier_completion = generation.earlier_tokens  # earlier rounds (tool calls)
+        round_counted = count_tokens(text[generation.round_start :]) if generation.round_start else completion_counted
         values = {
             "content": text,
             "status": status,
@@ -308,8 +406,10 @@ class Generator:
             "ttft_ms": round((generation.first_token_at - generation.started) * 1000)
             if generation.first_token_at
             else None,
-            "prompt_tokens": prompt_tokens if prompt_tokens is not None else generation.prompt_tokens,
-            "completion_tokens": completion_tokens if completion_tokens is not None else completion_counted,
+            "prompt_tokens": earlier_prompt
+            + (prompt_tokens if prompt_tokens is not None else generation.prompt_tokens),
+            "completion_tokens": earlier_completion
+            + (completion_tokens if completion_tokens is not None else round_counted),
             "updated_at": utcnow(),
             **answer_metrics(text),
         }
@@ -325,7 +425,7 @@ class Generator:
                         .where(Conversation.id == generation.conversation_id)
                         .values(updated_at=values["updated_at"])
                     )
-                    quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
+                    quotas.charge(generation.user_id, _spent(generation, text, status) + sum(generation.earlier_tokens))
                     db.session.commit()
                     break
                 except Exception as exc:
@@ -404,26 +504,38 @@ class Generator:
         return mark_stale_interrupted(utcnow() - timedelta(seconds=self.stale_after))
 
 
-def _spent(generation: Generation, text: str, status: str, completion_counted: int) -> int:
-    """The answer's tokens, prompt + completion, as the model reported them or else as counted.
+def _spent(generation: Generation, text: str, status: str) -> int:
+    """The last round's tokens, prompt + completion, as the model reported them or else as counted.
 
     An answer that failed before the model sent anything costs nothing; a continued answer's
-    earlier text was charged when it was written.
+    earlier text was charged when it was written (and earlier rounds' tokens are added by the caller).
     """
     prompt, completion = generation.usage
-    new_text = text[generation.prefix_length :]
+    new_text = text[generation.round_start :]
     if prompt is None and completion is None and not new_text and status == ERROR:
         return 0
     if completion is None:
-        completion = count_tokens(new_text) if generation.prefix_length else completion_counted
+        completion = count_tokens(new_text)
     return (prompt if prompt is not None else generation.prompt_tokens) + completion
 
 
-def _text_of(content: str | list[dict]) -> str:
-    """A prompt message's text (the text parts of a message with images)."""
+def _text_of(content: str | list[dict] | None) -> str:
+    """A prompt message's text (the text parts of a message with images; none for a tool call)."""
+    if content is None:
+        return ""
     if isinstance(content, str):
         return content
     return " ".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _collect(calls: dict[int, dict], pieces: list[dict]) -> None:
+    """Add streamed ``delta.tool_calls`` pieces to the calls being assembled (arguments come in parts)."""
+    for piece in pieces:
+        call = calls.setdefault(int(piece.get("index") or 0), {"id": "", "name": "", "arguments": ""})
+        call["id"] = piece.get("id") or call["id"]
+        function = piece.get("function") or {}
+        call["name"] = function.get("name") or call["name"]
+        call["arguments"] += function.get("arguments") or ""
 
 
 def current_generator() -> Generator:

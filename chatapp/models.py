@@ -193,6 +193,9 @@ class Conversation(Model):
         passive_deletes=True,
         foreign_keys="Message.conversation_id",
     )
+    notes: Mapped[list[Note]] = relationship(
+        back_populates="conversation", cascade="all, delete-orphan", passive_deletes=True, order_by="Note.id"
+    )
 
     @classmethod
     def for_user(cls, user_id: str) -> list[Conversation]:
@@ -360,6 +363,23 @@ class ShareLink(Model):
     frozen: Mapped[dict | None] = mapped_column(JSON)
 
     conversation: Mapped[Conversation] = relationship()
+
+
+class Note(Model):
+    """A note beside a conversation: saved by the assistant through its ``save_note`` tool, or by the user."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    # The message it came from: the answer whose tool call saved it, or the message the user saved.
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="SET NULL"), index=True)
+    content: Mapped[str] = mapped_column(Text)
+    source: Mapped[str] = mapped_column(String(16))  # "assistant" (the tool) or "user"
+    tool_call_id: Mapped[str | None] = mapped_column(String(200))  # the assistant's tool call that saved it
+    answer_offset: Mapped[int | None]  # where in the answer's text the tool call happened
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    conversation: Mapped[Conversation] = relationship(back_populates="notes")
 
 
 class Image(Model):

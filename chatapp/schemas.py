@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Preset, ShareLink, Siblings, Tree, siblings_of
+from .models import Conversation, Message, Note, Preset, ShareLink, Siblings, Tree, siblings_of
 from .prices import message_cost
 
 
@@ -338,6 +338,56 @@ class InviteCreate(Strict):
 
 class Join(Strict):
     token: str = Field(min_length=1, max_length=100)
+
+
+class NoteCreate(Strict):
+    """A note of the user's; with ``message_id`` alone, that message's text ("Save to notes")."""
+
+    content: str | None = None  # checked by the core: the same 422 / 413 as on the page
+    message_id: int | None = Field(None, ge=1, le=LARGEST_ID)
+
+
+class NoteUpdate(Strict):
+    content: str
+
+
+class NoteOut(BaseModel):
+    id: int
+    conversation_id: int
+    message_id: int | None  # the answer whose tool call saved it, or the message the user saved
+    content: str
+    source: Literal["assistant", "user"]
+    tool_call_id: str | None
+    offset: int | None  # where in the answer's text the tool call happened
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+    @classmethod
+    def from_note(cls, n: Note) -> dict:
+        """The note as every door sends it (JSON-ready)."""
+        fields = (
+            "id",
+            "conversation_id",
+            "message_id",
+            "content",
+            "source",
+            "tool_call_id",
+            "created_at",
+            "updated_at",
+        )
+        return cls(**{f: getattr(n, f) for f in fields}, offset=n.answer_offset).model_dump(mode="json")
+
+
+class NoteList(BaseModel):
+    items: list[NoteOut]
+
+
+class StreamNote(BaseModel):
+    """A ``note`` event of an answer's stream: the assistant saved a note (its own channel, never in the text)."""
+
+    message_id: int
+    conversation_id: int
+    note: NoteOut
 
 
 class ConversationPage(BaseModel):

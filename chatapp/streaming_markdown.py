@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .events import COALESCE, Delta, Done, Ping, Status, Tick, follow
+from .events import COALESCE, Delta, Done, NoteSaved, Ping, Status, Tick, follow
 from .rendering import markdown_html, split_blocks
 
 RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
@@ -116,9 +116,9 @@ def shared_document(message_id: int) -> Iterator[Document]:
 
 def follow_rendered(
     message_id: int, after: int = 0, resumed: bool = False
-) -> Iterator[Rendered | Text | Status | Ping | Done]:
+) -> Iterator[Rendered | Text | Status | NoteSaved | Ping | Done]:
     """A page's view of an answer past offset ``after``: renders and the text between them, statuses,
-    pings, Done.
+    saved notes, pings, Done.
 
     ``resumed``: the page reconnected and may show text past its last render, so it gets text only
     after this connection's first render (which replaces that text).
@@ -130,6 +130,8 @@ def follow_rendered(
         for update in follow(message_id, 0, coalesce=COALESCE, tick=RENDER_INTERVAL):
             if isinstance(update, Delta):
                 document.feed(update.end, update.text)
+            elif isinstance(update, NoteSaved) and (update.note.get("offset") or 0) < after:
+                continue  # saved before the page's text ends: the page has it in its panel
             elif not isinstance(update, Tick):
                 yield update
                 continue

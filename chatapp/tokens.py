@@ -28,12 +28,13 @@ class PromptMessage:
     """A message ready for the model, with its (stored) token count."""
 
     role: str
-    content: str | list[dict]  # text, or Chat Completions content parts (text and images)
+    content: str | list[dict] | None  # text, or Chat Completions content parts (text and images)
     tokens: int
+    extra: dict | None = None  # e.g. an assistant's ``tool_calls``, a tool result's ``tool_call_id``
 
     def as_dict(self) -> dict:
         """The Chat Completions form."""
-        return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": self.content, **(self.extra or {})}
 
 
 def trim_history(system: PromptMessage | None, history: list[PromptMessage], budget: int) -> list[PromptMessage]:

@@ -279,7 +279,28 @@
   document.addEventListener("htmx:sseMessage", function (event) {
     // "Retrying (attempt 2)…" and the like: said once in the live region, shown under the answer.
     if (event.detail && event.detail.type === "status") announce(event.target.textContent.replace(/\s+/g, " ").trim() + "…");
+    if (event.detail && event.detail.type === "note") announce("The assistant saved a note");
     scrollToEnd(false);
+  });
+  // A note the assistant saved goes into the Notes panel (out of band), once: a stream may send it again.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var detail = event.detail || {};
+    if (!detail.target || detail.target.id !== "notes-list" || !detail.fragment) return;
+    detail.fragment.querySelectorAll("li[id^=note-]").forEach(function (item) {
+      if (byId(item.id)) item.remove();
+    });
+  });
+  // After a note is added, edited or deleted in place, focus stays in the panel (not lost to the page):
+  // an edited note's Edit, else the new-note box (an error there is read with it).
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var panel = byId("notes"), active = document.activeElement;
+    if (!(event.detail && event.detail.xhr)) return;  // a request's swap, not a note arriving on the stream
+    var source = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (source && source.querySelector && source.querySelector(".save-note") && event.target === panel) announce("Saved to notes");
+    if (!panel || !panel.contains(event.target) || (active && active !== document.body && active.isConnected)) return;
+    var item = event.target.closest && event.target.closest("li.note");
+    var invalid = panel.querySelector("textarea[aria-invalid=true]");
+    focusOn(invalid || (item && item.querySelector(".note-edit > summary")) || byId("note-new"));
   });
   // When the connection fails for good, the SSE extension opens a new one on the sse-connect URL (with
   // no Last-Event-ID): keep that URL at the last render this page has, so the page resumes from there.

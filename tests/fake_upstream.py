@@ -40,6 +40,16 @@ class Reply:
     headers_delay: float = 0.0  # seconds before the status line and headers are sent
     pause_after: int | None = None  # after this many tokens, wait until ``resume`` is set
     resume: threading.Event = field(default_factory=threading.Event)
+    # After the tokens, tool calls streamed as the real API does (``delta.tool_calls``: the id and name
+    # first, the arguments in pieces of ``argument_piece`` characters) and ``finish_reason: "tool_calls"``.
+    # Each: {"name": ..., "arguments": JSON text, "id": optional}.
+    tool_calls: list[dict] | None = None
+    argument_piece: int = 7
+
+
+def save_note(content: str, call_id: str | None = None) -> dict:
+    """A scripted ``save_note`` tool call."""
+    return {"name": "save_note", "arguments": json.dumps({"content": content}), "id": call_id}
 
 
 ERROR_TYPES = {401: "invalid_request_error", 404: "invalid_request_error", 429: "rate_limit_error"}
@@ -64,10 +74,12 @@ class FakeUpstream:
     record: bool = True
     requests: list[dict] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)  # time.monotonic() of each chat request
+    ends: list[float] = field(default_factory=list)  # time.monotonic() when each streamed reply was all sent
     transcriptions: list[dict] = field(default_factory=list)
     transcription_reply: Reply = field(default_factory=Reply)
     transcription_text: str = "hello from the fake transcriber"
     models: list[str] = field(default_factory=lambda: ["fake-model"])  # what GET /models lists
+    refuse_tools: bool = False  # answer a request carrying ``tools`` with a 400 (a server without tool support)
 
     def __post_init__(self) -> None:
         self._queue: deque[Reply] = deque()
@@ -119,11 +131,13 @@ class FakeUpstream:
             self._by_model.clear()
             self.requests.clear()
             self.arrivals.clear()
+            self.ends.clear()
             self.transcriptions.clear()
         self._default = Reply()
         self.transcription_reply = Reply()
         self.transcription_text = "hello from the fake transcriber"
         self.models = ["fake-model"]
+        self.refuse_tools = False
 
     def wait_for_requests(self, n: int, timeout: float = 5.0) -> list[dict]:
         """Block until ``n`` chat requests have arrived."""
@@ -209,6 +223,10 @@ class FakeUpstream:
         if self.record:
             self.requests.append(request)
             self.arrivals.append(time.monotonic())
+        if self.refuse_tools and request.get("tools"):  # as vLLM or llama.cpp without tool support answer
+            message = '"tools" is not supported by this model: auto tool choice requires --enable-auto-tool-choice'
+            await self._json(writer, 400, _error(message, "invalid_request_error"))
+            return True
         reply = self._next_reply(request.get("model"))
         if reply.drop_before_headers:
             writer.transport.abort()
@@ -221,7 +239,7 @@ class FakeUpstream:
             await self._json(writer, reply.status, _error(reply.error_message, kind), extra)
             return True
         tokens = list(reply.tokens) if reply.tokens is not None else _echo(request)
-        finish = reply.finish_reason
+        finish = "tool_calls" if reply.tool_calls else reply.finish_reason
         limit = request.get("max_completion_tokens") or request.get("max_tokens")
         if limit is not None and len(tokens) > limit:
             tokens, finish = tokens[:limit], "length"
@@ -254,13 +272,34 @@ class FakeUpstream:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
             await _send(writer, chunk.delta({"content": token}))
+        pieces = 0
+        for index, call in enumerate(reply.tool_calls or ()):
+            self._counter += 1
+            head = {
+                "index": index,
+                "id": call.get("id") or f"call_{self._counter}",
+                "type": "function",
+                "function": {"name": call["name"], "arguments": ""},
+            }
+            await _send(
+                writer, chunk.delta({"tool_calls": [head]} if tokens else {"content": None, "tool_calls": [head]})
+            )
+            arguments, size = call["arguments"], reply.argument_piece
+            for start in range(0, len(arguments), size):
+                if reply.delay:
+                    await asyncio.sleep(reply.delay)
+                piece = {"index": index, "function": {"arguments": arguments[start : start + size]}}
+                await _send(writer, chunk.delta({"tool_calls": [piece]}))
+                pieces += 1
         await _send(writer, chunk.delta({}, finish))
         if with_usage:
             prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
-            await _send(writer, chunk.usage(prompt, len(tokens)))
+            await _send(writer, chunk.usage(prompt, len(tokens) + pieces))
         await _send(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()
+        if self.record:
+            self.ends.append(time.monotonic())
         return True
 
     async def _transcribe(self, headers: dict, body: bytes, writer: asyncio.StreamWriter) -> bool:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message, Preset, RoomMember, ShareLink
+from chatapp.models import ApiToken, Conversation, Image, Message, Note, Preset, RoomMember, ShareLink
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -60,6 +60,8 @@ API_BODIES = {
     "PresetUpdate": {"name": "taken over"},
     "ShareCreate": {"kind": "live"},
     "InviteCreate": {"role": "member"},
+    "NoteCreate": {"content": "a stranger's note"},
+    "NoteUpdate": {"content": "a stranger's note"},
 }
 PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
@@ -130,6 +132,9 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     assert member.post(f"/join/{invite}").status_code == 303
     with app.app_context():
         member_id = db.session.scalars(db.select(RoomMember.id).filter_by(conversation_id=answer.conversation_id)).one()
+    chat.post(f"/c/{answer.conversation_id}/notes", {"content": "the owner's note"})
+    with app.app_context():
+        note_id = db.session.scalars(db.select(Note.id).filter_by(conversation_id=answer.conversation_id)).one()
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
         token_ids = list(db.session.scalars(db.select(ApiToken.id).filter_by(user_id=user_id).order_by(ApiToken.id)))
@@ -144,6 +149,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "preset_id": [preset_id],
         "token": [share_token],  # the owner's share link: only its owner may turn it off
         "member_id": [member_id],
+        "note_id": [note_id],
     }
     return Owner(ids, chat, tokens[1])
 
@@ -217,6 +223,7 @@ def snapshot(app) -> dict:  # noqa: ANN001
             "tokens": list(db.session.scalars(db.select(ApiToken.id).order_by(ApiToken.id))),
             "presets": [(p.id, p.name, p.model) for p in db.session.scalars(db.select(Preset).order_by(Preset.id))],
             "shares": [(x.token, x.revoked_at) for x in db.session.scalars(db.select(ShareLink).order_by("id"))],
+            "notes": [(n.id, n.content) for n in db.session.scalars(db.select(Note).order_by(Note.id))],
         }
 
 

@@ -12,9 +12,10 @@ from flask import Flask
 
 @dataclass
 class Chunk:
-    """A piece of a streamed answer: text, and at the end the finish reason and usage."""
+    """A piece of a streamed answer: text, tool call pieces, and at the end the finish reason and usage."""
 
     text: str = ""
+    tool_calls: list[dict] | None = None  # ``delta.tool_calls`` as streamed: index, id, function name/arguments
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -24,13 +25,17 @@ class ProviderError(Exception):
     """The model could not answer; ``str(err)`` is a reason a user can read.
 
     ``retryable``: the server may answer if asked again (connection failed, timed out, 429, 5xx);
-    ``retry_after``: the seconds it asked to be left alone for (its ``Retry-After``), if it said.
+    ``retry_after``: the seconds it asked to be left alone for (its ``Retry-After``), if it said;
+    ``tools_refused``: the server refused the request's ``tools`` (asking without them may work).
     """
 
-    def __init__(self, message: str, retryable: bool = False, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retryable: bool = False, retry_after: float | None = None, tools_refused: bool = False
+    ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.tools_refused = tools_refused
 
 
 class Stream(Protocol):
@@ -50,7 +55,12 @@ class Provider(Protocol):
     text_only: bool  # cannot read images
 
     def stream(
-        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        model: str | None = None,
+        temperature: float | None = None,
+        tools: list[dict] | None = None,
     ) -> Stream: ...
 
     def models(self) -> list[str]: ...

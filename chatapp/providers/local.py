@@ -62,11 +62,16 @@ class LocalProvider:
             return self._llama
 
     def stream(
-        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        model: str | None = None,
+        temperature: float | None = None,
+        tools: list[dict] | None = None,
     ) -> LocalStream:
         """Start a streamed completion; a text-only model says so when asked about images.
 
-        ``model`` is ignored: there is one local model (LOCAL_MODEL_PATH).
+        ``model`` is ignored: there is one local model (LOCAL_MODEL_PATH); so are ``tools`` (it gets none).
         """
         if any(isinstance(m["content"], list) for m in messages):
             raise ProviderError(

@@ -43,7 +43,12 @@ class OpenAIProvider:
         )
 
     def stream(
-        self, messages: list[dict], max_tokens: int, model: str | None = None, temperature: float | None = None
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        model: str | None = None,
+        temperature: float | None = None,
+        tools: list[dict] | None = None,
     ) -> OpenAIStream:
         """Start a streamed completion; errors before the first byte raise ProviderError."""
         # The client sends the request and maps error statuses to exceptions; the events are
@@ -54,20 +59,24 @@ class OpenAIProvider:
         # for 40), all of it holding up every other stream. They are plain JSON already.
         extra = {"temperature": temperature} if temperature is not None else {}
         model = model or self.model
+        body: dict = {"messages": messages}
+        if tools:
+            body["tools"] = tools
         request = self.client.chat.completions.with_streaming_response.create(  # type: ignore[call-overload]
             model=model,
             messages=[],
             max_tokens=max_tokens,
             stream=True,
             stream_options={"include_usage": True},
-            extra_body={"messages": messages},
+            extra_body=body,
             **extra,
         )
         try:
             response = request.__enter__()
         except openai.OpenAIError as exc:
             retryable, retry_after = _retry_info(exc)
-            raise ProviderError(self.describe(exc, model=model), retryable, retry_after) from exc
+            refused = bool(tools) and _refuses_tools(exc)
+            raise ProviderError(self.describe(exc, model=model), retryable, retry_after, refused) from exc
         return OpenAIStream(self, response)
 
     def models(self) -> list[str]:
@@ -151,9 +160,17 @@ def _chunks(event: dict) -> Iterator[Chunk]:
     if usage:
         yield Chunk(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
     for choice in event.get("choices") or ():
-        text = (choice.get("delta") or {}).get("content")
-        if text or choice.get("finish_reason"):
-            yield Chunk(text=text or "", finish_reason=choice.get("finish_reason"))
+        delta = choice.get("delta") or {}
+        text, calls = delta.get("content"), delta.get("tool_calls")
+        if text or calls or choice.get("finish_reason"):
+            yield Chunk(text=text or "", finish_reason=choice.get("finish_reason"), tool_calls=calls or None)
+
+
+def _refuses_tools(exc: openai.OpenAIError) -> bool:
+    """A 400 (or 422) whose words name tools: the server or model does not take function tools."""
+    if not isinstance(exc, openai.APIStatusError) or exc.status_code not in (400, 422):
+        return False
+    return "tool" in (str(getattr(exc, "body", "") or "") + str(exc.message)).lower()
 
 
 def _retry_info(exc: openai.OpenAIError) -> tuple[bool, float | None]:

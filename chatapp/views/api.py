@@ -18,9 +18,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, insight, presets, rooms, schemas, sharing
+from .. import accounts, conversations, insight, notes, presets, rooms, schemas, sharing
 from ..errors import ChatError, api_error
-from ..events import SSE_HEADERS, Delta, Done, Status, follow, resume_offset, sse
+from ..events import SSE_HEADERS, Delta, Done, NoteSaved, Status, follow, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import bearer_token, require_bearer
@@ -430,6 +430,35 @@ def join_room():  # noqa: ANN201
     return jsonify(conversation_json(conversation))
 
 
+# -- notes -----------------------------------------------------------------------------------------------
+@route("/conversations/{conversation_id}/notes", "GET", response=schemas.NoteList)
+def list_notes(conversation_id: int):  # noqa: ANN201
+    """The conversation's notes, oldest first: the assistant's (``save_note`` tool) and the user's."""
+    return jsonify(items=[notes.note_json(n) for n in notes.list_notes(own_conversation(conversation_id))])
+
+
+@route("/conversations/{conversation_id}/notes", "POST", body=schemas.NoteCreate, response=schemas.NoteOut, status=201)
+def add_note(conversation_id: int):  # noqa: ANN201
+    """Add a note; with ``message_id`` and no ``content``, that message's text ("Save to notes")."""
+    conversation = own_conversation(conversation_id)
+    data = parse(schemas.NoteCreate)
+    return jsonify(notes.note_json(notes.add_note(conversation, data.content, data.message_id))), 201
+
+
+@route("/notes/{note_id}", "PATCH", body=schemas.NoteUpdate, response=schemas.NoteOut)
+def edit_note(note_id: int):  # noqa: ANN201
+    """Change a note's text."""
+    note = notes.owned_note(g.api_user_id, note_id)
+    return jsonify(notes.note_json(notes.edit_note(note, parse(schemas.NoteUpdate).content)))
+
+
+@route("/notes/{note_id}", "DELETE", status=204)
+def delete_note(note_id: int):  # noqa: ANN201
+    """Delete a note."""
+    notes.delete_note(notes.owned_note(g.api_user_id, note_id))
+    return "", 204
+
+
 @route("/transcriptions", "POST", response=schemas.Transcription)
 @uploads("audio")
 def transcriptions():  # noqa: ANN201
@@ -583,6 +612,15 @@ def stream(
             elif isinstance(update, Status):
                 data = schemas.StreamStatus(message_id=message_id, **update.state).model_dump(mode="json")
                 yield _line("status", data) if ndjson else sse(json.dumps(data), "status")
+            elif isinstance(update, NoteSaved):  # its own channel: never part of the answer's text
+                if conversation_id is None:  # a share link's reader: the notes are the owner's
+                    continue
+                data = {
+                    "message_id": message_id,
+                    "conversation_id": update.note["conversation_id"],
+                    "note": update.note,
+                }
+                yield _line("note", data) if ndjson else sse(json.dumps(data), "note")
             elif isinstance(update, Done) and update.message is None:  # deleted while it was being written
                 gone = {"code": "not_found", "message": conversations.NOT_FOUND}
                 yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
@@ -612,11 +650,12 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
     "type": "object",
     "description": (
         "delta: {message_id, seq, content}; status: a StreamStatus (e.g. retrying the model server, before "
-        "the first delta); done: the MessageOut; error: {code, message, detail}. NDJSON lines carry the "
-        'same objects with a "type" field naming the event.'
+        "the first delta); note: a StreamNote (the assistant saved a note with its save_note tool: a channel "
+        "of its own, never in the text); done: the MessageOut; error: {code, message, detail}. NDJSON lines "
+        'carry the same objects with a "type" field naming the event.'
     ),
     "properties": {
-        "event": {"enum": ["delta", "status", "done", "error"]},
+        "event": {"enum": ["delta", "status", "note", "done", "error"]},
         "data": {"type": "string"},
         "id": {"type": "string"},
     },
@@ -626,7 +665,8 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
 
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
-    models: set[type[BaseModel]] = {schemas.Error, schemas.StreamStatus}  # StreamStatus: the stream's status events
+    # StreamStatus and StreamNote: the stream's status and note events
+    models: set[type[BaseModel]] = {schemas.Error, schemas.StreamStatus, schemas.StreamNote}
     models |= {s for r in ROUTES for s in (r.body, r.response) if s}
     _, definitions = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"

@@ -12,14 +12,22 @@ from flask import (
     url_for,
 )
 
-from .. import conversations, presets
+from .. import conversations, notes, presets
 from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..extensions import db
 from ..identity import current_user
 from ..limits import uploads
-from ..models import MEMBER, OWNER, VIEWER, Conversation, Message, Preset
-from .responses import PAGE_MESSAGES, answer_events, image_response, render_branch, render_chat, render_meter
+from ..models import MEMBER, OWNER, VIEWER, Conversation, Message, Note, Preset
+from .responses import (
+    PAGE_MESSAGES,
+    answer_events,
+    image_response,
+    render_branch,
+    render_chat,
+    render_meter,
+    render_notes,
+)
 
 bp = Blueprint("chat", __name__)
 
@@ -98,7 +106,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
     """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
     show another part (HTMX: just the messages before or after, loaded in place). For browsers without
     JS: ``?edit=<id>`` shows that message as an edit form, ``?rename=1`` the title as a form,
-    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them, ``?notes=1`` opens the Notes panel."""
     found = _conversation_or_404(conversation_id)
     before, after, around = (request.args.get(name, type=int) for name in ("before", "after", "around"))
     if wants_fragment() and (before or after):
@@ -114,6 +122,7 @@ def conversation(conversation_id: int):  # noqa: ANN201
         renaming=bool(request.args.get("rename")),
         refresh=max(request.args.get("refresh", 0, type=int), 0),
         hold=bool(request.args.get("hold")),
+        notes_open=bool(request.args.get("notes")),
     )
 
 
@@ -325,7 +334,9 @@ def events(message_id: int):  # noqa: ANN201
     """Server-Sent Events for an answer: its Markdown rendered as it grows, the text between renders,
     then the rendered message."""
     _message_or_404(message_id)
-    return answer_events(message_id, lambda message: render_template("partials/finished.html", message=message))
+    return answer_events(
+        message_id, lambda message: render_template("partials/finished.html", message=message), with_notes=True
+    )
 
 
 @bp.post("/c/<int:conversation_id>/rename")
@@ -349,3 +360,71 @@ def delete(conversation_id: int):  # noqa: ANN201
     """Delete the conversation and all its messages, every branch."""
     conversations.delete(_conversation_or_404(conversation_id, OWNER))
     return redirect(url_for(".index"), 303)
+
+
+# -- notes ------------------------------------------------------------------------------------------
+def _note_or_404(note_id: int) -> Note:
+    return notes.owned_note(current_user().id, note_id)
+
+
+def _to_notes(conversation_id: int, anchor: str = "notes"):  # noqa: ANN202
+    """Redirect (303, after a POST) to the conversation with its Notes panel open."""
+    return redirect(url_for(".conversation", conversation_id=conversation_id, notes=1, _anchor=anchor), 303)
+
+
+@bp.post("/c/<int:conversation_id>/notes")
+def add_note(conversation_id: int):  # noqa: ANN201
+    """Add a note of the user's to the conversation's Notes panel."""
+    conversation = _conversation_or_404(conversation_id)
+    content = request.form.get("content", "")
+    try:
+        note = notes.add_note(conversation, content)
+    except ChatError as exc:
+        if exc.status not in (413, 422):
+            raise
+        if wants_fragment():
+            return render_notes(conversation, exc.status, note_draft=content, note_error=exc.message)
+        return render_chat(conversation, exc.status, notes_open=True, note_draft=content, note_error=exc.message)
+    return render_notes(conversation) if wants_fragment() else _to_notes(conversation.id, f"note-{note.id}")
+
+
+@bp.post("/messages/<int:message_id>/save-note")
+def save_to_notes(message_id: int):  # noqa: ANN201
+    """ "Save to notes": the message's text becomes a note."""
+    message = _message_or_404(message_id)
+    note = notes.save_message(message)
+    if wants_fragment():
+        return render_notes(message.conversation)
+    return _to_notes(message.conversation_id, f"note-{note.id}")
+
+
+@bp.post("/notes/<int:note_id>/edit")
+def edit_note(note_id: int):  # noqa: ANN201
+    """Change a note's text."""
+    note = _note_or_404(note_id)
+    content = request.form.get("content", "")
+    try:
+        notes.edit_note(note, content)
+    except ChatError as exc:
+        if exc.status not in (413, 422):
+            raise
+        db.session.rollback()
+        context = {"editing_note": note.id, "note_edit_draft": content, "note_edit_error": exc.message}
+        if wants_fragment():
+            return render_template("partials/note.html", note=note, **context), exc.status
+        return render_chat(note.conversation, exc.status, None, None, None, notes_open=True, **context)
+    if wants_fragment():
+        return render_template("partials/note.html", note=note)
+    return _to_notes(note.conversation_id, f"note-{note.id}")
+
+
+@bp.post("/notes/<int:note_id>/delete")
+def delete_note(note_id: int):  # noqa: ANN201
+    """Delete a note."""
+    note = _note_or_404(note_id)
+    conversation = note.conversation
+    notes.delete_note(note)
+    if wants_fragment():
+        count = len(notes.list_notes(conversation))
+        return render_template("partials/notes_count.html", note_count=count, oob=True)
+    return _to_notes(conversation.id)

@@ -11,14 +11,14 @@ from flask import Response, g, render_template, request, stream_with_context
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images, presets, prices, rooms
+from .. import images, notes, presets, prices, rooms
 from ..conversations import NOT_FOUND, meter, role_in
 from ..errors import ChatError
-from ..events import SSE_HEADERS, Done, Status, resume_offset, sse
+from ..events import SSE_HEADERS, Done, NoteSaved, Status, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user, session_user
-from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message
+from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message, Note
 from ..streaming_markdown import Rendered, Text, follow_rendered
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
@@ -90,9 +90,10 @@ def image_response(image: Image) -> BaseResponse:
     return response.make_conditional(request)
 
 
-def answer_events(message_id: int, finished: Callable[[Message | None], str]) -> Response:
+def answer_events(message_id: int, finished: Callable[[Message | None], str], with_notes: bool = False) -> Response:
     """An answer's page stream (Server-Sent Events): its Markdown rendered as it grows, the text between
     renders, why no text came yet ("retrying"), then ``finished(message)``, the HTML that replaces it.
+    ``with_notes``: the notes the answer saves go to the page's Notes panel as they come.
 
     Resumes from ``Last-Event-ID`` or ``?after=``; a page that reconnects (``Last-Event-ID``, or
     ``?resumed=1`` from the page's own reconnect) may show text past its last render, so it gets a
@@ -123,12 +124,35 @@ def answer_events(message_id: int, finished: Callable[[Message | None], str]) ->
             elif isinstance(update, Status):
                 yield sse(render_template("partials/answer_state.html", status=update.state), "status")
                 waiting = True
+            elif isinstance(update, NoteSaved):  # into the Notes panel, out of band; never into the answer
+                html = notes_html([update.note["id"]]) if with_notes else ""
+                db.session.close()  # hand the connection back: the stream may stay open for minutes
+                if html:
+                    yield sse(html, "note")
             elif isinstance(update, Done):
-                yield sse(finished(update.message) or " ", "done")
+                # With the answer's notes (the page skips those it has): one that ended before this
+                # stream began sends nothing else.
+                saved = notes_html(_assistant_notes(update.message)) if with_notes else ""
+                yield sse((finished(update.message) or " ") + saved, "done")
             else:
                 yield ": ping\n\n"
 
     return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+def notes_html(note_ids: list[int]) -> str:
+    """Saved notes for the page's stream: appended to the panel's list, and its count, out of band."""
+    found = [note for note in (db.session.get(Note, i) for i in note_ids) if note is not None]  # not deleted since
+    if not found:
+        return ""
+    items = "".join(render_template("partials/note.html", note=note) for note in found)
+    counter = render_template("partials/notes_count.html", note_count=len(found[0].conversation.notes), oob=True)
+    return f'<ol hx-swap-oob="beforeend:#notes-list">{items}</ol>{counter}'
+
+
+def _assistant_notes(message: Message | None) -> list[int]:
+    """The notes an answer saved."""
+    return [n.id for n in message.conversation.notes if n.message_id == message.id] if message else []
 
 
 def render_chat(
@@ -169,6 +193,18 @@ def render_chat(
         meter=meter(conversation, str(context.get("draft") or ""), context.get("starting")),  # type: ignore[arg-type]
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
         **room_context(conversation, streaming),
+        **{"notes": notes.list_notes(conversation) if conversation else [], **context},
+    )
+    return html, status
+
+
+def render_notes(conversation: Conversation, status: int = 200, **context: object) -> tuple[str, int]:
+    """The Notes panel alone, open (HTMX): after adding a note, or saving a message to notes."""
+    html = render_template(
+        "partials/notes.html",
+        conversation=conversation,
+        notes=notes.list_notes(conversation),
+        notes_open=True,
         **context,
     )
     return html, status

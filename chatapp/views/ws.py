@@ -23,7 +23,7 @@ from sqlalchemy import select
 from .. import conversations, rooms, schemas
 from ..conversations import NOT_FOUND
 from ..errors import API_CODES, ChatError
-from ..events import Delta, Done, Status, follow
+from ..events import Delta, Done, NoteSaved, Status, follow
 from ..extensions import db, sock
 from ..identity import require_bearer
 from ..models import ERROR, MEMBER, STREAMING, VIEWER, ApiToken, Conversation, Message, User
@@ -150,6 +150,8 @@ class Connection:
                     elif isinstance(update, Status):  # e.g. retrying the model server
                         status = schemas.StreamStatus(message_id=message_id, **update.state).model_dump(mode="json")
                         self.send("status", **ids, **status)
+                    elif isinstance(update, NoteSaved):  # the assistant saved a note: its own message type
+                        self.send("note", **ids, message_id=message_id, note=update.note)
                     elif isinstance(update, Done):
                         message = update.message
                         if message is None:  # deleted while it was being written
