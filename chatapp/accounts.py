@@ -215,6 +215,7 @@ class GuestSweeper:
         """One sweep (never raises: it runs in its own thread)."""
         try:
             with self.app.app_context():
+                conversations.purge_temporary()  # temporary chats left idle
                 count = purge_guests(limit=SWEEP_BATCH)
             if count:
                 log.info("deleted %d idle guests", count)

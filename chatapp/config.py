@@ -69,6 +69,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_CONCURRENT_ANSWERS": 3,  # answers an identity may have streaming at once; 0: no limit
     "DAILY_TOKENS_PER_USER": None,  # None: 0 (unlimited) in development, 200_000 in production
     "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
+    "TEMPORARY_CHAT_HOURS": 24,  # temporary chats are deleted after this many idle hours; 0: only on moving on
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
 }

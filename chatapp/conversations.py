@@ -12,11 +12,24 @@ from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from . import images as images_module
-from . import quotas
+from . import quotas, search
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
-from .models import ERROR, INTERRUPTED, NEW_TITLE, STOPPED, STREAMING, Conversation, Image, Message, Tree, User, utcnow
+from .models import (
+    ERROR,
+    INTERRUPTED,
+    NEW_TITLE,
+    STOPPED,
+    STREAMING,
+    Conversation,
+    Folder,
+    Image,
+    Message,
+    Tree,
+    User,
+    utcnow,
+)
 from .tokens import PromptMessage, count_tokens, trim_history
 
 STOP_WAIT = 1.0  # seconds the stop action waits to report the stored result
@@ -61,11 +74,27 @@ def owned_image(user_id: str | None, image_id: int) -> Image:
     return image
 
 
+def owned_folder(user_id: str | None, folder_id: int) -> Folder:
+    """The folder if it belongs to ``user_id``; a 404 ChatError otherwise."""
+    folder = db.session.get(Folder, folder_id)
+    if folder is None or user_id is None or folder.user_id != user_id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    return folder
+
+
 def create_conversation(user: User, fields: dict | None = None) -> Conversation:
-    """An empty conversation with the given title, model, system prompt and settings."""
-    conversation = Conversation(user_id=user.id)
-    _apply(conversation, fields or {})
+    """An empty conversation with the given title, model, system prompt, settings, folder (whose model
+    and system prompt it starts with) and pinned/archived/temporary state."""
+    fields = dict(fields or {})
+    conversation = Conversation(user_id=user.id, temporary=bool(fields.pop("temporary", False)))
+    discard_temporary(user)  # starting another chat ends a temporary one
+    if fields.get("folder_id") is not None:
+        folder = owned_folder(user.id, fields["folder_id"])
+        fields.setdefault("model", folder.model)
+        fields.setdefault("system_prompt", folder.system_prompt)
+    _apply(conversation, fields)
     db.session.add(conversation)
+    search.index_title(conversation)
     db.session.commit()
     return conversation
 
@@ -73,6 +102,8 @@ def create_conversation(user: User, fields: dict | None = None) -> Conversation:
 def update_conversation(conversation: Conversation, fields: dict) -> Conversation:
     """Change the fields sent (title, model, system_prompt, settings.temperature/max_tokens)."""
     _apply(conversation, fields)
+    if "title" in fields:
+        search.index_title(conversation)
     db.session.commit()
     return conversation
 
@@ -87,9 +118,16 @@ def _apply(conversation: Conversation, fields: dict) -> None:
             raise ChatError(f"A title can be at most 200 characters; this one has {len(title)}.", 422)
         conversation.title = title
     if "model" in fields:
-        conversation.model = _allowed_model(fields["model"])
+        conversation.model = check_model(fields["model"])
     if "system_prompt" in fields:
         conversation.system_prompt = fields["system_prompt"]
+    if "folder_id" in fields:
+        folder_id = fields["folder_id"]
+        conversation.folder_id = owned_folder(conversation.user_id, folder_id).id if folder_id is not None else None
+    if "pinned" in fields:
+        conversation.pinned_at = (conversation.pinned_at or utcnow()) if fields["pinned"] else None
+    if "archived" in fields:
+        conversation.archived_at = (conversation.archived_at or utcnow()) if fields["archived"] else None
     settings = fields.get("settings") or {}
     if "temperature" in settings:
         conversation.temperature = settings["temperature"]
@@ -97,7 +135,8 @@ def _apply(conversation: Conversation, fields: dict) -> None:
         conversation.max_tokens = _capped_max_tokens(settings["max_tokens"])
 
 
-def _allowed_model(model: str | None) -> str | None:
+def check_model(model: str | None) -> str | None:
+    """The model if the operator offers it (or offers any); a 422 naming the choices otherwise."""
     allowed = allowed_models()
     if model is not None and allowed and model not in allowed:
         raise ChatError(
@@ -129,8 +168,9 @@ def _capped_max_tokens(max_tokens: int | None) -> int | None:
 
 
 def list_conversations(user_id: str, limit: int, cursor: str | None = None) -> tuple[list[Conversation], str | None]:
-    """A page of the user's conversations, most recently active first, and the cursor of the next page."""
-    query = select(Conversation).where(Conversation.user_id == user_id)
+    """A page of the user's conversations (archived ones too, temporary ones not), most recently active
+    first, and the cursor of the next page."""
+    query = select(Conversation).where(Conversation.user_id == user_id, Conversation.temporary.is_(False))
     if cursor:
         updated_at, last_id = _decode_cursor(cursor)
         query = query.where(
@@ -161,12 +201,20 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
         raise ChatError("cursor is not one this API gave out; start without it.", 422) from None
 
 
-def start_conversation(user: User, content: str, images: Sequence[bytes] = ()) -> tuple[Conversation, Sent]:
-    """A new conversation opened by the user's first message (checked before anything is saved)."""
+def start_conversation(
+    user: User, content: str, images: Sequence[bytes] = (), folder_id: int | None = None, temporary: bool = False
+) -> tuple[Conversation, Sent]:
+    """A new conversation opened by the user's first message (checked before anything is saved); in a
+    folder it starts with the folder's model and system prompt; a temporary one is never listed."""
     content = _clean(content, bool(images))
+    folder = owned_folder(user.id, folder_id) if folder_id is not None else None
     prepared = _prepare_images(images)
     images_module.check_quota(user.id, [len(p.data) for p in prepared])
-    conversation = Conversation(user_id=user.id)
+    discard_temporary(user)  # starting another chat ends a temporary one
+    conversation = Conversation(user_id=user.id, temporary=temporary)
+    if folder is not None:
+        conversation.folder_id, conversation.model = folder.id, check_model(folder.model)
+        conversation.system_prompt = folder.system_prompt
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
     db.session.flush()
@@ -212,6 +260,9 @@ def _send(
         conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
+    search.index_message(user_message.id)
+    if parent is None:
+        search.index_title(conversation)
     db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
     if user_message.status == ERROR:
         conversation.active_leaf_id = user_message.id
@@ -244,6 +295,7 @@ def edit(message: Message, content: str) -> Message:
     )
     db.session.add(version)
     db.session.flush()
+    search.index_message(version.id)
     db.session.add_all(images_module.copy(image, version.id) for image in message.images)  # images stay
     return _answer(conversation, version)
 
@@ -287,6 +339,17 @@ def show(message: Message) -> Message:
     message.conversation.active_leaf_id = leaf.id
     db.session.commit()
     return leaf
+
+
+def branch_of(conversation: Conversation, message_id: int) -> int | None:
+    """The leaf of the branch that holds this message (its latest path down), to show it read-only;
+    None when the message is on the visible path. The stored visible path is not changed."""
+    message = db.session.get(Message, message_id)
+    if message is None or message.conversation_id != conversation.id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    if message_id in {message_id for message_id, _parent in conversation.path_ids()}:
+        return None
+    return Tree(conversation.id).newest_leaf(message).id
 
 
 def stop(answer: Message) -> Message:
@@ -337,6 +400,32 @@ def delete(conversation: Conversation) -> None:
     db.session.delete(conversation)
     db.session.commit()
     images_module.remove_files(filenames)
+
+
+def discard_temporary(user: User, keep: int | None = None) -> int:
+    """Delete the user's temporary chats (with their images), but ``keep``: the user moved on."""
+    if user.id is None:
+        return 0
+    query = select(Conversation).where(Conversation.user_id == user.id, Conversation.temporary.is_(True))
+    if keep is not None:
+        query = query.where(Conversation.id != keep)
+    found = list(db.session.scalars(query))
+    for conversation in found:
+        delete(conversation)
+    return len(found)
+
+
+def purge_temporary(hours: float | None = None) -> int:
+    """Delete temporary chats idle for ``TEMPORARY_CHAT_HOURS`` (with their images); how many."""
+    hours = current_app.config["TEMPORARY_CHAT_HOURS"] if hours is None else hours
+    if not hours or hours <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(hours=hours)
+    query = select(Conversation).where(Conversation.temporary.is_(True), Conversation.updated_at < cutoff)
+    found = list(db.session.scalars(query.limit(500)))
+    for conversation in found:
+        delete(conversation)
+    return len(found)
 
 
 def _refuse_if_streaming(conversation: Conversation) -> None:

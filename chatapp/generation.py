@@ -19,7 +19,7 @@ from datetime import timedelta
 from flask import Flask
 from sqlalchemy import bindparam, update
 
-from . import quotas
+from . import quotas, search
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -193,20 +193,25 @@ class Generator:
             "updated_at": utcnow(),
         }
         with self.app.app_context():
-            try:
-                db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
-                db.session.execute(
-                    update(Conversation)
-                    .where(Conversation.id == generation.conversation_id)
-                    .values(updated_at=values["updated_at"])
-                )
-                quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
-                db.session.commit()
-            except Exception:
-                log.exception("could not store the end of message %s", generation.message_id)
-                db.session.rollback()
-            finally:
-                db.session.remove()
+            # Indexed for search once, at the end (not on every flush), in the same transaction; should
+            # indexing fail, the answer is stored without it rather than not at all.
+            for indexed in (True, False):
+                try:
+                    db.session.execute(update(Message).where(Message.id == generation.message_id).values(**values))
+                    db.session.execute(
+                        update(Conversation)
+                        .where(Conversation.id == generation.conversation_id)
+                        .values(updated_at=values["updated_at"])
+                    )
+                    quotas.charge(generation.user_id, _spent(generation, text, status, completion_counted))
+                    if indexed:
+                        search.index_message(generation.message_id)
+                    db.session.commit()
+                    break
+                except Exception:
+                    log.exception("could not store the end of message %s", generation.message_id)
+                    db.session.rollback()
+            db.session.remove()
         self.running.pop(generation.message_id, None)
         self.broker.publish_done(generation.message_id)
         return True

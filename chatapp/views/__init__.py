@@ -11,7 +11,7 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, settings, theme, voice, ws
+    from . import admin, api, auth, chat, health, organise, search, settings, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -22,6 +22,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(theme.bp)
+    app.register_blueprint(search.bp)
+    app.register_blueprint(organise.bp)
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.globals["siblings_of"] = siblings_of
     app.jinja_env.globals["voice_enabled"] = lambda: Transcriber.from_config() is not None

@@ -49,8 +49,14 @@ def _to_message(message: Message):  # noqa: ANN202
 
 @bp.get("/")
 def index():  # noqa: ANN201
-    """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too)."""
-    return render_chat(None, draft=request.args.get("prompt", ""))
+    """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too);
+    ``?folder=<id>`` starts it in that folder, ``?temporary=1`` as a temporary chat."""
+    user = current_user()
+    conversations.discard_temporary(user)  # starting another chat ends a temporary one
+    folder_id = request.args.get("folder", type=int)
+    folder = conversations.owned_folder(user.id, folder_id) if folder_id else None
+    temporary = request.args.get("temporary") == "1"
+    return render_chat(None, draft=request.args.get("prompt", ""), folder=folder, temporary=temporary)
 
 
 @bp.post("/conversations")
@@ -58,7 +64,16 @@ def index():  # noqa: ANN201
 def create():  # noqa: ANN201
     """Start a conversation with its first message."""
     content = request.form.get("content", "")
-    conversation, sent = conversations.start_conversation(current_user(), content, _uploaded_images())
+    folder = request.form.get("folder_id", "")
+    if folder and not (folder.isascii() and folder.isdigit() and len(folder) <= 18):
+        raise ChatError("folder_id must be one of your folders.", 422, "invalid")
+    conversation, sent = conversations.start_conversation(
+        current_user(),
+        content,
+        _uploaded_images(),
+        folder_id=int(folder) if folder else None,
+        temporary=request.form.get("temporary") == "1",
+    )
     _describe_images(sent.user_message)
     if sent.answer is None:  # refused (too long): the conversation's page puts it back in the composer
         return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor="composer"), 303)
@@ -68,20 +83,29 @@ def create():  # noqa: ANN201
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
     """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
-    show another part (HTMX: just the messages before or after, loaded in place). For browsers without
-    JS: ``?edit=<id>`` shows that message as an edit form, ``?rename=1`` the title as a form,
-    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
+    show another part (HTMX: just the messages before or after, loaded in place). ``?leaf=<message id>``
+    (a search result): that message and those around it on its own branch, read-only, without changing
+    the visible path. For browsers without JS: ``?edit=<id>`` shows that message as an edit form,
+    ``?rename=1`` the title as a form, ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them."""
     found = _conversation_or_404(conversation_id)
+    conversations.discard_temporary(current_user(), keep=found.id)
     before, after, around = (request.args.get(name, type=int) for name in ("before", "after", "around"))
+    leaf = request.args.get("leaf", type=int)
+    branch = conversations.branch_of(found, leaf) if leaf else None
+    around = around or leaf
     if wants_fragment() and (before or after):
-        visible, earlier, later = found.visible_window(PAGE_MESSAGES, before, after)
+        visible, earlier, later = found.visible_window(PAGE_MESSAGES, before, after, leaf=branch)
         edges = {"earlier": earlier, "later": None} if before else {"earlier": 0, "later": later}
-        return render_template("partials/messages.html", conversation=found, visible=visible, **edges)
+        return render_template(
+            "partials/messages.html", conversation=found, visible=visible, reading_leaf=branch, **edges
+        )
     return render_chat(
         found,
         before=before,
         after=after,
         around=around,
+        leaf=branch,
+        reading=leaf if branch else None,
         editing=request.args.get("edit", type=int),
         renaming=bool(request.args.get("rename")),
         refresh=max(request.args.get("refresh", 0, type=int), 0),
