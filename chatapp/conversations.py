@@ -260,7 +260,7 @@ def _send(
         conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
-    search.index_message(user_message.id)
+    search.index_message(user_message)
     if parent is None:
         search.index_title(conversation)
     db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
@@ -295,7 +295,7 @@ def edit(message: Message, content: str) -> Message:
     )
     db.session.add(version)
     db.session.flush()
-    search.index_message(version.id)
+    search.index_message(version)
     db.session.add_all(images_module.copy(image, version.id) for image in message.images)  # images stay
     return _answer(conversation, version)
 

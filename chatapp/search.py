@@ -34,6 +34,8 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Row
 
 from .errors import ChatError
@@ -58,29 +60,44 @@ def normalise(text_: str | None) -> str:
 
 
 # -- indexing ----------------------------------------------------------------------------------------------
-def index_message(message_id: int) -> None:
+def index_message(message: Message | int) -> None:
     """Put a message's current text in the index (or take it out: streaming, empty, temporary chat).
 
-    Runs in the caller's transaction; the caller commits.
+    Given the message itself (e.g. just sent), nothing is read back; given its id, one query. Runs in
+    the caller's transaction; the caller commits.
     """
-    row = db.session.execute(
-        select(Message.conversation_id, Message.role, Message.created_at, Message.content, Message.status)
-        .add_columns(Conversation.temporary)
-        .join(Conversation, Conversation.id == Message.conversation_id)
-        .where(Message.id == message_id)
-    ).one_or_none()
-    if row is None:
-        return
-    conversation_id, role, created_at, content, status, temporary = row
+    if isinstance(message, Message):
+        conversation = db.session.get(Conversation, message.conversation_id)  # in the session already
+        row = (message.conversation_id, message.role, message.created_at, message.content, message.status)
+        temporary, message_id = bool(conversation and conversation.temporary), message.id
+    else:
+        found = db.session.execute(
+            select(Message.conversation_id, Message.role, Message.created_at, Message.content, Message.status)
+            .add_columns(Conversation.temporary)
+            .join(Conversation, Conversation.id == Message.conversation_id)
+            .where(Message.id == message)
+        ).one_or_none()
+        if found is None:
+            return
+        row, temporary, message_id = tuple(found[:5]), found[5], message
+    conversation_id, role, created_at, content, status = row
     body = "" if temporary or status == STREAMING else normalise(content)
-    _put(conversation_id, message_id, role, created_at, body)
+    if not body:
+        db.session.execute(delete(SearchEntry).where(SearchEntry.message_id == message_id))
+        return
+    values = {"conversation_id": conversation_id, "message_id": message_id, "role": role, "body": body}
+    upsert = (postgresql_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(SearchEntry)
+    statement = upsert.values(**values, created_at=created_at).on_conflict_do_update(
+        index_elements=[SearchEntry.message_id], set_={"body": body}
+    )
+    db.session.execute(statement)  # one statement: a new message, or a new text for one indexed before
 
 
 def index_title(conversation: Conversation) -> None:
     """Put the conversation's title in the index (not for a temporary chat). The caller commits."""
     db.session.flush()  # a new conversation gets its id
     body = "" if conversation.temporary else normalise(conversation.title)
-    _put(conversation.id, None, "title", conversation.created_at, body)
+    _put_title(conversation.id, conversation.created_at, body)
 
 
 def index_conversation(conversation_id: int) -> None:
@@ -89,18 +106,14 @@ def index_conversation(conversation_id: int) -> None:
     if conversation is None:
         return
     index_title(conversation)
-    for message_id in db.session.scalars(select(Message.id).where(Message.conversation_id == conversation_id)):
+    for message_id in list(db.session.scalars(select(Message.id).where(Message.conversation_id == conversation_id))):
         index_message(message_id)
 
 
-def _put(conversation_id: int, message_id: int | None, role: str, created_at: datetime, body: str) -> None:
-    """Insert, update or (empty body) delete one entry; the database's triggers or generated column
-    keep the full-text index in step."""
-    same = (
-        SearchEntry.message_id == message_id
-        if message_id is not None
-        else and_(SearchEntry.conversation_id == conversation_id, SearchEntry.message_id.is_(None))
-    )
+def _put_title(conversation_id: int, created_at: datetime, body: str) -> None:
+    """Insert, update or (empty body) delete one entry (a title's); the database's triggers or generated
+    column keep the full-text index in step."""
+    same = and_(SearchEntry.conversation_id == conversation_id, SearchEntry.message_id.is_(None))
     if not body:
         db.session.execute(delete(SearchEntry).where(same))
         return
@@ -108,10 +121,9 @@ def _put(conversation_id: int, message_id: int | None, role: str, created_at: da
     if not result.rowcount:  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
         db.session.add(
             SearchEntry(
-                conversation_id=conversation_id, message_id=message_id, role=role, created_at=created_at, body=body
+                conversation_id=conversation_id, message_id=None, role="title", created_at=created_at, body=body
             )
         )
-    db.session.flush()
 
 
 # -- queries -----------------------------------------------------------------------------------------------
