@@ -31,7 +31,7 @@ from .blocking import call_blocking
 from .config import ConfigError
 from .errors import ChatError
 from .extensions import db, limiter
-from .models import ApiToken, Conversation, Invite, ResetLink, User, utcnow
+from .models import ApiToken, Conversation, Folder, Invite, ResetLink, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def adopt_guest(account: User, guest: User | None) -> None:
     if guest is None or not guest.is_guest or guest.id == account.id:
         return
     db.session.execute(update(Conversation).where(Conversation.user_id == guest.id).values(user_id=account.id))
+    db.session.execute(update(Folder).where(Folder.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(ApiToken).where(ApiToken.user_id == guest.id).values(user_id=account.id))
     quotas.move_usage(guest.id, account.id)  # signing in does not give a guest's quota back
     db.session.delete(guest)
@@ -423,7 +424,8 @@ def local_time(moment: datetime | None, zone: str) -> datetime | None:
 
 def delete_user(user: User) -> None:
     """Delete the user with everything they own: conversations (and image files) and tokens."""
-    for conversation in Conversation.for_user(user.id):
+    # Every conversation, archived and temporary ones too (not only the sidebar's).
+    for conversation in list(db.session.scalars(select(Conversation).where(Conversation.user_id == user.id))):
         conversations.delete(conversation)  # stops a running answer, removes the files
     db.session.delete(user)  # API tokens and reset links go by ON DELETE CASCADE
     db.session.commit()

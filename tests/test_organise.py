@@ -222,3 +222,39 @@ def test_the_api_pins_archives_moves_and_manages_folders(chat_on: Chat, upstream
         "pinned"
         in client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]["ConversationUpdate"]["properties"]
     )
+
+
+def test_a_guest_signing_in_brings_folders_along_and_deleting_an_identity_takes_every_chat(app, upstream) -> None:  # noqa: ANN001
+    from chatapp.accounts import delete_user
+    from chatapp.models import User
+    from tests.auth import sign_in, sign_up
+
+    home = Chat(app)
+    sign_up(home, "alice")
+    cafe = Chat(app)  # another browser, chatting as a guest first, with a folder
+    folder = int(cafe.post("/folders", {"name": "Cafe"}).headers["Location"].rsplit("/", 1)[1])
+    start(cafe, "filed as a guest", folder_id=str(folder))
+    assert sign_in(cafe, "alice").status_code == 303
+    assert sidebar(home) == [("Cafe", ["filed as a guest"])]  # the folder came along, not lost
+    assert home.get(f"/folders/{folder}").status_code == 200
+
+    leaving = Chat(app)  # a guest with an archived chat (with an image) and a temporary one
+    archived = int(
+        re.search(
+            r"/c/(\d+)#",
+            leaving.post(
+                "/conversations",
+                {"content": "archived", "images": (io.BytesIO(picture()), "p.png")},
+                content_type="multipart/form-data",
+            ).headers["Location"],
+        ).group(1)
+    )
+    leaving.post(f"/c/{archived}/archive", {"archived": "1"})
+    start(leaving, "temporary", temporary="1")
+    with app.app_context():
+        files = [os.path.join(app.config["UPLOAD_FOLDER"], f) for f in db.session.scalars(select(Image.filename))]
+        assert len(files) == 1 and all(os.path.exists(f) for f in files)
+        guest = db.session.scalars(select(User).where(User.username.is_(None))).one()
+        delete_user(guest)
+        assert not any(os.path.exists(f) for f in files)  # the archived chat's image went too
+        assert db.session.scalars(select(Conversation.title)).all() == ["filed as a guest"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, Response, redirect, render_template, request, url_for
+from flask import Blueprint, Response, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
 from .. import conversations, folders
@@ -25,10 +25,9 @@ def _vary(response: Response) -> Response:
 @bp.app_template_global()
 def sidebar_sections(chats: list[Conversation]) -> list[tuple[str, str | None, list[Conversation]]]:
     """The sidebar's first groups: Pinned, then each folder (title, link, its unpinned chats)."""
-    user = current_user()
     pinned = [c for c in chats if c.pinned_at is not None]
     sections: list[tuple[str, str | None, list[Conversation]]] = [("Pinned", None, pinned)] if pinned else []
-    for folder in Folder.for_user(user.id) if user.id else []:
+    for folder in _folders():
         members = [c for c in chats if c.folder_id == folder.id and c.pinned_at is None]
         sections.append((folder.name, url_for("organise.folder", folder_id=folder.id), members))
     return sections
@@ -36,8 +35,17 @@ def sidebar_sections(chats: list[Conversation]) -> list[tuple[str, str | None, l
 
 @bp.app_template_global()
 def unfiled(chats: list[Conversation]) -> list[Conversation]:
-    """The sidebar's chats that are neither pinned nor in a folder (grouped by date there)."""
-    return [c for c in chats if c.pinned_at is None and c.folder_id is None]
+    """The sidebar's chats that are neither pinned nor in one of the user's folders (grouped by date)."""
+    folder_ids = {folder.id for folder in _folders()}
+    return [c for c in chats if c.pinned_at is None and c.folder_id not in folder_ids]
+
+
+def _folders() -> list[Folder]:
+    """The current user's folders, read once per request."""
+    if "folders" not in g:
+        user = current_user()
+        g.folders = Folder.for_user(user.id) if user.id else []
+    return g.folders
 
 
 def _back(default: str):  # noqa: ANN202
