@@ -260,9 +260,9 @@ def _send(
         conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
-    search.index_message(user_message)
     if parent is None:
-        search.index_title(conversation)
+        search.index_title(conversation)  # first: "newest first" is the order things were written in
+    search.index_message(user_message)
     db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
     if user_message.status == ERROR:
         conversation.active_leaf_id = user_message.id

@@ -28,7 +28,6 @@ from sqlalchemy import (
     false,
     func,
     literal_column,
-    or_,
     select,
     table,
     text,
@@ -206,9 +205,12 @@ def _date(args: Mapping[str, str], name: str) -> date | None:
     if not raw:
         return None
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
-        raise _field(name, f"{name} must be a date written as YYYY-MM-DD, e.g. 2026-01-31.") from None
+        day = None
+    if day is None or not 1900 <= day.year <= 9000:  # (also keeps the time zone arithmetic in range)
+        raise _field(name, f"{name} must be a date written as YYYY-MM-DD, e.g. 2026-01-31.")
+    return day
 
 
 def _field(name: str, message: str) -> ChatError:
@@ -237,7 +239,7 @@ class Page:
 
 
 def search(user: User, query: str, filters: Filters | None = None, limit: int = 20, cursor: str | None = None) -> Page:
-    """The identity's messages and titles matching ``query``, newest first or by relevance.
+    """The identity's messages and titles matching ``query``, newest (last written) first or by relevance.
 
     Every branch counts; archived chats are included (marked), temporary chats never.
     """
@@ -268,33 +270,31 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
         Message.content,
         Conversation.archived_at,
     )
-    statement = select(*columns).select_from(SearchEntry)
-    if not postgres:
+    # Newest first is the order of indexing (entry ids grow as messages are written), which the full-text
+    # index itself walks backwards and stops after a page: no sorting of every match.
+    entry_id: ColumnElement[int]
+    if postgres:
+        statement, entry_id = select(*columns).select_from(SearchEntry), SearchEntry.__table__.c.id
+    else:
         fts = table("search_fts", column("rowid"))
-        statement = statement.join(fts, fts.c.rowid == SearchEntry.id)
+        statement = select(*columns).select_from(fts).join(SearchEntry, SearchEntry.id == fts.c.rowid)
+        entry_id = fts.c.rowid
     statement = statement.join(Conversation, Conversation.id == SearchEntry.conversation_id).outerjoin(
         Message, Message.id == SearchEntry.message_id
     )
     offset = 0
     if filters.order == "relevance":
         offset = _decode_offset(cursor)
-        statement = statement.order_by(rank, SearchEntry.created_at.desc(), SearchEntry.id.desc()).offset(offset)
+        statement = statement.order_by(rank, entry_id.desc()).offset(offset)
     else:
         if cursor:
-            when, last_id = _decode_keyset(cursor)
-            where.append(
-                or_(SearchEntry.created_at < when, and_(SearchEntry.created_at == when, SearchEntry.id < last_id))
-            )
-        statement = statement.order_by(SearchEntry.created_at.desc(), SearchEntry.id.desc())
+            where.append(entry_id < _decode_keyset(cursor))
+        statement = statement.order_by(entry_id.desc())
     rows = db.session.execute(statement.where(*where).limit(limit + 1)).all()
     page = Page([_result(row, terms) for row in rows[:limit]])
     if len(rows) > limit:
         last = rows[limit - 1]
-        page.next_cursor = (
-            _encode(f"r|{offset + limit}")
-            if filters.order == "relevance"
-            else _encode(f"n|{last.created_at.isoformat()}|{last.id}")
-        )
+        page.next_cursor = _encode(f"r|{offset + limit}") if filters.order == "relevance" else _encode(f"n|{last.id}")
     return page
 
 
@@ -385,15 +385,15 @@ def _decode(cursor: str, kind: str) -> list[str]:
     return parts[1:]
 
 
-def _decode_keyset(cursor: str) -> tuple[datetime, int]:
+def _decode_keyset(cursor: str) -> int:
     try:
-        when, last_id = _decode(cursor, "n")
-        moment, row = datetime.fromisoformat(when), int(last_id)
+        (last_id,) = _decode(cursor, "n")
+        row = int(last_id)
     except ValueError:
         raise _bad_cursor() from None
-    if moment.tzinfo is not None or not 0 < row < 2**63:
+    if not 0 < row < 2**63:
         raise _bad_cursor()
-    return moment, row
+    return row
 
 
 def _decode_offset(cursor: str | None) -> int:

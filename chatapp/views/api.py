@@ -252,6 +252,8 @@ def delete_folder(folder_id: int):  # noqa: ANN201
 )
 def search_messages():  # noqa: ANN201
     """Search every message (all branches) and title; archived chats included, temporary ones never."""
+    if "q" not in request.args:
+        raise ChatError("q is required: the words to search for.", 422, details={"fields": [{"field": "q"}]})
     filters = search.parse_filters(request.args)
     user = db.session.get_one(User, g.api_user_id)
     page = search.search(user, request.args.get("q", ""), filters, limit_arg(), request.args.get("cursor") or None)

@@ -79,7 +79,7 @@ def upgrade():
         # FTS5 over search_entry.body (external content, kept in step by triggers, also on cascades).
         op.execute(
             "CREATE VIRTUAL TABLE search_fts USING fts5(body, content='search_entry', content_rowid='id', "
-            "tokenize='unicode61 remove_diacritics 0')"
+            "tokenize='unicode61 remove_diacritics 0', prefix='2 3')"  # prefix indexes: quick as-you-type
         )
         op.execute(
             "CREATE TRIGGER search_entry_ai AFTER INSERT ON search_entry BEGIN "
@@ -125,14 +125,12 @@ def _backfill(bind):
         sa.column('content', sa.Text),
         sa.column('status', sa.String),
     )
-    titles = bind.execute(sa.select(conversation.c.id, conversation.c.title, conversation.c.created_at)).all()
-    rows = [
-        {"conversation_id": cid, "message_id": None, "role": "title", "created_at": created, "body": _normalise(title)}
-        for cid, title, created in titles
-        if _normalise(title)
-    ]
-    if rows:
-        bind.execute(entry.insert(), rows)
+    # In time order, titles among the messages: entry ids give "newest first" its order.
+    titles = sorted(
+        bind.execute(sa.select(conversation.c.id, conversation.c.title, conversation.c.created_at)).all(),
+        key=lambda row: (row[2], row[0]),
+    )
+    pending = 0
     last = 0
     while True:
         batch = bind.execute(
@@ -141,16 +139,28 @@ def _backfill(bind):
             .order_by(message.c.id)
             .limit(BATCH)
         ).all()
+        rows = []
+        for mid, cid, role, created, text in batch:
+            while pending < len(titles) and titles[pending][2] <= created:
+                rows.append(_title_row(titles[pending]))
+                pending += 1
+            if _normalise(text):
+                rows.append(
+                    {"conversation_id": cid, "message_id": mid, "role": role, "created_at": created, "body": _normalise(text)}
+                )
+        if not batch:
+            rows = [_title_row(row) for row in titles[pending:]]
+        rows = [row for row in rows if row["body"]]
+        if rows:
+            bind.execute(entry.insert(), rows)
         if not batch:
             break
         last = batch[-1][0]
-        rows = [
-            {"conversation_id": cid, "message_id": mid, "role": role, "created_at": created, "body": _normalise(text)}
-            for mid, cid, role, created, text in batch
-            if _normalise(text)
-        ]
-        if rows:
-            bind.execute(entry.insert(), rows)
+
+
+def _title_row(row):
+    cid, title, created = row
+    return {"conversation_id": cid, "message_id": None, "role": "title", "created_at": created, "body": _normalise(title)}
 
 
 def downgrade():
