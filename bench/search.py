@@ -26,10 +26,12 @@ import contextlib
 import os
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -214,21 +216,43 @@ async def http_searches(port: int, token: str, stop: asyncio.Event, out: list[fl
         i += 1
 
 
-async def under_load(port: int, token: str, streams: int, timeout: float) -> tuple[list[float], list[float], int]:
-    """Search latencies idle (3 s), then while ``streams`` answers stream; failed streams."""
-    idle: list[float] = []
+def direct_searches(app, user_id: str, stop: threading.Event, out: list[float]) -> None:  # noqa: ANN001
+    """``search.search`` in a loop in this process (its own connection to the same database) until ``stop``."""
+    queries = list(QUERIES.values())
+    with app.app_context():
+        user = db.session.get(User, user_id)
+        i = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            search.search(user, queries[i % len(queries)], None, 20)
+            out.append((time.perf_counter() - started) * 1000)
+            db.session.rollback()  # a fresh snapshot each time, as a request would have
+            i += 1
+            time.sleep(0.02)
+        db.session.remove()
+
+
+async def under_load(port: int, token: str, streams: int, timeout: float, app, user_id: str) -> dict:  # noqa: ANN001
+    """Search latencies idle (3 s), then while ``streams`` answers stream: over HTTP through the
+    streaming server, and directly against the database from this process; failed streams."""
+    figures: dict = {"idle": [], "busy": [], "direct": []}
     stop = asyncio.Event()
-    task = asyncio.create_task(http_searches(port, token, stop, idle))
+    task = asyncio.create_task(http_searches(port, token, stop, figures["idle"]))
     await asyncio.sleep(3)
     stop.set()
     await task
-    busy: list[float] = []
     stop = asyncio.Event()
-    task = asyncio.create_task(http_searches(port, token, stop, busy))
+    task = asyncio.create_task(http_searches(port, token, stop, figures["busy"]))
+    halt = threading.Event()
+    direct = threading.Thread(target=direct_searches, args=(app, user_id, halt, figures["direct"]))
+    direct.start()
     results, _wall = await load.run_streams("api", port, streams, timeout)
+    halt.set()
     stop.set()
     await task
-    return idle, busy, sum(1 for r in results if r.error)
+    await asyncio.to_thread(direct.join)
+    figures["failed"] = sum(1 for r in results if r.error)
+    return figures
 
 
 def fresh_database(url: str) -> tuple[str, Callable[[], None]]:
@@ -269,17 +293,18 @@ def run(database: str, args: argparse.Namespace, workdir: Path) -> None:
             print(f"  p50 over the queries' p50s: {overall:.1f} ms; slowest query's p50: {worst:.1f} ms (target <= 30)")
             short, long_ = indexing_cost(user, args.repeat)
             print(f"  indexing one message: p50 {short:.2f} ms (50 words), {long_:.2f} ms (600 words) (target <= 2 ms)")
+            user_id = user.id
+        if args.streams:
+            http_run(url, token, args, workdir, app, user_id)
         app.extensions["chatapp.generator"].close()
         with app.app_context():
             db.engine.dispose()
-        if args.streams:
-            http_run(url, token, args, workdir)
     finally:
         if drop:
             drop()
 
 
-def http_run(url: str, token: str, args: argparse.Namespace, workdir: Path) -> None:
+def http_run(url: str, token: str, args: argparse.Namespace, workdir: Path, app, user_id: str) -> None:  # noqa: ANN001
     """The same database behind gunicorn; searches over HTTP idle and while answers stream."""
     upstream = subprocess.Popen(
         [sys.executable, str(ROOT / "tests" / "fake_upstream.py"), "--tokens", str(args.tokens), "--rate", "50"],
@@ -305,11 +330,15 @@ def http_run(url: str, token: str, args: argparse.Namespace, workdir: Path) -> N
         options = argparse.Namespace(workers=1, worker_class="gevent", threads=1)
         processes.append(load.gunicorn("wsgi:app", port, options, env, workdir / "app.log"))
         load.wait_http(f"http://127.0.0.1:{port}/healthz")
-        idle, busy, failed = asyncio.run(under_load(port, token, args.streams, args.tokens / 50 + 60))
+        got = asyncio.run(under_load(port, token, args.streams, args.tokens / 50 + 60, app, user_id))
+        idle, busy, direct = got["idle"], got["busy"], got["direct"]
         print(
-            f"  GET /api/v1/search over HTTP (gunicorn gevent, 1 worker): idle p50 {statistics.median(idle):.1f} ms "
-            f"({len(idle)} requests); while {args.streams} answers stream p50 {statistics.median(busy):.1f} ms, "
-            f"p95 {p(busy, 0.95):.1f} ms ({len(busy)} requests; {failed} streams failed)"
+            f"  while {args.streams} answers stream through the server ({got['failed']} streams failed):\n"
+            f"  - search.search in this process, same database: p50 {statistics.median(direct):.1f} ms, "
+            f"p95 {p(direct, 0.95):.1f} ms ({len(direct)} queries)\n"
+            f"  - GET /api/v1/search through the streaming server (gunicorn gevent, 1 worker): p50 "
+            f"{statistics.median(busy):.1f} ms, p95 {p(busy, 0.95):.1f} ms ({len(busy)} requests); "
+            f"idle before: p50 {statistics.median(idle):.1f} ms ({len(idle)} requests)"
         )
     finally:
         for process in processes:
@@ -328,6 +357,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=100, help="answers streaming during the HTTP run; 0: skip")
     parser.add_argument("--tokens", type=int, default=400, help="tokens per streamed answer (50 per second)")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a stopped run still drops its database
     print(f"$ python bench/search.py {' '.join(sys.argv[1:])}")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     workdir = Path(tempfile.mkdtemp(prefix="chatapp-search-bench-"))

@@ -46,6 +46,7 @@ MAX_TERMS = 16
 SNIPPET_CHARS = 220
 ROLES = ("user", "assistant")
 ORDERS = ("newest", "relevance")
+RELEVANCE_WINDOW = 1000  # "best match first" ranks the newest this many matches
 _SEPARATORS = re.compile(r"[\W_]+")
 _WORDS = re.compile(r"[^\W_]+")
 _TERMS = re.compile(r'"([^"]*)("?)|(\S+)')
@@ -284,13 +285,18 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
     )
     offset = 0
     if filters.order == "relevance":
+        # Ranked among the newest RELEVANCE_WINDOW matches: a word in half of all messages costs no more.
         offset = _decode_offset(cursor)
-        statement = statement.order_by(rank, entry_id.desc()).offset(offset)
+        window = statement.add_columns(rank.label("rank")).where(*where).order_by(entry_id.desc())
+        candidates = window.limit(RELEVANCE_WINDOW).subquery()
+        ranked = select(*(candidates.c[c.key] for c in columns if c.key)).order_by(
+            candidates.c.rank, candidates.c.id.desc()
+        )
+        rows = db.session.execute(ranked.offset(offset).limit(limit + 1)).all()
     else:
         if cursor:
             where.append(entry_id < _decode_keyset(cursor))
-        statement = statement.order_by(entry_id.desc())
-    rows = db.session.execute(statement.where(*where).limit(limit + 1)).all()
+        rows = db.session.execute(statement.where(*where).order_by(entry_id.desc()).limit(limit + 1)).all()
     page = Page([_result(row, terms) for row in rows[:limit]])
     if len(rows) > limit:
         last = rows[limit - 1]

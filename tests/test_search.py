@@ -256,3 +256,25 @@ def test_query_parsing_and_snippets() -> None:
     excerpt = str(search.snippet(long_text, search.parse_query("needle")))
     assert excerpt.startswith("…") and excerpt.endswith("…") and "<mark>needle</mark>" in excerpt
     assert len(excerpt) < search.SNIPPET_CHARS + 40
+
+
+def test_index_conversation_indexes_rows_written_without_the_core(chat_on: Chat) -> None:
+    """For importers: rows added directly are found once ``index_conversation`` has run."""
+    chat_on.start("a first message")
+    with chat_on.app.app_context():
+        user = db.session.scalars(select(User)).one()
+        imported = Conversation(user_id=user.id, title="Imported tapir notes")
+        db.session.add(imported)
+        db.session.flush()
+        question = Message(conversation_id=imported.id, role="user", content="Where do tapirs sleep?")
+        db.session.add(question)
+        db.session.flush()
+        db.session.add(
+            Message(conversation_id=imported.id, parent_id=question.id, role="assistant", content="Forests.")
+        )
+        db.session.commit()
+        assert search.search(user, "tapir").results == []
+        search.index_conversation(imported.id)
+        db.session.commit()
+        assert [r.role for r in search.search(user, "tapir").results] == ["user", "title"]
+        assert [r.role for r in search.search(user, "forests").results] == ["assistant"]
