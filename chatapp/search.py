@@ -46,7 +46,8 @@ MAX_TERMS = 16
 SNIPPET_CHARS = 220
 ROLES = ("user", "assistant")
 ORDERS = ("newest", "relevance")
-RELEVANCE_WINDOW = 1000  # "best match first" ranks the newest this many matches
+RELEVANCE_WINDOW = 500  # "best match first" ranks the newest this many matches
+WALK = 1000  # PostgreSQL: the newest entries matched one by one before the index is asked (_postgres_matches)
 _SEPARATORS = re.compile(r"[\W_]+")
 _WORDS = re.compile(r"[^\W_]+")
 _TERMS = re.compile(r'"([^"]*)("?)|(\S+)')
@@ -249,18 +250,11 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
     if not terms or user.id is None:
         return Page()
     postgres = db.engine.dialect.name == "postgresql"
-    where: list[ColumnElement[bool]] = [Conversation.user_id == user.id, Conversation.temporary == false()]
-    rank: ColumnElement[float]
-    if postgres:
-        words: ColumnElement[str] = literal_column("search_entry.words")
-        matched = func.to_tsquery("simple", tsquery(terms))
-        where.append(words.op("@@")(matched))
-        rank = -func.ts_rank(words, matched)  # lower is better, as with bm25
-    else:
-        match = text("search_fts MATCH :match").bindparams(match=fts5_query(terms))
-        where.append(match)  # type: ignore[arg-type]  # a boolean SQL fragment
-        rank = func.bm25(literal_column("search_fts"))
-    where += _filter_clauses(user, filters)
+    scope: list[ColumnElement[bool]] = [Conversation.user_id == user.id, Conversation.temporary == false()]
+    scope += _filter_clauses(user, filters)
+    offset = _decode_offset(cursor) if filters.order == "relevance" else 0
+    if cursor and filters.order != "relevance":
+        scope.append(SearchEntry.id < _decode_keyset(cursor))
     columns = (
         SearchEntry.id,
         SearchEntry.conversation_id,
@@ -271,22 +265,31 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
         Message.content,
         Conversation.archived_at,
     )
-    # Newest first is the order of indexing (entry ids grow as messages are written), which the full-text
-    # index itself walks backwards and stops after a page: no sorting of every match.
+    # Newest first is the order of indexing (entry ids grow as messages are written); "best match
+    # first" ranks the newest matches (at most RELEVANCE_WINDOW; on PostgreSQL those among the newest WALK
+    # entries when they hold a page), so a word in half of all messages costs no more than a rare one.
+    needed = RELEVANCE_WINDOW if filters.order == "relevance" else limit + 1
+    rank: ColumnElement[float]
     entry_id: ColumnElement[int]
     if postgres:
+        words: ColumnElement[str] = literal_column("search_entry.words")
+        matched = func.to_tsquery("simple", tsquery(terms))
+        ids = _postgres_matches(scope, matched, limit + 1, needed)
         statement, entry_id = select(*columns).select_from(SearchEntry), SearchEntry.__table__.c.id
+        where: list[ColumnElement[bool]] = [SearchEntry.id.in_(ids)]
+        rank = -func.ts_rank(words, matched)  # lower is better, as with bm25
     else:
+        # FTS5 walks its matches backwards by rowid itself and stops after a page.
         fts = table("search_fts", column("rowid"))
         statement = select(*columns).select_from(fts).join(SearchEntry, SearchEntry.id == fts.c.rowid)
         entry_id = fts.c.rowid
+        match = text("search_fts MATCH :match").bindparams(match=fts5_query(terms))
+        where = [*scope, match]  # type: ignore[list-item]  # a boolean SQL fragment
+        rank = func.bm25(literal_column("search_fts"))
     statement = statement.join(Conversation, Conversation.id == SearchEntry.conversation_id).outerjoin(
         Message, Message.id == SearchEntry.message_id
     )
-    offset = 0
     if filters.order == "relevance":
-        # Ranked among the newest RELEVANCE_WINDOW matches: a word in half of all messages costs no more.
-        offset = _decode_offset(cursor)
         window = statement.add_columns(rank.label("rank")).where(*where).order_by(entry_id.desc())
         candidates = window.limit(RELEVANCE_WINDOW).subquery()
         ranked = select(*(candidates.c[c.key] for c in columns if c.key)).order_by(
@@ -294,14 +297,45 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
         )
         rows = db.session.execute(ranked.offset(offset).limit(limit + 1)).all()
     else:
-        if cursor:
-            where.append(entry_id < _decode_keyset(cursor))
         rows = db.session.execute(statement.where(*where).order_by(entry_id.desc()).limit(limit + 1)).all()
     page = Page([_result(row, terms) for row in rows[:limit]])
     if len(rows) > limit:
         last = rows[limit - 1]
         page.next_cursor = _encode(f"r|{offset + limit}") if filters.order == "relevance" else _encode(f"n|{last.id}")
     return page
+
+
+def _postgres_matches(scope: list[ColumnElement[bool]], matched: ColumnElement, page: int, window: int) -> list[int]:
+    """Ids of the newest matching entries in scope (up to ``window``), on PostgreSQL, in bounded steps.
+
+    PostgreSQL cannot estimate how many rows a prefix (``pyth:*``) matches, so left to itself it may walk
+    the whole table backwards looking for a rare word. First, the newest WALK entries in scope are
+    matched one by one: that finds a page of any common word. If it does not, the word is rare: the GIN
+    index lists every match (few, by then) and the newest in scope are kept.
+    """
+    words: ColumnElement[str] = literal_column("search_entry.words")
+    recent = (
+        select(SearchEntry.id, words.label("words"))
+        .join(Conversation, Conversation.id == SearchEntry.conversation_id)
+        .where(*scope)
+        .order_by(SearchEntry.id.desc())
+        .limit(WALK)
+        .cte("recent")
+        .prefix_with("MATERIALIZED")
+    )
+    walked = select(recent.c.id).where(recent.c.words.op("@@")(matched)).order_by(recent.c.id.desc())
+    ids = list(db.session.scalars(walked.limit(window)))
+    if len(ids) >= page:
+        return ids
+    every = list(db.session.scalars(select(SearchEntry.id).where(words.op("@@")(matched))))  # the GIN index
+    query = (
+        select(SearchEntry.id)
+        .join(Conversation, Conversation.id == SearchEntry.conversation_id)
+        .where(SearchEntry.id.in_(every), *scope)
+        .order_by(SearchEntry.id.desc())
+        .limit(window)
+    )
+    return list(db.session.scalars(query)) if every else []
 
 
 def _filter_clauses(user: User, filters: Filters) -> list[ColumnElement[bool]]:
