@@ -40,8 +40,17 @@ API_BODIES = {
     "MessageEdit": {"content": "a stranger's text"},
     "Feedback": {"rating": "down", "comment": "a stranger's comment"},
     "ConversationUpdate": {"title": "taken over"},
+    "FolderUpdate": {"name": "taken over"},
 }
-PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
+PAGE_FORM = {
+    "content": "a stranger's text",
+    "title": "taken over",
+    "name": "a stranger's token",
+    "chats": "delete",
+    "folder_id": "",
+    "pinned": "1",
+    "archived": "1",
+}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
 
@@ -98,6 +107,8 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     for name in ("revoked by the owner", "the owner's program"):
         created = chat.post("/settings/tokens", {"name": name}).get_data(as_text=True)
         tokens.append(re.search(r'id="new-token">([^<]+)<', created).group(1))
+    folder = chat.post("/folders", {"name": "owned folder"})
+    folder_id = int(folder.headers["Location"].rsplit("/", 1)[1])
     with app.app_context():
         image_id = db.session.scalars(db.select(Image.id).filter_by(message_id=answer.parent_id)).one()
         user_id = db.session.get(Conversation, answer.conversation_id).user_id
@@ -107,6 +118,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "message_id": [answer.parent_id, answer_id],
         "image_id": [image_id],
         "token_id": [token_ids[0]],
+        "folder_id": [folder_id],
     }
     return Owner(ids, chat, tokens[1])
 
