@@ -99,3 +99,27 @@ def test_search_archive_and_folder_pages_pass_axe(page, upstream) -> None:  # no
     page.click("button:has-text('Restore')")  # back into the sidebar
     page.wait_for_selector("text=Nothing is archived")
     check_accessible(page, "empty archive")
+
+
+def test_pin_and_move_with_javascript_keep_the_sidebar_in_step(page, upstream) -> None:  # noqa: ANN001
+    chat_about(page, "first chat")
+    chat_about(page, "second chat")
+    first = page.locator(".conversation-item", has_text="first chat")
+    first.locator(".menu-button").click()
+    first.locator("button", has_text="Pin").click()
+    page.wait_for_selector("h2.group-title:has-text('Pinned')")
+    pinned = page.locator(".conversation-list").first.locator(".conversation-link")
+    assert pinned.count() == 1 and pinned.text_content() == "Pinned: first chat"
+    assert page.locator(".conversation-item.current .conversation-link").text_content() == "second chat"
+    page.goto("/folders")
+    page.fill("#name", "Travel")
+    page.click("text=Make the folder")
+    page.wait_for_url("**/folders/*")
+    second = page.locator(".conversation-item", has_text="second chat")
+    second.locator(".menu-button").click()
+    second.locator("a", has_text="Move to folder").click()
+    page.check("label:has-text('Travel') input")
+    page.click("button:has-text('Move')")
+    page.wait_for_url("**/c/*")
+    page.wait_for_selector("h2.group-title:has-text('Travel') + ul .conversation-link:has-text('second chat')")
+    check_accessible(page, "pinned and filed")
