@@ -31,7 +31,7 @@ from .blocking import call_blocking
 from .config import ConfigError
 from .errors import ChatError
 from .extensions import db, limiter
-from .models import ApiToken, Conversation, Invite, Preset, ResetLink, User, utcnow
+from .models import ApiToken, Conversation, Folder, Invite, Preset, ResetLink, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,7 @@ def adopt_guest(account: User, guest: User | None) -> None:
     if guest is None or not guest.is_guest or guest.id == account.id:
         return
     db.session.execute(update(Conversation).where(Conversation.user_id == guest.id).values(user_id=account.id))
+    db.session.execute(update(Folder).where(Folder.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(ApiToken).where(ApiToken.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(Preset).where(Preset.user_id == guest.id).values(user_id=account.id))
     quotas.move_usage(guest.id, account.id)  # signing in does not give a guest's quota back
@@ -216,6 +217,7 @@ class GuestSweeper:
         """One sweep (never raises: it runs in its own thread)."""
         try:
             with self.app.app_context():
+                conversations.purge_temporary()  # temporary chats left idle
                 count = purge_guests(limit=SWEEP_BATCH)
             if count:
                 log.info("deleted %d idle guests", count)
@@ -423,7 +425,8 @@ def local_time(moment: datetime | None, zone: str) -> datetime | None:
 
 def delete_user(user: User) -> None:
     """Delete the user with everything they own: conversations (and image files) and tokens."""
-    for conversation in Conversation.for_user(user.id):
+    # Every conversation, archived and temporary ones too (not only the sidebar's).
+    for conversation in list(db.session.scalars(select(Conversation).where(Conversation.user_id == user.id))):
         conversations.delete(conversation)  # stops a running answer, removes the files
     db.session.delete(user)  # API tokens and reset links go by ON DELETE CASCADE
     db.session.commit()

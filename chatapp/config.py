@@ -81,6 +81,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_ROOM_MEMBERS": 10,  # people in one shared conversation (room), its owner included
     "DAILY_TOKENS_PER_USER": None,  # None: 0 (unlimited) in development, 200_000 in production
     "DAILY_TOKENS_PER_GUEST": None,  # None: 0 (unlimited) in development, 20_000 in production
+    "TEMPORARY_CHAT_HOURS": 24,  # temporary chats are deleted after this many idle hours; 0: only on moving on
     "CHATAPP_ENV": "development",
     "AUTO_MIGRATE": True,  # apply database migrations at start-up
     # Monitoring (chatapp/metrics.py, chatapp/logs.py)

@@ -14,7 +14,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import images as images_module
-from . import notes, quotas, rooms
+from . import notes, quotas, rooms, search
 from .errors import ChatError
 from .extensions import db
 from .generation import current_generator
@@ -29,6 +29,7 @@ from .models import (
     STREAMING,
     VIEWER,
     Conversation,
+    Folder,
     Image,
     Message,
     Note,
@@ -121,11 +122,27 @@ def owned_image(user_id: str | None, image_id: int) -> Image:
     return image_access(user_id, image_id)
 
 
+def owned_folder(user_id: str | None, folder_id: int) -> Folder:
+    """The folder if it belongs to ``user_id``; a 404 ChatError otherwise."""
+    folder = db.session.get(Folder, folder_id)
+    if folder is None or user_id is None or folder.user_id != user_id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    return folder
+
+
 def create_conversation(user: User, fields: dict | None = None) -> Conversation:
-    """An empty conversation with the given title, model, system prompt and settings."""
-    conversation = Conversation(user_id=user.id)
-    _apply(conversation, fields or {})
+    """An empty conversation with the given title, model, system prompt, settings, folder (whose model
+    and system prompt it starts with) and pinned/archived/temporary state."""
+    fields = dict(fields or {})
+    conversation = Conversation(user_id=user.id, temporary=bool(fields.pop("temporary", False)))
+    discard_temporary(user)  # starting another chat ends a temporary one
+    if fields.get("folder_id") is not None:
+        folder = owned_folder(user.id, fields["folder_id"])
+        fields.setdefault("model", folder.model)
+        fields.setdefault("system_prompt", folder.system_prompt)
+    _apply(conversation, fields)
     db.session.add(conversation)
+    search.index_title(conversation)
     db.session.commit()
     return conversation
 
@@ -133,6 +150,8 @@ def create_conversation(user: User, fields: dict | None = None) -> Conversation:
 def update_conversation(conversation: Conversation, fields: dict) -> Conversation:
     """Change the fields sent (title, model, system_prompt, settings.temperature/max_tokens)."""
     _apply(conversation, fields)
+    if "title" in fields:
+        search.index_title(conversation)
     db.session.commit()
     return conversation
 
@@ -147,9 +166,16 @@ def _apply(conversation: Conversation, fields: dict) -> None:
             raise ChatError(f"A title can be at most 200 characters; this one has {len(title)}.", 422)
         conversation.title = title
     if "model" in fields:
-        conversation.model = _allowed_model(fields["model"])
+        conversation.model = check_model(fields["model"])
     if "system_prompt" in fields:
         conversation.system_prompt = fields["system_prompt"]
+    if "folder_id" in fields:
+        folder_id = fields["folder_id"]
+        conversation.folder_id = owned_folder(conversation.user_id, folder_id).id if folder_id is not None else None
+    if "pinned" in fields:
+        conversation.pinned_at = (conversation.pinned_at or utcnow()) if fields["pinned"] else None
+    if "archived" in fields:
+        conversation.archived_at = (conversation.archived_at or utcnow()) if fields["archived"] else None
     settings = fields.get("settings") or {}
     if "temperature" in settings:
         conversation.temperature = settings["temperature"]
@@ -157,7 +183,8 @@ def _apply(conversation: Conversation, fields: dict) -> None:
         conversation.max_tokens = _capped_max_tokens(settings["max_tokens"])
 
 
-def _allowed_model(model: str | None) -> str | None:
+def check_model(model: str | None) -> str | None:
+    """The model if the operator offers it (or offers any); a 422 naming the choices otherwise."""
     allowed = allowed_models()
     if model is not None and allowed and model not in allowed:
         raise ChatError(
@@ -189,8 +216,9 @@ def _capped_max_tokens(max_tokens: int | None) -> int | None:
 
 
 def list_conversations(user_id: str, limit: int, cursor: str | None = None) -> tuple[list[Conversation], str | None]:
-    """A page of the user's conversations, most recently active first, and the cursor of the next page."""
-    query = select(Conversation).where(Conversation.user_id == user_id)
+    """A page of the user's conversations (archived ones too, temporary ones not), most recently active
+    first, and the cursor of the next page."""
+    query = select(Conversation).where(Conversation.user_id == user_id, Conversation.temporary.is_(False))
     if cursor:
         updated_at, last_id = _decode_cursor(cursor)
         query = query.where(
@@ -222,17 +250,29 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
 
 
 def start_conversation(
-    user: User, content: str, images: Sequence[bytes] = (), fields: dict | None = None
+    user: User,
+    content: str,
+    images: Sequence[bytes] = (),
+    fields: dict | None = None,
+    folder_id: int | None = None,
+    temporary: bool = False,
 ) -> tuple[Conversation, Sent]:
     """A new conversation opened by the user's first message (checked before anything is saved).
 
-    ``fields`` are its settings, as ``starting_settings`` gives them (model, system prompt, settings).
+    ``fields`` are its settings, as ``starting_settings`` gives them (model, system prompt, settings);
+    without them, a chat in a folder starts with the folder's. A temporary one is never listed.
     """
     content = _clean(content, bool(images))
+    folder = owned_folder(user.id, folder_id) if folder_id is not None else None
     prepared = _prepare_images(images)
     images_module.check_quota(user.id, [len(p.data) for p in prepared])
-    conversation = Conversation(user_id=user.id)
-    _apply(conversation, {key: value for key, value in (fields or {}).items() if key != "title"})
+    discard_temporary(user)  # starting another chat ends a temporary one
+    conversation = Conversation(user_id=user.id, temporary=temporary)
+    if fields is None:
+        fields = starting_settings(user, None, folder)
+    _apply(conversation, {key: value for key, value in fields.items() if key != "title"})
+    if folder is not None:
+        conversation.folder_id = folder.id
     conversation.set_title_from(content or "Image")
     db.session.add(conversation)
     db.session.flush()
@@ -292,6 +332,9 @@ def _send(
         conversation.set_title_from(content or "Image")
     db.session.add(user_message)
     db.session.flush()
+    if parent is None:
+        search.index_title(conversation)  # first: "newest first" is the order things were written in
+    search.index_message(user_message)
     db.session.add_all(images_module.store(p, user_message.id) for p in prepared)
     if user_message.status == ERROR:
         conversation.active_leaf_id = user_message.id
@@ -333,6 +376,7 @@ def edit(message: Message, content: str, by: str | None = None) -> Message:
     )
     db.session.add(version)
     db.session.flush()
+    search.index_message(version)
     db.session.add_all(images_module.copy(image, version.id) for image in message.images)  # images stay
     return _answer(conversation, version, by)
 
@@ -343,7 +387,7 @@ def retry(answer: Message, model: str | None = None, by: str | None = None) -> M
     """
     if answer.role != "assistant" or answer.parent_id is None:
         raise ChatError("Only answers can be retried.", 422, "not_an_answer")
-    model = _allowed_model(model.strip() or None) if model else None
+    model = check_model(model.strip() or None) if model else None
     conversation = answer.conversation
     by = by or conversation.user_id
     _refuse_if_streaming(conversation)
@@ -388,6 +432,17 @@ def show(message: Message) -> Message:
     db.session.commit()
     rooms.path_changed(message.conversation)
     return leaf
+
+
+def branch_of(conversation: Conversation, message_id: int) -> int | None:
+    """The leaf of the branch that holds this message (its latest path down), to show it read-only;
+    None when the message is on the visible path. The stored visible path is not changed."""
+    message = db.session.get(Message, message_id)
+    if message is None or message.conversation_id != conversation.id:
+        raise ChatError(NOT_FOUND, 404, "not_found")
+    if message_id in {message_id for message_id, _parent in conversation.path_ids()}:
+        return None
+    return Tree(conversation.id).newest_leaf(message).id
 
 
 def stop(answer: Message) -> Message:
@@ -458,6 +513,32 @@ def _lock_room(conversation: Conversation) -> None:
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(select(Conversation.id).where(Conversation.id == conversation.id).with_for_update())
         _refuse_if_streaming(conversation)
+
+
+def discard_temporary(user: User, keep: int | None = None) -> int:
+    """Delete the user's temporary chats (with their images), but ``keep``: the user moved on."""
+    if user.id is None:
+        return 0
+    query = select(Conversation).where(Conversation.user_id == user.id, Conversation.temporary.is_(True))
+    if keep is not None:
+        query = query.where(Conversation.id != keep)
+    found = list(db.session.scalars(query))
+    for conversation in found:
+        delete(conversation)
+    return len(found)
+
+
+def purge_temporary(hours: float | None = None) -> int:
+    """Delete temporary chats idle for ``TEMPORARY_CHAT_HOURS`` (with their images); how many."""
+    hours = current_app.config["TEMPORARY_CHAT_HOURS"] if hours is None else hours
+    if not hours or hours <= 0:
+        return 0
+    cutoff = utcnow() - timedelta(hours=hours)
+    query = select(Conversation).where(Conversation.temporary.is_(True), Conversation.updated_at < cutoff)
+    found = list(db.session.scalars(query.limit(500)))
+    for conversation in found:
+        delete(conversation)
+    return len(found)
 
 
 def _refuse_if_streaming(conversation: Conversation) -> None:
@@ -624,7 +705,7 @@ def parse_number(raw: str, field: str, kind: type, low: float, high: float | Non
 
 
 # -- what a new chat starts with -------------------------------------------------------------------------
-def starting_settings(user: User, preset: Preset | None = None, folder: object | None = None) -> dict:
+def starting_settings(user: User, preset: Preset | None = None, folder: Folder | None = None) -> dict:
     """The settings a new conversation starts with: the chosen preset, else its folder's, else the operator's.
 
     Returned as ``create_conversation`` fields (model, system_prompt, settings); None is the operator's
@@ -638,7 +719,12 @@ def starting_settings(user: User, preset: Preset | None = None, folder: object |
             "system_prompt": preset.system_prompt,
             "settings": {"temperature": preset.temperature, "max_tokens": preset.max_tokens},
         }
-    # FOLDER DEFAULTS GO HERE (wired at merge): a folder's own system prompt / model, when ``folder`` has them.
+    if folder is not None and (folder.model or folder.system_prompt):
+        return {
+            "model": check_model(folder.model),
+            "system_prompt": folder.system_prompt,
+            "settings": {"temperature": None, "max_tokens": None},
+        }
     # The operator's: nothing set on the conversation.
     return {"model": None, "system_prompt": None, "settings": {"temperature": None, "max_tokens": None}}
 

@@ -22,7 +22,7 @@ from flask import Flask
 from sqlalchemy import bindparam, update
 from sqlalchemy import exc as sa_exc
 
-from . import logs, metrics, notes, quotas
+from . import logs, metrics, notes, quotas, search
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -415,6 +415,9 @@ class Generator:
         }
         if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
             values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name
+        # Indexed for search once, at the end (not on every flush), in the same transaction; should
+        # indexing fail, the answer is stored without it rather than not at all.
+        indexed = True
         give_up = time.monotonic() + FINISH_RETRY_FOR
         for attempt in itertools.count():  # the database may be restarting: try again, the text is here
             with self.app.app_context():
@@ -426,15 +429,22 @@ class Generator:
                         .values(updated_at=values["updated_at"])
                     )
                     quotas.charge(generation.user_id, _spent(generation, text, status) + sum(generation.earlier_tokens))
+                    if indexed:
+                        search.index_message(generation.message_id)
                     db.session.commit()
                     break
                 except Exception as exc:
                     with contextlib.suppress(Exception):
                         db.session.rollback()
-                    if not isinstance(exc, UNREACHABLE) or time.monotonic() >= give_up:
+                    if isinstance(exc, UNREACHABLE) and time.monotonic() < give_up:
+                        log.warning("could not store the end of message %s (%s); retrying", generation.message_id, exc)
+                    elif indexed:
+                        indexed = False
+                        log.exception("could not index message %s: storing it without", generation.message_id)
+                        continue
+                    else:
                         log.exception("could not store the end of message %s", generation.message_id)
                         break
-                    log.warning("could not store the end of message %s (%s); retrying", generation.message_id, exc)
                 finally:
                     db.session.remove()
             time.sleep(min(2.0, 0.1 * 2**attempt))

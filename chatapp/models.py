@@ -16,9 +16,11 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    and_,
     false,
     func,
     literal,
+    nulls_last,
     or_,
     select,
     update,
@@ -178,6 +180,11 @@ class Conversation(Model):
     active_leaf_id: Mapped[int | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    pinned_at: Mapped[datetime | None]  # pinned chats come first in the sidebar, latest pinned on top
+    archived_at: Mapped[datetime | None]  # archived chats leave the sidebar for the Archive page
+    # A temporary chat is never listed or searchable, and is deleted when the user moves on.
+    temporary: Mapped[bool] = mapped_column(default=False, server_default=false())
+    folder_id: Mapped[int | None] = mapped_column(ForeignKey("folder.id", ondelete="SET NULL"), index=True)
     # The room's invite link (None: no link); whoever opens it joins with ``invite_role``.
     invite_token: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     invite_role: Mapped[str] = mapped_column(String(8), default=MEMBER, server_default=MEMBER)
@@ -186,6 +193,7 @@ class Conversation(Model):
     members: Mapped[list[RoomMember]] = relationship(
         back_populates="conversation", cascade="all, delete-orphan", passive_deletes=True, order_by="RoomMember.id"
     )
+    folder: Mapped[Folder | None] = relationship()
 
     messages: Mapped[list[Message]] = relationship(
         back_populates="conversation",
@@ -199,18 +207,25 @@ class Conversation(Model):
 
     @classmethod
     def for_user(cls, user_id: str) -> list[Conversation]:
-        """The user's conversations, most recently active first."""
-        query = select(cls).where(cls.user_id == user_id).order_by(cls.updated_at.desc(), cls.id.desc())
+        """The user's sidebar: pinned first (latest pinned on top), then most recently active; archived
+        and temporary chats are left out."""
+        query = (
+            select(cls)
+            .where(cls.user_id == user_id, cls.archived_at.is_(None), cls.temporary == false())
+            .order_by(nulls_last(cls.pinned_at.desc()), cls.updated_at.desc(), cls.id.desc())
+        )
         return list(db.session.scalars(query))
 
     @classmethod
     def for_sidebar(cls, user_id: str) -> list[Conversation]:
-        """The user's conversations and the rooms they joined, most recently active first."""
+        """The sidebar: the user's conversations (as ``for_user``: pinned first, no archived or temporary
+        ones) and the rooms they joined, most recently active first."""
         joined = select(RoomMember.conversation_id).where(RoomMember.user_id == user_id)
+        mine = and_(cls.user_id == user_id, cls.archived_at.is_(None), cls.temporary == false())
         query = (
             select(cls)
-            .where(or_(cls.user_id == user_id, cls.id.in_(joined)))
-            .order_by(cls.updated_at.desc(), cls.id.desc())
+            .where(or_(mine, cls.id.in_(joined)))
+            .order_by(nulls_last(cls.pinned_at.desc()), cls.updated_at.desc(), cls.id.desc())
         )
         return list(db.session.scalars(query))
 
@@ -223,13 +238,14 @@ class Conversation(Model):
         tree = Tree(self.id)
         return [(message, tree.siblings(message)) for message in tree.path(self.active_leaf_id)]
 
-    def path_ids(self) -> list[tuple[int, int | None]]:
-        """(id, parent id) of each message of the visible path, root first: walked up from the active
-        leaf in SQL, no rows loaded."""
-        if self.active_leaf_id is None:
+    def path_ids(self, leaf_id: int | None = None) -> list[tuple[int, int | None]]:
+        """(id, parent id) of each message of the visible path (or the path to ``leaf_id``), root first:
+        walked up from the leaf in SQL, no rows loaded."""
+        leaf_id = leaf_id or self.active_leaf_id
+        if leaf_id is None:
             return []
         start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
-            Message.id == self.active_leaf_id, Message.conversation_id == self.id
+            Message.id == leaf_id, Message.conversation_id == self.id
         )
         path = start.cte("path", recursive=True)
         parent = aliased(Message)
@@ -240,15 +256,21 @@ class Conversation(Model):
         return [(message_id, parent_id) for message_id, parent_id in rows]
 
     def visible_window(
-        self, size: int, before: int | None = None, after: int | None = None, around: int | None = None
+        self,
+        size: int,
+        before: int | None = None,
+        after: int | None = None,
+        around: int | None = None,
+        leaf: int | None = None,
     ) -> tuple[list[tuple[Message, Siblings]], int, int]:
         """Part of the visible path, with how many messages of it come before and after that part.
 
         ``size`` messages: the latest, or those just ``before`` or ``after`` a message of the path,
         or ``around`` one (it and about half before it). A message not on the path: the latest.
-        Loads only the messages shown and their siblings, not the whole conversation.
+        Loads only the messages shown and their siblings, not the whole conversation. ``leaf``: the path
+        down to that message instead of the visible one.
         """
-        ids = self.path_ids()
+        ids = self.path_ids(leaf)
         position = {message_id: index for index, (message_id, _parent) in enumerate(ids)}
         if before in position:
             end = position[before]
@@ -272,6 +294,38 @@ class Conversation(Model):
         if len(line) > TITLE_LENGTH:
             line = line[:TITLE_LENGTH].rsplit(" ", 1)[0].rstrip(",.;:") + "…"
         self.title = line or NEW_TITLE
+
+
+class Folder(Model):
+    """A user's folder of conversations; new chats in it start with its system prompt and model."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    system_prompt: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    @classmethod
+    def for_user(cls, user_id: str) -> list[Folder]:
+        """The user's folders by name."""
+        return list(db.session.scalars(select(cls).where(cls.user_id == user_id).order_by(cls.name, cls.id)))
+
+
+class SearchEntry(Model):
+    """A message (or a conversation's title, ``role="title"``) in the full-text index.
+
+    ``body`` is the text accent-folded, lower-cased and cut into words (``chatapp.search.normalise``);
+    SQLite indexes it with FTS5 (``search_fts``), PostgreSQL with a generated ``tsvector`` column.
+    """
+
+    __tablename__ = "search_entry"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # "user", "assistant" or "title"
+    created_at: Mapped[datetime] = mapped_column(index=True)
+    body: Mapped[str] = mapped_column(Text)
 
 
 class Message(Model):

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Note, Preset, ShareLink, Siblings, Tree, siblings_of
+from .models import Conversation, Folder, Message, Note, Preset, ShareLink, Siblings, Tree, siblings_of
 from .prices import message_cost
 
 
@@ -36,12 +36,22 @@ class Settings(Strict):
     max_tokens: int | None = Field(None, ge=1, le=32768)
 
 
-class ConversationCreate(Strict):
+class ConversationFields(Strict):
     # Left out: unchanged; null is no title (the column is NOT NULL).
     title: str = Field(None, min_length=1, max_length=200, json_schema_extra=_optional)  # type: ignore[assignment]
     model: str | None = Field(None, min_length=1, max_length=200)
     system_prompt: str | None = Field(None, max_length=20000)
     settings: Settings | None = None
+    folder_id: int | None = Field(None, ge=1, le=2**63 - 1)  # null: in no folder
+    pinned: bool = Field(None, json_schema_extra=_optional)  # type: ignore[assignment]
+    archived: bool = Field(None, json_schema_extra=_optional)  # type: ignore[assignment]
+
+
+class ConversationCreate(ConversationFields):
+    """A new conversation; in a folder it starts with the folder's model and system prompt."""
+
+    # Not listed, not searchable, deleted when the identity starts or opens another chat.
+    temporary: bool = Field(None, json_schema_extra=_optional)  # type: ignore[assignment]
 
 
 class ConversationStart(ConversationCreate):
@@ -50,7 +60,7 @@ class ConversationStart(ConversationCreate):
     preset_id: int = Field(None, ge=1, le=LARGEST_ID, json_schema_extra=_optional)  # type: ignore[assignment]
 
 
-class ConversationUpdate(ConversationCreate):
+class ConversationUpdate(ConversationFields):
     """Any of the fields; those left out stay as they are."""
 
 
@@ -116,6 +126,52 @@ class PresetList(BaseModel):
     items: list[PresetOut]
 
 
+class FolderCreate(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    system_prompt: str | None = Field(None, max_length=20000)
+    model: str | None = Field(None, min_length=1, max_length=200)
+
+
+class FolderUpdate(Strict):
+    """Any of the fields; those left out stay as they are."""
+
+    name: str = Field(None, min_length=1, max_length=100, json_schema_extra=_optional)  # type: ignore[assignment]
+    system_prompt: str | None = Field(None, max_length=20000)
+    model: str | None = Field(None, min_length=1, max_length=200)
+
+
+class FolderOut(BaseModel):
+    id: int
+    name: str
+    system_prompt: str | None
+    model: str | None
+    created_at: UtcDatetime
+
+    @classmethod
+    def from_folder(cls, f: Folder) -> dict:
+        """The folder as the API sends it (JSON-ready)."""
+        return cls(**{name: getattr(f, name) for name in cls.model_fields}).model_dump(mode="json")
+
+
+class FolderList(BaseModel):
+    items: list[FolderOut]
+
+
+class SearchResultOut(BaseModel):
+    conversation_id: int
+    conversation_title: str
+    message_id: int | None  # null: the match is the conversation's title
+    role: Literal["user", "assistant", "title"]
+    created_at: UtcDatetime
+    snippet_html: str  # escaped text with the matching words in <mark>
+    archived: bool
+
+
+class SearchPage(BaseModel):
+    items: list[SearchResultOut]
+    next_cursor: str | None
+
+
 class MessageCreate(Strict):
     content: str  # may be empty only when images come with it (multipart)
     parent_id: int | None = Field(None, ge=1, le=LARGEST_ID)
@@ -143,13 +199,24 @@ class ConversationOut(BaseModel):
     settings: Settings
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    folder_id: int | None
+    pinned: bool
+    archived: bool
+    temporary: bool
 
     @classmethod
     def from_conversation(cls, c: Conversation) -> dict:
         """The conversation as the API and the WebSocket send it (JSON-ready)."""
         settings = Settings(temperature=c.temperature, max_tokens=c.max_tokens)
-        fields = {f: getattr(c, f) for f in ("id", "title", "model", "system_prompt", "created_at", "updated_at")}
-        return cls(**fields, settings=settings).model_dump(mode="json")
+        names = ("id", "title", "model", "system_prompt", "created_at", "updated_at", "folder_id")
+        fields = {f: getattr(c, f) for f in names}
+        return cls(
+            **fields,
+            settings=settings,
+            pinned=c.pinned_at is not None,
+            archived=c.archived_at is not None,
+            temporary=bool(c.temporary),
+        ).model_dump(mode="json")
 
 
 class ImageOut(BaseModel):

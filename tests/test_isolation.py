@@ -62,8 +62,17 @@ API_BODIES = {
     "InviteCreate": {"role": "member"},
     "NoteCreate": {"content": "a stranger's note"},
     "NoteUpdate": {"content": "a stranger's note"},
+    "FolderUpdate": {"name": "taken over"},
 }
-PAGE_FORM = {"content": "a stranger's text", "title": "taken over", "name": "a stranger's token"}
+PAGE_FORM = {
+    "content": "a stranger's text",
+    "title": "taken over",
+    "name": "a stranger's token",
+    "chats": "delete",
+    "folder_id": "",
+    "pinned": "1",
+    "archived": "1",
+}
 ID_PART = re.compile(r"<(?:(\w+)(?:\([^)]*\))?:)?(\w+)>")
 
 
@@ -132,6 +141,8 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
     assert shared.status_code == 303, shared.get_data(as_text=True)
     # A room with a member (for the member routes).
     assert chat.post(f"/c/{answer.conversation_id}/invite", {"role": "member"}).status_code == 303
+    folder = chat.post("/folders", {"name": "owned folder"})
+    folder_id = int(folder.headers["Location"].rsplit("/", 1)[1])
     with app.app_context():
         invite = db.session.get(Conversation, answer.conversation_id).invite_token
     member = Chat(app)
@@ -157,6 +168,7 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "token": [share_token],  # the owner's share link: only its owner may turn it off
         "member_id": [member_id],
         "note_id": [note_id],
+        "folder_id": [folder_id],
     }
     return Owner(ids, chat, tokens[1])
 

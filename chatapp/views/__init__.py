@@ -15,7 +15,23 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, metrics, rooms, settings, share, stats, theme, voice, ws
+    from . import (
+        admin,
+        api,
+        auth,
+        chat,
+        health,
+        metrics,
+        organise,
+        rooms,
+        search,
+        settings,
+        share,
+        stats,
+        theme,
+        voice,
+        ws,
+    )
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -30,6 +46,8 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(stats.bp)
     app.register_blueprint(share.bp)
     app.register_blueprint(rooms.bp)
+    app.register_blueprint(search.bp)
+    app.register_blueprint(organise.bp)
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["tone"] = tone
     app.jinja_env.globals["siblings_of"] = siblings_of

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, insight, notes, presets, rooms, schemas, sharing
+from .. import accounts, conversations, folders, insight, notes, presets, rooms, schemas, search, sharing
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, NoteSaved, Status, follow, resume_offset, sse
 from ..extensions import db
@@ -33,6 +33,7 @@ from ..models import (
     VIEWER,
     ApiToken,
     Conversation,
+    Folder,
     Message,
     Tree,
     User,
@@ -59,6 +60,7 @@ class Route:
     streams: bool = False
     public: bool = False  # needs no bearer token
     body_required: bool = True
+    query: tuple[tuple[str, bool, str], ...] = ()  # documented query parameters: (name, required, description)
 
 
 ROUTES: list[Route] = []
@@ -73,12 +75,13 @@ def route(
     streams: bool = False,
     public: bool = False,
     body_required: bool = True,
+    query: tuple[tuple[str, bool, str], ...] = (),
 ) -> Callable:
     """Register a view and its schemas (for validation and for the OpenAPI document)."""
 
     def register(view: Callable) -> Callable:
         summary = (view.__doc__ or "").strip()
-        ROUTES.append(Route(path, method, summary, body, response, status, streams, public, body_required))
+        ROUTES.append(Route(path, method, summary, body, response, status, streams, public, body_required, query))
         view.public = public  # type: ignore[attr-defined]  # read by _authenticate
         bp.add_url_rule(_rule(path), view_func=view, methods=[method])
         return view
@@ -185,7 +188,8 @@ def create_conversation():  # noqa: ANN201
     user = db.session.get(User, g.api_user_id)
     preset_id = fields.pop("preset_id", None)
     preset = presets.owned_preset(g.api_user_id, preset_id) if preset_id else None
-    start = conversations.starting_settings(user, preset)
+    folder = conversations.owned_folder(user.id, fields["folder_id"]) if fields.get("folder_id") else None
+    start = conversations.starting_settings(user, preset, folder)  # the preset's, else the folder's, else none
     settings = {**start.pop("settings"), **(fields.pop("settings", None) or {})}
     conversation = conversations.create_conversation(user, {**start, **fields, "settings": settings})
     return jsonify(conversation_json(conversation)), 201
@@ -193,8 +197,10 @@ def create_conversation():  # noqa: ANN201
 
 @route("/conversations/{conversation_id}", "GET", response=schemas.ConversationOut)
 def get_conversation(conversation_id: int):  # noqa: ANN201
-    """One conversation."""
-    return jsonify(conversation_json(own_conversation(conversation_id)))
+    """One conversation (opening another chat ends a temporary one)."""
+    conversation = own_conversation(conversation_id)
+    conversations.discard_temporary(db.session.get_one(User, g.api_user_id), keep=conversation.id)
+    return jsonify(conversation_json(conversation))
 
 
 @route("/conversations/{conversation_id}", "PATCH", body=schemas.ConversationUpdate, response=schemas.ConversationOut)
@@ -210,6 +216,93 @@ def delete_conversation(conversation_id: int):  # noqa: ANN201
     """Delete a conversation with every message and branch in it."""
     conversations.delete(own_conversation(conversation_id, OWNER))
     return "", 204
+
+
+# -- folders ---------------------------------------------------------------------------------------------
+def own_folder(folder_id: int):  # noqa: ANN201
+    return conversations.owned_folder(g.api_user_id, folder_id)
+
+
+@route("/folders", "GET", response=schemas.FolderList)
+def list_folders():  # noqa: ANN201
+    """The identity's folders, by name."""
+    return jsonify(items=[schemas.FolderOut.from_folder(f) for f in Folder.for_user(g.api_user_id)])
+
+
+@route("/folders", "POST", body=schemas.FolderCreate, response=schemas.FolderOut, status=201)
+def create_folder():  # noqa: ANN201
+    """Make a folder; new chats in it start with its system prompt and model."""
+    fields = parse(schemas.FolderCreate).model_dump(exclude_unset=True)
+    folder = folders.create_folder(db.session.get_one(User, g.api_user_id), fields)
+    return jsonify(schemas.FolderOut.from_folder(folder)), 201
+
+
+@route("/folders/{folder_id}", "GET", response=schemas.FolderOut)
+def get_folder(folder_id: int):  # noqa: ANN201
+    """One folder."""
+    return jsonify(schemas.FolderOut.from_folder(own_folder(folder_id)))
+
+
+@route("/folders/{folder_id}", "PATCH", body=schemas.FolderUpdate, response=schemas.FolderOut)
+def update_folder(folder_id: int):  # noqa: ANN201
+    """Rename a folder or change its system prompt and model."""
+    folder = own_folder(folder_id)
+    fields = parse(schemas.FolderUpdate).model_dump(exclude_unset=True)
+    return jsonify(schemas.FolderOut.from_folder(folders.update_folder(folder, fields)))
+
+
+@route(
+    "/folders/{folder_id}",
+    "DELETE",
+    status=204,
+    query=(("chats", False, "keep (default): its chats move out of it; delete: they are deleted with it"),),
+)
+def delete_folder(folder_id: int):  # noqa: ANN201
+    """Delete a folder; ``?chats=delete`` deletes its chats too, else they move out of it."""
+    choice = request.args.get("chats", "keep")
+    if choice not in ("keep", "delete"):
+        raise ChatError("chats must be keep or delete.", 422, details={"fields": [{"field": "chats"}]})
+    folders.delete_folder(own_folder(folder_id), with_chats=choice == "delete")
+    return "", 204
+
+
+# -- search ----------------------------------------------------------------------------------------------
+@route(
+    "/search",
+    "GET",
+    response=schemas.SearchPage,
+    query=(
+        ("q", True, 'words (each matches as a prefix) and "quoted phrases"; all must match'),
+        ("limit", False, "results per page, 1 to 100 (default 20)"),
+        ("cursor", False, "next_cursor of the previous page"),
+        ("conversation", False, "only this conversation's messages"),
+        ("role", False, "user or assistant"),
+        ("from", False, "first day, YYYY-MM-DD, in the identity's time zone"),
+        ("to", False, "last day, YYYY-MM-DD"),
+        ("order", False, "newest (default) or relevance"),
+    ),
+)
+def search_messages():  # noqa: ANN201
+    """Search every message (all branches) and title; archived chats included, temporary ones never."""
+    if "q" not in request.args:
+        raise ChatError("q is required: the words to search for.", 422, details={"fields": [{"field": "q"}]})
+    filters = search.parse_filters(request.args)
+    user = db.session.get_one(User, g.api_user_id)
+    page = search.search(user, request.args.get("q", ""), filters, limit_arg(), request.args.get("cursor") or None)
+    items = [
+        {
+            "conversation_id": r.conversation_id,
+            "conversation_title": r.title,
+            "message_id": r.message_id,
+            "role": r.role,
+            "created_at": r.created_at,
+            "snippet_html": str(r.snippet),
+            "archived": r.archived,
+        }
+        for r in page.results
+    ]
+    out = schemas.SearchPage(items=items, next_cursor=page.next_cursor)
+    return jsonify(out.model_dump(mode="json"))
 
 
 # -- messages --------------------------------------------------------------------------------------------
@@ -675,9 +768,12 @@ def openapi_document() -> dict:
     for r in ROUTES:
         operation: dict = {"summary": r.summary, "responses": {}}
         parameters = [p.strip("{}") for p in r.path.split("/") if p.startswith("{")]
-        if parameters:
+        if parameters or r.query:
             operation["parameters"] = [
                 {"name": p, "in": "path", "required": True, "schema": _parameter_schema(p)} for p in parameters
+            ] + [
+                {"name": name, "in": "query", "required": required, "description": about, "schema": {"type": "string"}}
+                for name, required, about in r.query
             ]
         if r.body:
             operation["requestBody"] = {

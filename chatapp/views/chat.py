@@ -65,11 +65,24 @@ def _to_message(message: Message):  # noqa: ANN202
 @bp.get("/")
 def index():  # noqa: ANN201
     """A new, empty chat; ``?prompt=`` puts an example prompt in the composer (without JS too);
-    ``?preset=<id>`` chooses one of the user's presets and puts its opening prompt there."""
+    ``?preset=<id>`` chooses one of the user's presets and puts its opening prompt there; ``?folder=<id>``
+    starts it in that folder, ``?temporary=1`` as a temporary chat."""
+    user = current_user()
+    conversations.discard_temporary(user)  # starting another chat ends a temporary one
+    folder_id = request.args.get("folder", type=int)
+    folder = conversations.owned_folder(user.id, folder_id) if folder_id else None
+    temporary = request.args.get("temporary") == "1"
     preset = _chosen_preset(request.args.get("preset", ""))
     draft = request.args.get("prompt", "") or (preset.opening_prompt if preset and preset.opening_prompt else "")
-    starting = conversations.starting_settings(current_user(), preset) if preset else None
-    return render_chat(None, draft=draft, chosen_preset=preset.id if preset else None, starting=starting)
+    starting = conversations.starting_settings(user, preset, folder) if preset or folder else None
+    return render_chat(
+        None,
+        draft=draft,
+        chosen_preset=preset.id if preset else None,
+        starting=starting,
+        folder=folder,
+        temporary=temporary,
+    )
 
 
 def _chosen_preset(raw: str) -> Preset | None:
@@ -93,8 +106,17 @@ def create():  # noqa: ANN201
     content = request.form.get("content", "")
     if preset and preset.opening_prompt and not content.strip() and not _uploaded_images_named():
         content = preset.opening_prompt
-    fields = conversations.starting_settings(user, preset)
-    conversation, sent = conversations.start_conversation(user, content, _uploaded_images(), fields)
+    folder = request.form.get("folder_id", "")
+    if folder and not (folder.isascii() and folder.isdigit() and len(folder) <= 18):
+        raise ChatError("folder_id must be one of your folders.", 422, "invalid")
+    conversation, sent = conversations.start_conversation(
+        user,
+        content,
+        _uploaded_images(),
+        conversations.starting_settings(user, preset) if preset else None,  # else the folder's, or the defaults
+        folder_id=int(folder) if folder else None,
+        temporary=request.form.get("temporary") == "1",
+    )
     _describe_images(sent.user_message)
     if sent.answer is None:  # refused (too long): the conversation's page puts it back in the composer
         return redirect(url_for(".conversation", conversation_id=conversation.id, _anchor="composer"), 303)
@@ -104,20 +126,30 @@ def create():  # noqa: ANN201
 @bp.get("/c/<int:conversation_id>")
 def conversation(conversation_id: int):  # noqa: ANN201
     """One conversation at its latest messages; ``?before=``, ``?after=`` or ``?around=<message id>``
-    show another part (HTMX: just the messages before or after, loaded in place). For browsers without
-    JS: ``?edit=<id>`` shows that message as an edit form, ``?rename=1`` the title as a form,
-    ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them, ``?notes=1`` opens the Notes panel."""
+    show another part (HTMX: just the messages before or after, loaded in place). ``?leaf=<message id>``
+    (a search result): that message and those around it on its own branch, read-only, without changing
+    the visible path. For browsers without JS: ``?edit=<id>`` shows that message as an edit form,
+    ``?rename=1`` the title as a form, ``?refresh=N`` counts self-refreshes, ``?hold=1`` stops them,
+    ``?notes=1`` opens the Notes panel."""
     found = _conversation_or_404(conversation_id)
+    conversations.discard_temporary(current_user(), keep=found.id)
     before, after, around = (request.args.get(name, type=int) for name in ("before", "after", "around"))
+    leaf = request.args.get("leaf", type=int)
+    branch = conversations.branch_of(found, leaf) if leaf else None
+    around = around or leaf
     if wants_fragment() and (before or after):
-        visible, earlier, later = found.visible_window(PAGE_MESSAGES, before, after)
+        visible, earlier, later = found.visible_window(PAGE_MESSAGES, before, after, leaf=branch)
         edges = {"earlier": earlier, "later": None} if before else {"earlier": 0, "later": later}
-        return render_template("partials/messages.html", conversation=found, visible=visible, **edges)
+        return render_template(
+            "partials/messages.html", conversation=found, visible=visible, reading_leaf=branch, **edges
+        )
     return render_chat(
         found,
         before=before,
         after=after,
         around=around,
+        leaf=branch,
+        reading=leaf if branch else None,
         editing=request.args.get("edit", type=int),
         renaming=bool(request.args.get("rename")),
         refresh=max(request.args.get("refresh", 0, type=int), 0),
@@ -412,7 +444,7 @@ def edit_note(note_id: int):  # noqa: ANN201
         context = {"editing_note": note.id, "note_edit_draft": content, "note_edit_error": exc.message}
         if wants_fragment():
             return render_template("partials/note.html", note=note, **context), exc.status
-        return render_chat(note.conversation, exc.status, None, None, None, notes_open=True, **context)
+        return render_chat(note.conversation, exc.status, notes_open=True, **context)  # type: ignore[arg-type]
     if wants_fragment():
         return render_template("partials/note.html", note=note)
     return _to_notes(note.conversation_id, f"note-{note.id}")

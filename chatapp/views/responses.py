@@ -161,11 +161,13 @@ def render_chat(
     before: int | None = None,
     after: int | None = None,
     around: int | None = None,
+    leaf: int | None = None,
     **context: object,
 ) -> tuple[str, int]:
     """The whole page: sidebar, the latest messages of the visible path (or another part of it), composer.
 
     A refused (too long) last message goes back into the composer with its error, after any redirect.
+    ``leaf``: show the branch down to that message instead of the visible path (read-only).
     """
     # The streaming answer first, then the messages: an answer that ends in between is shown ended with
     # one more refresh, never as still being written with no refresh to come (JS off).
@@ -175,7 +177,7 @@ def render_chat(
     if conversation:
         editing = context.get("editing")  # the message being edited must be among those shown
         around = around or (editing if isinstance(editing, int) else None)
-        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around)
+        visible, earlier, later = conversation.visible_window(PAGE_MESSAGES, before, after, around, leaf)
     last = visible[-1][0] if visible and not later else None
     if last is not None and last.role == "user" and last.status == ERROR:
         context.setdefault("draft", last.content)
@@ -189,6 +191,7 @@ def render_chat(
         later=later,
         streaming=streaming,
         provider=current_generator().provider,
+        reading_leaf=leaf,
         presets=presets.list_presets(current_user().id) if not conversation else [],
         meter=meter(conversation, str(context.get("draft") or ""), context.get("starting")),  # type: ignore[arg-type]
         total_cost=prices.conversation_cost(conversation.id) if conversation else None,
