@@ -11,7 +11,7 @@ from ..voice import Transcriber
 
 def init_app(app: Flask) -> None:
     """Register every blueprint and the ``markdown`` filter."""
-    from . import admin, api, auth, chat, health, settings, theme, voice, ws
+    from . import admin, api, auth, chat, data, health, settings, theme, voice, ws
 
     app.register_blueprint(chat.bp)
     app.register_blueprint(health.bp)
@@ -19,6 +19,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
     app.register_blueprint(settings.bp)
+    app.register_blueprint(data.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(theme.bp)

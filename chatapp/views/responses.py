@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Response, render_template, request
+from collections.abc import Iterable
+
+from flask import Response, render_template, request, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images
+from .. import conversations, export, images
 from ..conversations import NOT_FOUND
 from ..errors import ChatError
 from ..generation import current_generator
 from ..identity import current_user
-from ..models import ERROR, Conversation, Image
+from ..models import ERROR, Conversation, Image, utcnow
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
@@ -78,3 +80,31 @@ def render_branch(conversation: Conversation) -> str:
         later=later,
         streaming=conversation.streaming_message(),
     )
+
+
+def export_download(user_id: str | None, conversation_id: int | None, fmt: str) -> BaseResponse:
+    """An export as a download, streamed: one conversation (``conversation_id``) or all of the user's.
+
+    All conversations in Markdown or HTML come as a zip (a file each, with the images).
+    """
+    fmt = export.parse_format(fmt)
+    if conversation_id is not None:
+        conversation = conversations.owned_conversation(user_id, conversation_id)
+        ids, title = [conversation.id], conversation.title
+    else:
+        ids, title = (export.conversation_ids(user_id) if user_id else []), f"chatapp-export-{utcnow():%Y-%m-%d}"
+        fmt = "zip" if fmt in ("markdown", "html") else fmt
+    body: Iterable[str] | Iterable[bytes]
+    if fmt == "json":
+        body = export.json_chunks(ids)
+    elif fmt == "zip":
+        body = export.zip_chunks(ids)
+    elif fmt == "markdown":
+        body = [export.markdown(conversation)]
+    else:
+        body = [export.html(conversation)]
+    response = Response(stream_with_context(iter(body)), mimetype=export.MIMETYPES[fmt])
+    response.headers["Content-Disposition"] = f'attachment; filename="{export.filename(title, fmt)}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.no_store = True
+    return response
