@@ -78,7 +78,7 @@ class ExportMessage(_Loose):
     model: str | None = Field(None, max_length=200)
     provider: str | None = Field(None, max_length=50)
     token_count: int | None = None
-    metrics: ExportMetrics = ExportMetrics()
+    metrics: ExportMetrics = ExportMetrics.model_validate({})
     feedback: ExportFeedback | None = None
     images: list[ExportImage] = []
 
@@ -95,7 +95,7 @@ class ExportConversation(_Loose):
     title: str = Field(min_length=1)
     created_at: datetime
     updated_at: datetime
-    settings: ExportSettings = ExportSettings()
+    settings: ExportSettings = ExportSettings.model_validate({})
     active_leaf_id: int | None
     visible_path: list[int] = []
     messages: list[ExportMessage]
@@ -170,7 +170,9 @@ def parse_format(value: str | None) -> str:
     value = {"md": "markdown", "htm": "html"}.get(value or "", value or "json")
     if value not in FORMATS:
         raise ChatError(
-            f"format must be one of {', '.join(FORMATS)}; {value!r} is not.", 422, details={"fields": [{"field": "format"}]}
+            f"format must be one of {', '.join(FORMATS)}; {value!r} is not.",
+            422,
+            details={"fields": [{"field": "format"}]},
         )
     return value
 

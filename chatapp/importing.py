@@ -117,7 +117,9 @@ def detect(path: str) -> str:
                 with archive.open(name) as member:
                     return _detect_json(member)
         except zipfile.BadZipFile:
-            raise ChatError("This zip file is damaged and cannot be read. Export again and upload the new file.", 422)
+            raise ChatError(
+                "This zip file is damaged and cannot be read. Export again and upload the new file.", 422
+            ) from None
     with open(path, "rb") as file:
         return _detect_json(file)
 
@@ -132,7 +134,7 @@ def _json_member(archive: zipfile.ZipFile) -> str:
     return min(names, key=len)
 
 
-def _detect_json(stream: BinaryIO) -> str:
+def _detect_json(stream: IO[bytes]) -> str:
     """Read just enough of the JSON to tell chatapp's export from ChatGPT's conversations list."""
     head = stream.read(1)
     while head in (b" ", b"\n", b"\r", b"\t"):
@@ -176,14 +178,14 @@ def _detect_json(stream: BinaryIO) -> str:
 class _Prefixed(io.RawIOBase):
     """A stream with bytes already read put back in front."""
 
-    def __init__(self, head: bytes, stream: BinaryIO) -> None:
+    def __init__(self, head: bytes, stream: IO[bytes]) -> None:
         self.head, self.stream = head, stream
 
     def readable(self) -> bool:
         """It can be read."""
         return True
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         """The put-back bytes first, then the stream's."""
         if self.head:
             head, self.head = self.head, b""
@@ -213,7 +215,7 @@ class _Counting(io.RawIOBase):
         """Where in the file."""
         return self.file.tell()
 
-    def read(self, size: int = -1) -> bytes:  # type: ignore[override]
+    def read(self, size: int = -1) -> bytes:
         """Read, counting."""
         data = self.file.read(size)
         self.count = max(self.count, self.file.tell())
@@ -298,7 +300,7 @@ def _run(job_id: int, path: str) -> None:
         stream: IO[bytes] = counting  # type: ignore[assignment]
         if raw.read(4).startswith(b"PK\x03\x04"):
             raw.seek(0)
-            archive = stack.enter_context(zipfile.ZipFile(counting))  # type: ignore[arg-type]
+            archive = stack.enter_context(zipfile.ZipFile(counting))
             stream = stack.enter_context(archive.open(_json_member(archive)))
         else:
             raw.seek(0)
@@ -344,7 +346,9 @@ def _import_one(kind: str, raw: Any, user_id: str, archive: zipfile.ZipFile | No
         .where(ConversationSource.source_hash == digest, Conversation.user_id == user_id)
     )
     if existing is not None:
-        return Entry(title, "skipped", ["Already imported: this conversation is here from an earlier import."], existing)
+        return Entry(
+            title, "skipped", ["Already imported: this conversation is here from an earlier import."], existing
+        )
     stored: list[str] = []
     try:
         if kind == CHATAPP:

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Message, Tree, siblings_of
+from .models import Conversation, ImportJob, Message, Tree, siblings_of
 
 
 def _utc(value: datetime) -> datetime:
@@ -181,3 +181,45 @@ class Stats(BaseModel):
     average_duration_ms: float | None
     tokens_used: int
     most_used_model: str | None
+
+
+class ImportEntry(BaseModel):
+    title: str
+    outcome: Literal["imported", "skipped"]
+    notes: list[str]
+    conversation_id: int | None
+
+
+class ImportJobOut(BaseModel):
+    id: int
+    filename: str
+    size: int
+    kind: Literal["chatapp", "chatgpt"]
+    status: Literal["queued", "running", "done", "failed", "interrupted"]
+    percent: int
+    imported: int
+    skipped: int
+    error: str | None
+    report: list[ImportEntry]
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+    @classmethod
+    def from_job(cls, job: ImportJob) -> dict:
+        """An import job as the API sends it: progress, and the report of each conversation read so far."""
+        from . import importing  # it imports the export format, which needs nothing from here
+
+        return cls(
+            id=job.id,
+            filename=job.filename,
+            size=job.size,
+            kind=job.kind,  # type: ignore[arg-type]
+            status=importing.state(job),  # type: ignore[arg-type]
+            percent=importing.percent(job),
+            imported=job.imported,
+            skipped=job.skipped,
+            error=job.error,
+            report=[ImportEntry(**entry) for entry in importing.report(job)],
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        ).model_dump(mode="json")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, schemas
+from .. import accounts, conversations, export, importing, schemas
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, follow, resume_offset, sse
 from ..extensions import db
@@ -25,7 +25,7 @@ from ..identity import require_bearer
 from ..limits import uploads
 from ..models import ERROR, Conversation, Message, Tree, User, user_stats
 from ..voice import transcribe_upload
-from .responses import image_response
+from .responses import export_download, image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 Body = TypeVar("Body", bound=BaseModel)
@@ -43,6 +43,7 @@ class Route:
     status: int
     streams: bool = False
     public: bool = False  # needs no bearer token
+    files: tuple[str, ...] = ()  # media types of a file answer (an export)
 
 
 ROUTES: list[Route] = []
@@ -56,11 +57,13 @@ def route(
     status: int = 200,
     streams: bool = False,
     public: bool = False,
+    files: tuple[str, ...] = (),
 ) -> Callable:
     """Register a view and its schemas (for validation and for the OpenAPI document)."""
 
     def register(view: Callable) -> Callable:
-        ROUTES.append(Route(path, method, (view.__doc__ or "").strip(), body, response, status, streams, public))
+        summary = (view.__doc__ or "").strip()
+        ROUTES.append(Route(path, method, summary, body, response, status, streams, public, files))
         view.public = public  # type: ignore[attr-defined]  # read by _authenticate
         bp.add_url_rule(path.replace("{", "<int:").replace("}", ">"), view_func=view, methods=[method])
         return view
@@ -306,6 +309,43 @@ def stats():  # noqa: ANN201
     return jsonify(user_stats(g.api_user_id))
 
 
+# -- export and import -----------------------------------------------------------------------------------
+EXPORT_TYPES = tuple(dict.fromkeys(t.split(";")[0] for t in export.MIMETYPES.values()))
+
+
+@route("/conversations/{conversation_id}/export", "GET", files=EXPORT_TYPES)
+def export_conversation(conversation_id: int):  # noqa: ANN201
+    """One conversation as a file: ``?format=json`` (default, lossless), ``markdown``, ``html`` or ``zip``."""
+    return export_download(g.api_user_id, conversation_id, request.args.get("format", "json"))
+
+
+@route("/export", "GET", files=("application/json", "application/zip"))
+def export_all():  # noqa: ANN201
+    """Every conversation: ``?format=json`` (default) or ``zip`` (with Markdown, HTML and the images)."""
+    return export_download(g.api_user_id, None, request.args.get("format", "json"))
+
+
+@route("/imports", "POST", response=schemas.ImportJobOut, status=202)
+@uploads("import")
+def create_import():  # noqa: ANN201
+    """Import a file (multipart ``file``): chatapp's export (.json/.zip) or ChatGPT's (conversations.json/.zip)."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise ChatError(
+            "Send the export as a multipart field named 'file'.", 422, details={"fields": [{"field": "file"}]}
+        )
+    with upload.stream:
+        job = importing.receive(db.session.get(User, g.api_user_id), upload.stream, upload.filename or "upload")
+    location = url_for(".get_import", import_id=job.id)
+    return jsonify(schemas.ImportJobOut.from_job(job)), 202, {"Location": location}
+
+
+@route("/imports/{import_id}", "GET", response=schemas.ImportJobOut)
+def get_import(import_id: int):  # noqa: ANN201
+    """An import's progress and report (poll until ``status`` is ``done`` or ``failed``)."""
+    return jsonify(schemas.ImportJobOut.from_job(importing.owned_job(g.api_user_id, import_id)))
+
+
 @route("/openapi.json", "GET", public=True)
 def openapi():  # noqa: ANN201
     """This API's OpenAPI 3.1 document."""
@@ -390,6 +430,8 @@ def openapi_document() -> dict:
         success: dict = {"description": "Success"}
         if r.response:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}
+        for media_type in r.files:
+            success.setdefault("content", {})[media_type] = {"schema": {"type": "string", "format": "binary"}}
         if r.streams:
             success.setdefault("content", {})
             success["content"]["text/event-stream"] = {"schema": SSE_EVENT}

@@ -78,4 +78,6 @@ def status(job_id: int):  # noqa: ANN201
     if wants_fragment():
         return render_template("partials/import_status.html", **context)
     user = current_user()
-    return render_template("import_status.html", conversations=Conversation.for_user(user.id), conversation=None, **context)
+    return render_template(
+        "import_status.html", conversations=Conversation.for_user(user.id), conversation=None, **context
+    )

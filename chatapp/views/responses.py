@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterator
 
 from flask import Response, render_template, request, stream_with_context
 from werkzeug.wrappers import Response as BaseResponse
@@ -94,16 +94,16 @@ def export_download(user_id: str | None, conversation_id: int | None, fmt: str) 
     else:
         ids, title = (export.conversation_ids(user_id) if user_id else []), f"chatapp-export-{utcnow():%Y-%m-%d}"
         fmt = "zip" if fmt in ("markdown", "html") else fmt
-    body: Iterable[str] | Iterable[bytes]
+    body: Iterator[str] | Iterator[bytes]
     if fmt == "json":
         body = export.json_chunks(ids)
     elif fmt == "zip":
         body = export.zip_chunks(ids)
     elif fmt == "markdown":
-        body = [export.markdown(conversation)]
+        body = iter([export.markdown(conversation)])
     else:
-        body = [export.html(conversation)]
-    response = Response(stream_with_context(iter(body)), mimetype=export.MIMETYPES[fmt])
+        body = iter([export.html(conversation)])
+    response = Response(stream_with_context(body), mimetype=export.MIMETYPES[fmt])
     response.headers["Content-Disposition"] = f'attachment; filename="{export.filename(title, fmt)}"'
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.cache_control.no_store = True
