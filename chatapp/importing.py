@@ -187,10 +187,18 @@ class _Prefixed(io.RawIOBase):
 
     def read(self, size: int = -1) -> bytes:
         """The put-back bytes first, then the stream's."""
+        if size == 0:
+            return b""
         if self.head:
             head, self.head = self.head, b""
             return head + self.stream.read(max(size - len(head), 0) if size > 0 else -1)
         return self.stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        """Read into a buffer."""
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
 
 class _Counting(io.RawIOBase):
