@@ -7,6 +7,7 @@ import io
 import json
 import re
 import zipfile
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 
 from chatapp import images as images_module
 from chatapp.extensions import db
-from chatapp.models import Conversation, Image, ImportJob, Message, Tree, User
+from chatapp.models import Conversation, Image, ImportJob, Message, Tree, User, utcnow
 from tests.clients import ApiClient, chromium, wait_until
 from tests.conftest import Chat
 from tests.test_export import branched
@@ -414,5 +415,73 @@ def test_data_and_status_pages_are_accessible_with_javascript(browser, live_serv
     assert page.locator(".imports td").first.inner_text() == "conversations.json"
     assert axe_violations(page) == []
     page.emulate_media(color_scheme="dark")
+    assert axe_violations(page) == []
+    context.close()
+
+
+def running_job(app, **fields) -> int:  # noqa: ANN001, ANN003
+    """An import job as it stands mid-way (a real one ends too fast to watch), owned by a new guest."""
+    with app.app_context():
+        user = User()
+        db.session.add(user)
+        db.session.flush()
+        job = ImportJob(user_id=user.id, filename="big.json", size=1000, kind="chatapp", status="running", **fields)
+        db.session.add(job)
+        db.session.commit()
+        return job.id
+
+
+def test_status_page_refreshes_itself_while_the_import_runs(app) -> None:  # noqa: ANN001
+    job_id = running_job(app, bytes_read=420, imported=3)
+    with app.app_context():
+        user_id = db.session.get(ImportJob, job_id).user_id
+    chat = Chat(app)
+    with chat.client.session_transaction() as session:
+        session["uid"], session["gen"] = user_id, 0
+    page = chat.get(f"/imports/{job_id}").get_data(as_text=True)
+    assert '<noscript><meta http-equiv="refresh" content="2"></noscript>' in page  # JS off: the page reloads
+    assert "Importing: 42% read, 3 imported, 0 skipped so far." in page
+    fragment = chat.get(f"/imports/{job_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "<html" not in fragment and 'id="import-status"' in fragment
+    assert 'hx-trigger="every 1s"' in fragment  # JS on: HTMX fetches this fragment again
+    with app.app_context():
+        job = db.session.get(ImportJob, job_id)
+        job.status, job.imported = "done", 5
+        db.session.commit()
+    done = chat.get(f"/imports/{job_id}").get_data(as_text=True)
+    assert "Done: 5 conversations imported" in done and "http-equiv" not in done and "hx-trigger" not in done
+    # A job whose server stopped (no heartbeat for a minute) says so instead of "running" forever.
+    stale = running_job(app, updated_at=datetime(2020, 1, 1))
+    with app.app_context():
+        owner = db.session.get(ImportJob, stale).user_id
+    with chat.client.session_transaction() as session:
+        session["uid"] = owner
+    assert "Interrupted: the server stopped" in chat.get(f"/imports/{stale}").get_data(as_text=True)
+
+
+@pytest.mark.browser
+def test_status_updates_in_place_with_javascript(browser, app, live_server: str) -> None:  # noqa: ANN001
+    context = open_context(browser, live_server)
+    page = context.new_page()
+    page.goto("/settings/data")
+    page.set_input_files("#import-file", str(CHATGPT))
+    page.click("button:has-text('Import')")
+    page.wait_for_url(re.compile(r"/imports/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
+    page.get_by_text("Done: 2 conversations imported").wait_for()
+    # Set the job back to running: the page polls (HTMX) and shows each change without reloading.
+    with app.app_context():
+        job = db.session.get(ImportJob, job_id)
+        job.status, job.imported, job.skipped, job.bytes_read, job.updated_at = "running", 0, 0, 0, utcnow()
+        db.session.commit()
+    page.reload()
+    page.evaluate("window.notReloaded = true")
+    page.get_by_text("Importing: 0% read").wait_for()
+    with app.app_context():
+        job = db.session.get(ImportJob, job_id)
+        job.status, job.imported, job.skipped, job.bytes_read = "done", 2, 1, job.size
+        db.session.commit()
+    page.get_by_text("Done: 2 conversations imported, 1 skipped.").wait_for()
+    assert page.evaluate("window.notReloaded") is True
     assert axe_violations(page) == []
     context.close()
