@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
 from . import images as images_module
+from .blocking import Breather
 from .errors import ChatError
 from .extensions import db
 from .models import STATUSES, Conversation, Image, Message, Tree, utcnow
@@ -99,6 +100,15 @@ class ExportConversation(_Loose):
     active_leaf_id: int | None
     visible_path: list[int] = []
     messages: list[ExportMessage]
+
+
+class ExportDocument(_Loose):
+    """The whole file: what it is, then the conversations."""
+
+    format: Literal["chatapp.export"]
+    version: int
+    exported_at: datetime
+    conversations: list[ExportConversation]
 
 
 def _iso(moment: datetime | None) -> str | None:
@@ -191,7 +201,9 @@ def has_images(ids: list[int]) -> bool:
 
 def _each(ids: Iterable[int]) -> Iterator[tuple[Conversation, Tree]]:
     """Each conversation with its tree, one at a time; each is let go before the next is loaded."""
+    breathe = Breather()
     for conversation_id in ids:
+        breathe()
         conversation = db.session.get(Conversation, conversation_id)
         if conversation is None:  # deleted while the export ran
             continue

@@ -28,10 +28,11 @@ from typing import IO, Any, BinaryIO
 import ijson
 from flask import Flask, current_app
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import images as images_module
+from .blocking import Breather
 from .errors import ChatError
 from .export import FORMAT, VERSION, ExportConversation, ExportImage
 from .extensions import db
@@ -49,6 +50,7 @@ from .models import (
 )
 
 log = logging.getLogger(__name__)
+breathe = Breather()  # called between messages: other requests run while an import works
 
 CHATAPP, CHATGPT = "chatapp", "chatgpt"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
@@ -57,6 +59,7 @@ SAVE_EVERY = 1.0  # seconds between writes of a running job's report
 REPORT_LIMIT = 2000  # entries kept in a report; the counts stay exact
 DETECT_EVENTS = 100_000  # parser events read to recognise a file before giving up
 COPY_CHUNK = 1 << 20
+INSERT_BATCH = 500  # messages per INSERT statement
 UNKNOWN = (
     "This file is not one chatapp can import. Upload chatapp's own export (.json or .zip) or ChatGPT's data "
     "export (conversations.json, or the .zip that holds it)."
@@ -321,7 +324,7 @@ def _run(job_id: int, path: str) -> None:
                 assert job is not None
                 progress.write(job, counting.count)
                 db.session.commit()
-                time.sleep(0)  # let other requests run (a greenlet switch under gevent)
+                breathe()
         except ijson.JSONError as exc:
             db.session.rollback()
             job = db.session.get(ImportJob, job_id)
@@ -413,53 +416,77 @@ def _chatapp(raw: dict, user_id: str, archive: zipfile.ZipFile | None, stored: l
     )
     db.session.add(conversation)
     db.session.flush()
-    new_ids: dict[int, int] = {}
-    for count, m in enumerate(sorted(data.messages, key=lambda m: m.id)):
-        if m.id in new_ids:
+    rows: list[dict] = []
+    position: dict[int, int] = {}  # a message's id in the file → its row
+    for m in sorted(data.messages, key=lambda m: m.id):
+        if m.id in position:
             raise Problem(f"Two messages have the id {m.id}.")
-        if m.parent_id is not None and m.parent_id not in new_ids:
+        if m.parent_id is not None and m.parent_id not in position:
             raise Problem(f"Message {m.id} answers message {m.parent_id}, which is not an earlier message of it.")
         status = m.status
         if status == STREAMING:
             status = INTERRUPTED
             notes["an answer that was still being written is kept as interrupted"] += 1
-        message = Message(
-            conversation_id=conversation.id,
-            parent_id=new_ids.get(m.parent_id) if m.parent_id is not None else None,
-            role=m.role,
-            content=m.content,
-            status=status,
-            error=m.error,
-            token_count=m.token_count,
-            model=m.model,
-            provider=m.provider,
-            ttft_ms=m.metrics.ttft_ms,
-            duration_ms=m.metrics.duration_ms,
-            prompt_tokens=m.metrics.prompt_tokens,
-            completion_tokens=m.metrics.completion_tokens,
-            finish_reason=m.metrics.finish_reason,
-            feedback_rating=m.feedback.rating if m.feedback else None,
-            feedback_comment=m.feedback.comment if m.feedback else None,
-            created_at=_naive(m.created_at),
-            updated_at=_naive(m.updated_at or m.created_at),
+        position[m.id] = len(rows)
+        rows.append(
+            {
+                "parent": position[m.parent_id] if m.parent_id is not None else None,
+                "role": m.role,
+                "content": m.content,
+                "status": status,
+                "error": m.error,
+                "token_count": m.token_count,
+                "model": m.model,
+                "provider": m.provider,
+                "ttft_ms": m.metrics.ttft_ms,
+                "duration_ms": m.metrics.duration_ms,
+                "prompt_tokens": m.metrics.prompt_tokens,
+                "completion_tokens": m.metrics.completion_tokens,
+                "finish_reason": m.metrics.finish_reason,
+                "feedback_rating": m.feedback.rating if m.feedback else None,
+                "feedback_comment": m.feedback.comment if m.feedback else None,
+                "created_at": _naive(m.created_at),
+                "updated_at": _naive(m.updated_at or m.created_at),
+            }
         )
-        db.session.add(message)
-        db.session.flush()
-        new_ids[m.id] = message.id
+    if data.active_leaf_id is not None and data.active_leaf_id not in position:
+        raise Problem(f"The visible path ends at message {data.active_leaf_id}, which is not in the conversation.")
+    ids = _insert_messages(conversation.id, rows)
+    for m in data.messages:
         for number, image in enumerate(m.images, 1):
-            problem = _image(image, message, archive, number, user_id, stored)
+            problem = _image(image, ids[position[m.id]], archive, number, user_id, stored)
             if problem:
                 notes[problem] += 1
-        if count % 200 == 199:
-            time.sleep(0)  # a long conversation: let other requests run
-    if data.active_leaf_id is not None and data.active_leaf_id not in new_ids:
-        raise Problem(f"The visible path ends at message {data.active_leaf_id}, which is not in the conversation.")
-    conversation.active_leaf_id = new_ids.get(data.active_leaf_id) if data.active_leaf_id is not None else None
+            breathe()
+    conversation.active_leaf_id = ids[position[data.active_leaf_id]] if data.active_leaf_id is not None else None
     return conversation, _notes(notes)
 
 
+def _insert_messages(conversation_id: int, rows: list[dict]) -> list[int]:
+    """Insert a conversation's messages in two statements, not one per message; their new ids, in order.
+
+    Each row names its parent by position (``parent``), always an earlier row. The rows go in in
+    order (so ids keep the file's order: versions stay in order, a later branch gets later ids), then
+    each gets its parent's new id.
+    """
+    if not rows:
+        return []
+    values = [{k: v for k, v in row.items() if k != "parent"} | {"conversation_id": conversation_id} for row in rows]
+    for start in range(0, len(values), INSERT_BATCH):
+        breathe()
+        batch = values[start : start + INSERT_BATCH]
+        statement = insert(Message).returning(Message.id, sort_by_parameter_order=True)
+        ids = list(db.session.scalars(statement, batch))
+        for row, new_id in zip(rows[start : start + INSERT_BATCH], ids, strict=True):
+            row["id"] = new_id
+    parents = [{"id": row["id"], "parent_id": rows[row["parent"]]["id"]} for row in rows if row["parent"] is not None]
+    if parents:
+        db.session.execute(update(Message), parents)
+    return [row["id"] for row in rows]
+
+
 def _image(
-    image: ExportImage, message: Message, archive: zipfile.ZipFile | None, number: int, user_id: str, stored: list
+    image: ExportImage, message_id: int, archive: zipfile.ZipFile | None, number: int, user_id: str, stored: list
 ) -> str | None:
     """Store one image from the zip; None, or why it was left out (the message is imported without it)."""
     if archive is None:
@@ -475,7 +502,7 @@ def _image(
         images_module.check_quota(user_id, [len(prepared.data)])
     except ChatError as exc:
         return f"images left out: {exc.message}"
-    row = images_module.store(prepared, message.id)
+    row = images_module.store(prepared, message_id)
     row.alt = image.alt
     stored.append(row.filename)
     db.session.add(row)
@@ -542,33 +569,35 @@ def _chatgpt(raw: dict, user_id: str, stored: list[str]) -> tuple[Conversation, 
     )
     db.session.add(conversation)
     db.session.flush()
-    # Depth first, children in their listed (creation) order: a parent gets its id before its children,
-    # and a later branch gets later ids, as when it is made here.
-    kept: dict[str, int | None] = {}  # node id → the id of the nearest imported message at or above it
+    # Depth first, children in their listed (creation) order: a parent comes before its children, and a
+    # later branch after an earlier one, as when they are made here.
+    rows: list[dict] = []
+    kept: dict[str, int | None] = {}  # node id → the row of the nearest imported message at or above it
     roots = [key for key, node in mapping.items() if not isinstance(node, dict) or node.get("parent") not in mapping]
     stack: list[tuple[str, int | None]] = [(key, None) for key in reversed(roots)]
-    newest: int | None = None
     while stack:
-        key, parent_id = stack.pop()
+        key, parent = stack.pop()
         node = mapping.get(key)
         if key in kept or not isinstance(node, dict):
             continue
-        message_id = _chatgpt_node(node, conversation, parent_id, notes)
-        kept[key] = message_id if message_id is not None else parent_id
-        newest = message_id or newest
+        row = _chatgpt_row(node, conversation, notes)
+        if row is not None:
+            rows.append(row | {"parent": parent})
+        kept[key] = len(rows) - 1 if row is not None else parent
         children = [c for c in node.get("children") or [] if isinstance(c, str)]
         stack.extend((child, kept[key]) for child in reversed(children))
-        if len(kept) % 200 == 0:
-            time.sleep(0)
-    if newest is None:
+        breathe()
+    if not rows:
         raise Problem("It has no user or assistant text to import.")
+    ids = _insert_messages(conversation.id, rows)
     current = raw.get("current_node")
-    conversation.active_leaf_id = kept.get(current) if isinstance(current, str) and kept.get(current) else newest
+    leaf = kept.get(current) if isinstance(current, str) else None
+    conversation.active_leaf_id = ids[leaf if leaf is not None else -1]
     return conversation, _notes(notes)
 
 
-def _chatgpt_node(node: dict, conversation: Conversation, parent_id: int | None, notes: Counter[str]) -> int | None:
-    """Import one node of the mapping as a message; None if it is skipped (the reason counted)."""
+def _chatgpt_row(node: dict, conversation: Conversation, notes: Counter[str]) -> dict | None:
+    """One node of the mapping as a message's row; None if it is skipped (the reason counted)."""
     message = node.get("message")
     if not isinstance(message, dict):
         return None  # the tree's empty root
@@ -592,20 +621,16 @@ def _chatgpt_node(node: dict, conversation: Conversation, parent_id: int | None,
         return None
     metadata = message.get("metadata") or {}
     created = _time(message.get("create_time")) or conversation.created_at
-    row = Message(
-        conversation_id=conversation.id,
-        parent_id=parent_id,
-        role=role,
-        content=text,
-        status=COMPLETE,
-        model=str(metadata.get("model_slug"))[:200] if role == "assistant" and metadata.get("model_slug") else None,
-        provider="chatgpt" if role == "assistant" else None,
-        created_at=created,
-        updated_at=_time(message.get("update_time")) or created,
-    )
-    db.session.add(row)
-    db.session.flush()
-    return row.id
+    model = metadata.get("model_slug") if role == "assistant" else None
+    return {
+        "role": role,
+        "content": text,
+        "status": COMPLETE,
+        "model": str(model)[:200] if model else None,
+        "provider": "chatgpt" if role == "assistant" else None,
+        "created_at": created,
+        "updated_at": _time(message.get("update_time")) or created,
+    }
 
 
 # -- reading jobs ----------------------------------------------------------------------------------------

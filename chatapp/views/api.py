@@ -413,7 +413,7 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
 
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
-    models = {schemas.Error} | {s for r in ROUTES for s in (r.body, r.response) if s}
+    models = {schemas.Error, export.ExportDocument} | {s for r in ROUTES for s in (r.body, r.response) if s}
     _, definitions = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )
@@ -430,8 +430,10 @@ def openapi_document() -> dict:
         success: dict = {"description": "Success"}
         if r.response:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}
-        for media_type in r.files:
-            success.setdefault("content", {})[media_type] = {"schema": {"type": "string", "format": "binary"}}
+        for media_type in r.files:  # an export: the JSON document, or the bytes of a file
+            binary = {"type": "string", "format": "binary"}
+            schema = _ref(export.ExportDocument) if media_type == "application/json" else binary
+            success.setdefault("content", {})[media_type] = {"schema": schema}
         if r.streams:
             success.setdefault("content", {})
             success["content"]["text/event-stream"] = {"schema": SSE_EVENT}
