@@ -36,7 +36,24 @@ from chatapp import create_app, export, importing  # noqa: E402
 from chatapp.extensions import db  # noqa: E402
 from chatapp.models import ImportJob, User  # noqa: E402
 
-WORDS = "the quick brown fox jumps over a lazy dog while seven wizards quietly judge boxing matches".split()
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "seven",
+    "wizards",
+    "quietly",
+    "judge",
+    "boxing",
+    "matches",
+]
 
 
 def sentence(n: int, length: int) -> str:
@@ -159,7 +176,8 @@ def main() -> None:
         assert job is not None and job.status == "done", (job.status, job.error) if job else None
         messages = db.session.scalar(db.text("select count(*) from message"))
         print(
-            f"import: {elapsed:.1f} s, {job.imported / elapsed:.0f} conversations/s, {messages / elapsed:.0f} messages/s; "
+            f"import: {elapsed:.1f} s, {job.imported / elapsed:.0f} conversations/s, "
+            f"{messages / elapsed:.0f} messages/s; "
             f"peak RSS +{peak_rss_mb() - before:.1f} MB (at {peak_rss_mb():.0f} MB); longest pause {pause:.1f} ms"
         )
 
