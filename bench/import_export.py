@@ -166,6 +166,10 @@ def main() -> None:
     print(f"file: {size / 1e6:.1f} MB, {args.conversations} conversations of {args.messages} messages (+ branches)")
     print(f"workers: {'plain threads' if args.no_gevent else 'gevent'}; database: {url.split(':', 1)[0]}")
 
+    ticker = Ticker()
+    time.sleep(2)
+    print(f"idle: longest pause {ticker.stop():.1f} ms over 2 s with nothing else running (the machine's own noise)")
+
     before, ticker, started = peak_rss_mb(), Ticker(), time.perf_counter()
     worker = threading.Thread(target=importing.run, args=(app, job_id, path))
     worker.start()

@@ -14,6 +14,7 @@ import re
 import zipfile
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Literal
 
 from flask import render_template
@@ -193,12 +194,6 @@ def conversation_ids(user_id: str) -> list[int]:
     return list(db.session.scalars(query.order_by(Conversation.updated_at.desc(), Conversation.id.desc())))
 
 
-def has_images(ids: list[int]) -> bool:
-    """True if any of these conversations has an image attached."""
-    query = select(Image.id).join(Message).where(Message.conversation_id.in_(ids)).limit(1)
-    return bool(ids) and db.session.scalar(query) is not None
-
-
 def _each(ids: Iterable[int]) -> Iterator[tuple[Conversation, Tree]]:
     """Each conversation with its tree, one at a time; each is let go before the next is loaded."""
     breathe = Breather()
@@ -287,8 +282,13 @@ def html(conversation: Conversation, tree: Tree | None = None, inline_images: bo
         speaker=_speaker,
         human=_human,
         source=source,
-        code_css=pygments_css(),
+        code_css=_code_css(),
     )
+
+
+@lru_cache(maxsize=1)
+def _code_css() -> str:
+    return pygments_css()
 
 
 # -- zip -------------------------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ REPORT_LIMIT = 2000  # entries kept in a report; the counts stay exact
 DETECT_EVENTS = 100_000  # parser events read to recognise a file before giving up
 COPY_CHUNK = 1 << 20
 INSERT_BATCH = 500  # messages per INSERT statement
+UNZIPPED_RATIO = 10  # conversations.json in a zip may unpack to this many times MAX_IMPORT_BYTES
 UNKNOWN = (
     "This file is not one chatapp can import. Upload chatapp's own export (.json or .zip) or ChatGPT's data "
     "export (conversations.json, or the .zip that holds it)."
@@ -83,6 +84,8 @@ def receive(user: User, stream: IO[bytes], filename: str) -> ImportJob:
     with nothing saved.
     """
     limit = current_app.config["MAX_IMPORT_BYTES"]
+    if any(state(job) in (QUEUED, RUNNING) for job in jobs_for(user.id, 3)):
+        raise ChatError("One of your imports is still running. Wait for it to finish, then import the next file.", 409)
     os.makedirs(import_folder(), exist_ok=True)
     path = os.path.join(import_folder(), secrets.token_hex(16) + ".upload")
     size = 0
@@ -117,6 +120,15 @@ def detect(path: str) -> str:
         try:
             with zipfile.ZipFile(path) as archive:
                 name = _json_member(archive)
+                unpacked, most = (
+                    archive.getinfo(name).file_size,
+                    UNZIPPED_RATIO * current_app.config["MAX_IMPORT_BYTES"],
+                )
+                if unpacked > most:
+                    raise ChatError(
+                        f"The {name} in this zip is {unpacked:,} bytes unpacked; the most an import reads is {most:,}.",
+                        413,
+                    )
                 with archive.open(name) as member:
                     return _detect_json(member)
         except zipfile.BadZipFile:
@@ -502,6 +514,8 @@ def _image(
         images_module.check_quota(user_id, [len(prepared.data)])
     except ChatError as exc:
         return f"images left out: {exc.message}"
+    except (zipfile.BadZipFile, OSError):
+        return "images left out: damaged in the zip"
     row = images_module.store(prepared, message_id)
     row.alt = image.alt
     stored.append(row.filename)

@@ -485,3 +485,24 @@ def test_status_updates_in_place_with_javascript(browser, app, live_server: str)
     assert page.evaluate("window.notReloaded") is True
     assert axe_violations(page) == []
     context.close()
+
+
+def test_a_zip_that_unpacks_too_large_is_refused(make_app) -> None:  # noqa: ANN001
+    chat = Chat(make_app(MAX_IMPORT_BYTES=2000))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("conversations.json", "[" + " " * 30_000 + "]")
+    assert len(out.getvalue()) < 2000
+    response = upload(chat, out.getvalue(), "bomb.zip")
+    assert response.status_code == 413 and "30,002 bytes unpacked" in response.get_data(as_text=True)
+
+
+def test_one_import_at_a_time(app) -> None:  # noqa: ANN001
+    api = ApiClient(app)
+    with app.app_context():
+        user_id = db.session.scalar(select(User.id))
+        db.session.add(ImportJob(user_id=user_id, filename="big.json", size=10, kind="chatgpt", status="running"))
+        db.session.commit()
+    files = {"file": (io.BytesIO(CHATGPT.read_bytes()), "conversations.json")}
+    response = api.client.post("/api/v1/imports", data=files, headers=api.headers, content_type="multipart/form-data")
+    assert response.status_code == 409 and "still running" in response.get_json()["error"]["message"]

@@ -413,7 +413,8 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
 
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
-    models = {schemas.Error, export.ExportDocument} | {s for r in ROUTES for s in (r.body, r.response) if s}
+    models: set[type[BaseModel]] = {schemas.Error, export.ExportDocument}
+    models |= {s for r in ROUTES for s in (r.body, r.response) if s}
     _, definitions = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
     )
