@@ -33,6 +33,7 @@ from pathlib import Path  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from chatapp import create_app, export, importing  # noqa: E402
+from chatapp.blocking import Breather  # noqa: E402
 from chatapp.extensions import db  # noqa: E402
 from chatapp.models import ImportJob, User  # noqa: E402
 
@@ -169,6 +170,11 @@ def main() -> None:
     ticker = Ticker()
     time.sleep(2)
     print(f"idle: longest pause {ticker.stop():.1f} ms over 2 s with nothing else running (the machine's own noise)")
+    ticker, breathe, until = Ticker(), Breather(), time.monotonic() + 5
+    while time.monotonic() < until:  # the control: busy work that pauses every 10 ms, as the import does
+        sum(range(2000))
+        breathe()
+    print(f"control: longest pause {ticker.stop():.1f} ms over 5 s of busy work that pauses every 10 ms")
 
     before, ticker, started = peak_rss_mb(), Ticker(), time.perf_counter()
     worker = threading.Thread(target=importing.run, args=(app, job_id, path))

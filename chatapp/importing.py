@@ -28,7 +28,7 @@ from typing import IO, Any, BinaryIO
 import ijson
 from flask import Flask, current_app
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import images as images_module
@@ -483,17 +483,20 @@ def _insert_messages(conversation_id: int, rows: list[dict]) -> list[int]:
     """
     if not rows:
         return []
+    # Core statements (the ORM would split rows whose None columns differ into one INSERT each).
+    table = Message.__table__
+    connection = db.session.connection()
     values = [{k: v for k, v in row.items() if k != "parent"} | {"conversation_id": conversation_id} for row in rows]
     for start in range(0, len(values), INSERT_BATCH):
         breathe()
-        batch = values[start : start + INSERT_BATCH]
-        statement = insert(Message).returning(Message.id, sort_by_parameter_order=True)
-        ids = list(db.session.scalars(statement, batch))
+        add = insert(table).returning(table.c.id, sort_by_parameter_order=True)  # type: ignore[arg-type]
+        ids = list(connection.execute(add, values[start : start + INSERT_BATCH]).scalars())
         for row, new_id in zip(rows[start : start + INSERT_BATCH], ids, strict=True):
             row["id"] = new_id
-    parents = [{"id": row["id"], "parent_id": rows[row["parent"]]["id"]} for row in rows if row["parent"] is not None]
+    parents = [{"row": row["id"], "parent": rows[row["parent"]]["id"]} for row in rows if row["parent"] is not None]
     if parents:
-        db.session.execute(update(Message), parents)
+        change = update(table).where(table.c.id == bindparam("row")).values(parent_id=bindparam("parent"))  # type: ignore[arg-type]
+        connection.execute(change, parents)
     return [row["id"] for row in rows]
 
 
