@@ -8,6 +8,7 @@ import re
 import types
 import zipfile
 
+import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
@@ -130,6 +131,16 @@ def test_html_export_is_one_offline_page_with_other_versions_folded(chat: Chat) 
 
 
 def test_all_conversations_come_as_a_streamed_zip_with_the_images(chat: Chat) -> None:
+    streamed_zip_with_images(chat)
+
+
+@pytest.mark.postgres
+def test_streamed_zip_with_images_on_postgresql(make_app, postgres_url: str) -> None:  # noqa: ANN001
+    """On PostgreSQL the images' bytes live in the database (IMAGE_STORAGE's default there)."""
+    streamed_zip_with_images(Chat(make_app(DATABASE_URL=postgres_url)))
+
+
+def streamed_zip_with_images(chat: Chat) -> None:
     first = branched(chat)
     second, answer = chat.start("Another chat")
     chat.wait(answer)

@@ -134,6 +134,15 @@ def test_round_trip_on_postgresql(make_app, postgres_url: str) -> None:  # noqa:
 
 
 def test_importing_the_same_file_twice_makes_no_duplicates(chat: Chat) -> None:
+    no_duplicates(chat)
+
+
+@pytest.mark.postgres
+def test_no_duplicates_on_postgresql(make_app, postgres_url: str) -> None:  # noqa: ANN001
+    no_duplicates(Chat(make_app(DATABASE_URL=postgres_url)))
+
+
+def no_duplicates(chat: Chat) -> None:
     chat.wait(chat.start("Hello")[1])
     data = export_file(chat)
     first = imported(chat, data)
@@ -409,12 +418,17 @@ def test_data_and_status_pages_are_accessible_with_javascript(browser, live_serv
     page.set_input_files("#import-file", str(CHATGPT))
     page.click("button:has-text('Import')")
     page.wait_for_url(re.compile(r"/imports/\d+$"))
+    job_id = int(page.url.rsplit("/", 1)[1])
     page.get_by_text("Done: 2 conversations imported").wait_for(timeout=15_000)
     assert axe_violations(page) == []
     page.goto("/settings/data")
     assert page.locator(".imports td").first.inner_text() == "conversations.json"
     assert axe_violations(page) == []
     page.emulate_media(color_scheme="dark")
+    assert axe_violations(page) == []
+    page.set_viewport_size({"width": 390, "height": 700})
+    assert axe_violations(page) == []
+    page.goto(f"/imports/{job_id}")
     assert axe_violations(page) == []
     context.close()
 
