@@ -54,6 +54,7 @@ breathe = Breather()  # called between messages: other requests run while an imp
 
 CHATAPP, CHATGPT = "chatapp", "chatgpt"
 QUEUED, RUNNING, DONE, FAILED = "queued", "running", "done", "failed"
+LEFTOVER_AFTER = timedelta(days=1)
 STALE_AFTER = timedelta(seconds=60)  # a running job without a heartbeat this long was stopped by a restart
 SAVE_EVERY = 1.0  # seconds between writes of a running job's report
 REPORT_LIMIT = 2000  # entries kept in a report; the counts stay exact
@@ -87,6 +88,7 @@ def receive(user: User, stream: IO[bytes], filename: str) -> ImportJob:
     if any(state(job) in (QUEUED, RUNNING) for job in jobs_for(user.id, 3)):
         raise ChatError("One of your imports is still running. Wait for it to finish, then import the next file.", 409)
     os.makedirs(import_folder(), exist_ok=True)
+    _remove_leftovers()
     path = os.path.join(import_folder(), secrets.token_hex(16) + ".upload")
     size = 0
     try:
@@ -110,6 +112,15 @@ def receive(user: User, stream: IO[bytes], filename: str) -> ImportJob:
     db.session.commit()
     start(current_app._get_current_object(), job.id, path)  # type: ignore[attr-defined]
     return job
+
+
+def _remove_leftovers() -> None:
+    """Delete uploads a day old: their import was cut short by a restart (a finished one deletes its file)."""
+    cutoff = time.time() - LEFTOVER_AFTER.total_seconds()
+    for entry in os.scandir(import_folder()):
+        if entry.name.endswith(".upload") and entry.stat().st_mtime < cutoff:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(entry.path)
 
 
 def detect(path: str) -> str:
