@@ -539,7 +539,8 @@ def _image(
 
 
 def _notes(notes: Counter[str]) -> list[str]:
-    return [f"{text} ({count})" if count > 1 else text for text, count in notes.items()]
+    """Each note once, capitalised, with how many times it happened."""
+    return [text[0].upper() + text[1:] + (f" ({count})" if count > 1 else "") for text, count in notes.items()]
 
 
 # -- ChatGPT's data export -------------------------------------------------------------------------------
