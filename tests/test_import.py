@@ -464,6 +464,9 @@ def test_status_page_refreshes_itself_while_the_import_runs(app) -> None:  # noq
         db.session.commit()
     done = chat.get(f"/imports/{job_id}").get_data(as_text=True)
     assert "Done: 5 conversations imported" in done and "http-equiv" not in done and "hx-trigger" not in done
+    # The poll that finds it done also refreshes the sidebar (out of band), where the new conversations are.
+    last = chat.get(f"/imports/{job_id}", headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert '<nav id="sidebar" class="sidebar" aria-label="Conversations" hx-swap-oob="true">' in last
     # A job whose server stopped (no heartbeat for a minute) says so instead of "running" forever.
     stale = running_job(app, updated_at=datetime(2020, 1, 1))
     with app.app_context():
@@ -497,6 +500,7 @@ def test_status_updates_in_place_with_javascript(browser, app, live_server: str)
         db.session.commit()
     page.get_by_text("Done: 2 conversations imported, 1 skipped.").wait_for()
     assert page.evaluate("window.notReloaded") is True
+    assert page.locator("#sidebar .conversation-link", has_text="Planning a trip").count() == 1
     assert axe_violations(page) == []
     context.close()
 

@@ -75,9 +75,7 @@ def status(job_id: int):  # noqa: ANN201
     job = importing.owned_job(current_user().id, job_id)
     context = {"job": job, "state": importing.state(job), "percent": importing.percent(job)}
     context["entries"] = list(importing.iter_entries(job))
+    context["conversations"] = Conversation.for_user(job.user_id)
     if wants_fragment():
-        return render_template("partials/import_status.html", **context)
-    user = current_user()
-    return render_template(
-        "import_status.html", conversations=Conversation.for_user(user.id), conversation=None, **context
-    )
+        return render_template("partials/import_status.html", fragment=True, **context)
+    return render_template("import_status.html", conversation=None, **context)
