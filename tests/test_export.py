@@ -221,3 +221,22 @@ def test_the_data_page_offers_export_and_import(chat: Chat) -> None:
     assert '<form class="stack" method="get" action="/export"' in page
     assert 'enctype="multipart/form-data"' in page and 'name="file"' in page
     assert "Your data" in chat.get("/settings").get_data(as_text=True)
+
+
+@pytest.mark.browser
+def test_exported_html_page_passes_axe_offline(chat: Chat) -> None:
+    from tests.clients import chromium
+    from tests.test_page import axe_violations
+
+    conversation_id = branched(chat)
+    html = exported(chat, conversation_id, "html").get_data(as_text=True)
+    with chromium() as browser:
+        context = browser.new_context(bypass_csp=True, offline=True)  # it needs nothing from the network
+        page = context.new_page()
+        page.set_content(html)
+        assert page.locator("details").count() == 2
+        assert axe_violations(page) == []
+        page.locator("details").first.locator("summary").click()
+        page.emulate_media(color_scheme="dark")
+        assert axe_violations(page) == []
+        context.close()
