@@ -31,7 +31,7 @@ from .blocking import call_blocking
 from .config import ConfigError
 from .errors import ChatError
 from .extensions import db, limiter
-from .models import ApiToken, Conversation, Folder, Invite, Preset, ResetLink, User, utcnow
+from .models import ApiToken, Conversation, Folder, ImportJob, Invite, Preset, ResetLink, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -165,13 +165,14 @@ def _check_guest_allowed(ip: str | None) -> None:
 
 
 def adopt_guest(account: User, guest: User | None) -> None:
-    """Move a guest's conversations, API tokens and presets into the account, then delete the guest."""
+    """Move a guest's conversations, API tokens, presets and imports into the account, then delete the guest."""
     if guest is None or not guest.is_guest or guest.id == account.id:
         return
     db.session.execute(update(Conversation).where(Conversation.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(Folder).where(Folder.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(ApiToken).where(ApiToken.user_id == guest.id).values(user_id=account.id))
     db.session.execute(update(Preset).where(Preset.user_id == guest.id).values(user_id=account.id))
+    db.session.execute(update(ImportJob).where(ImportJob.user_id == guest.id).values(user_id=account.id))
     quotas.move_usage(guest.id, account.id)  # signing in does not give a guest's quota back
     db.session.delete(guest)
     db.session.commit()

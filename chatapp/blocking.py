@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,3 +22,19 @@ def call_blocking(func: Callable[..., Any], *args: Any) -> Any:
     import gevent
 
     return gevent.get_hub().threadpool.apply(func, args)
+
+
+class Breather:
+    """Long work in a request's thread or greenlet calls this often; every ``every`` seconds it pauses
+    for a moment, so other requests run (under gevent a zero sleep would not let timers or sockets in)."""
+
+    def __init__(self, every: float = 0.01) -> None:
+        self.every = every
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        """Pause briefly if the work has run for ``every`` seconds since the last pause."""
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            time.sleep(0.0005)
+            self.last = time.monotonic()

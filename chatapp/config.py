@@ -62,6 +62,7 @@ DEFAULTS: dict[str, object] = {
     "MAX_AUDIO_BYTES": 25_000_000,
     "MAX_IMAGE_BYTES": 10_000_000,
     "MAX_IMAGES": 4,  # per message
+    "MAX_IMPORT_BYTES": 200_000_000,  # the largest export file that can be imported (Settings → Your data)
     "UPLOAD_FOLDER": None,  # None: instance/uploads
     "IMAGE_STORAGE": None,  # local | database | s3; None: s3 with S3_BUCKET, database with PostgreSQL, else local
     "MAX_IMAGE_STORAGE_PER_USER": 100_000_000,  # bytes of stored images per identity; 0: no limit

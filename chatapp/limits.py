@@ -19,8 +19,8 @@ def init_app(app: Flask) -> None:
     app.before_request(limit_body)
 
 
-def uploads(kind: Literal["images", "audio"]) -> Callable[[Callable], Callable]:
-    """Declare at the view that it takes multipart uploads: images (a message's) or audio (a recording)."""
+def uploads(kind: Literal["images", "audio", "import"]) -> Callable[[Callable], Callable]:
+    """Declare at the view that it takes multipart uploads: images (a message's), audio or an export to import."""
 
     def mark(view: Callable) -> Callable:
         view.uploads = kind  # type: ignore[attr-defined]
@@ -42,6 +42,8 @@ def limit_body() -> None:
     if request.mimetype == "multipart/form-data":
         if kind == "audio":
             limit = config["MAX_AUDIO_BYTES"] + MULTIPART_OVERHEAD
+        elif kind == "import":
+            limit = config["MAX_IMPORT_BYTES"] + MULTIPART_OVERHEAD
         elif kind == "images":
             limit += config["MAX_IMAGE_BYTES"] * config["MAX_IMAGES"] + MULTIPART_OVERHEAD
     request.max_content_length = limit

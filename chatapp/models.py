@@ -609,3 +609,35 @@ class Usage(Model):
     day: Mapped[date] = mapped_column(primary_key=True)  # the identity's local date when the answer ended
     answers: Mapped[int] = mapped_column(default=0, server_default="0")
     tokens: Mapped[int] = mapped_column(default=0, server_default="0")
+
+
+class ImportJob(Model):
+    """A file being imported (or imported) in the background: its progress and its report survive restarts."""
+
+    __tablename__ = "import_job"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(16))  # "chatapp" or "chatgpt"
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # queued, running, done, failed
+    imported: Mapped[int] = mapped_column(default=0, server_default="0")  # conversations
+    skipped: Mapped[int] = mapped_column(default=0, server_default="0")  # conversations
+    bytes_read: Mapped[int] = mapped_column(default=0, server_default="0")
+    report: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of {"conversation", "outcome", "notes"}
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)  # also the running job's heartbeat
+    finished_at: Mapped[datetime | None]
+
+
+class ConversationSource(Model):
+    """Where an imported conversation came from: importing the same one again is recognised and skipped."""
+
+    __tablename__ = "conversation_source"
+    conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), primary_key=True)
+    source: Mapped[str] = mapped_column(String(16))  # "chatapp" or "chatgpt"
+    source_id: Mapped[str | None] = mapped_column(String(255))  # the conversation's id in the file
+    # SHA-256 of the conversation as it was in the file; the owner is the conversation's (it follows a guest
+    # who signs up), so duplicates are looked up through the conversation.
+    source_hash: Mapped[str] = mapped_column(String(64), index=True)

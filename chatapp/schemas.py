@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .models import Conversation, Folder, Message, Note, Preset, ShareLink, Siblings, Tree, siblings_of
+from .models import Conversation, Folder, ImportJob, Message, Note, Preset, ShareLink, Siblings, Tree, siblings_of
 from .prices import message_cost
 
 
@@ -551,3 +551,45 @@ class Stats(BaseModel):
     duration_ms: list[StatsBucket] = Field(description="Answer duration, answers per bucket.")
     feedback: StatsFeedback
     tones: StatsTones = Field(description="Answers by sentiment: positive (≥ 0.05), neutral, negative (≤ -0.05).")
+
+
+class ImportEntry(BaseModel):
+    title: str
+    outcome: Literal["imported", "skipped"]
+    notes: list[str]
+    conversation_id: int | None
+
+
+class ImportJobOut(BaseModel):
+    id: int
+    filename: str
+    size: int
+    kind: Literal["chatapp", "chatgpt"]
+    status: Literal["queued", "running", "done", "failed", "interrupted"]
+    percent: int
+    imported: int
+    skipped: int
+    error: str | None
+    report: list[ImportEntry]
+    created_at: UtcDatetime
+    finished_at: UtcDatetime | None
+
+    @classmethod
+    def from_job(cls, job: ImportJob) -> dict:
+        """An import job as the API sends it: progress, and the report of each conversation read so far."""
+        from . import importing  # it imports the export format, which needs nothing from here
+
+        return cls(
+            id=job.id,
+            filename=job.filename,
+            size=job.size,
+            kind=job.kind,  # type: ignore[arg-type]
+            status=importing.state(job),  # type: ignore[arg-type]
+            percent=importing.percent(job),
+            imported=job.imported,
+            skipped=job.skipped,
+            error=job.error,
+            report=[ImportEntry(**entry) for entry in importing.report(job)],
+            created_at=job.created_at,
+            finished_at=job.finished_at,
+        ).model_dump(mode="json")

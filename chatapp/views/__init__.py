@@ -20,6 +20,7 @@ def init_app(app: Flask) -> None:
         api,
         auth,
         chat,
+        data,
         health,
         metrics,
         organise,
@@ -40,6 +41,7 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(ws.bp)
     app.register_blueprint(settings.bp)
+    app.register_blueprint(data.bp)
     app.register_blueprint(auth.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(theme.bp)

@@ -18,7 +18,20 @@ from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from werkzeug.exceptions import HTTPException
 
-from .. import accounts, conversations, folders, insight, notes, presets, rooms, schemas, search, sharing
+from .. import (
+    accounts,
+    conversations,
+    export,
+    folders,
+    importing,
+    insight,
+    notes,
+    presets,
+    rooms,
+    schemas,
+    search,
+    sharing,
+)
 from ..errors import ChatError, api_error
 from ..events import SSE_HEADERS, Delta, Done, NoteSaved, Status, follow, resume_offset, sse
 from ..extensions import db
@@ -41,7 +54,7 @@ from ..models import (
     user_stats,
 )
 from ..voice import transcribe_upload
-from .responses import image_response
+from .responses import export_download, image_response
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 Body = TypeVar("Body", bound=BaseModel)
@@ -61,6 +74,7 @@ class Route:
     public: bool = False  # needs no bearer token
     body_required: bool = True
     query: tuple[tuple[str, bool, str], ...] = ()  # documented query parameters: (name, required, description)
+    files: tuple[str, ...] = ()  # media types of a file answer (an export)
 
 
 ROUTES: list[Route] = []
@@ -76,12 +90,15 @@ def route(
     public: bool = False,
     body_required: bool = True,
     query: tuple[tuple[str, bool, str], ...] = (),
+    files: tuple[str, ...] = (),
 ) -> Callable:
     """Register a view and its schemas (for validation and for the OpenAPI document)."""
 
     def register(view: Callable) -> Callable:
         summary = (view.__doc__ or "").strip()
-        ROUTES.append(Route(path, method, summary, body, response, status, streams, public, body_required, query))
+        ROUTES.append(
+            Route(path, method, summary, body, response, status, streams, public, body_required, query, files)
+        )
         view.public = public  # type: ignore[attr-defined]  # read by _authenticate
         bp.add_url_rule(_rule(path), view_func=view, methods=[method])
         return view
@@ -656,6 +673,43 @@ def _optional_user() -> User | None:
     return db.session.get(User, user_id) if user_id else None
 
 
+# -- export and import -----------------------------------------------------------------------------------
+EXPORT_TYPES = tuple(dict.fromkeys(t.split(";")[0] for t in export.MIMETYPES.values()))
+
+
+@route("/conversations/{conversation_id}/export", "GET", files=EXPORT_TYPES)
+def export_conversation(conversation_id: int):  # noqa: ANN201
+    """One conversation as a file: ``?format=json`` (default, lossless), ``markdown``, ``html`` or ``zip``."""
+    return export_download(g.api_user_id, conversation_id, request.args.get("format", "json"))
+
+
+@route("/export", "GET", files=("application/json", "application/zip"))
+def export_all():  # noqa: ANN201
+    """Every conversation: ``?format=json`` (default) or ``zip`` (with Markdown, HTML and the images)."""
+    return export_download(g.api_user_id, None, request.args.get("format", "json"))
+
+
+@route("/imports", "POST", response=schemas.ImportJobOut, status=202)
+@uploads("import")
+def create_import():  # noqa: ANN201
+    """Import a file (multipart ``file``): chatapp's export (.json/.zip) or ChatGPT's (conversations.json/.zip)."""
+    upload = request.files.get("file")
+    if upload is None:
+        raise ChatError(
+            "Send the export as a multipart field named 'file'.", 422, details={"fields": [{"field": "file"}]}
+        )
+    with upload.stream:
+        job = importing.receive(db.session.get(User, g.api_user_id), upload.stream, upload.filename or "upload")
+    location = url_for(".get_import", import_id=job.id)
+    return jsonify(schemas.ImportJobOut.from_job(job)), 202, {"Location": location}
+
+
+@route("/imports/{import_id}", "GET", response=schemas.ImportJobOut)
+def get_import(import_id: int):  # noqa: ANN201
+    """An import's progress and report (poll until ``status`` is ``done`` or ``failed``)."""
+    return jsonify(schemas.ImportJobOut.from_job(importing.owned_job(g.api_user_id, import_id)))
+
+
 @route("/openapi.json", "GET", public=True)
 def openapi():  # noqa: ANN201
     """This API's OpenAPI 3.1 document."""
@@ -758,8 +812,8 @@ SSE_EVENT = {  # one event of a text/event-stream answer; ``data`` is JSON text
 
 def openapi_document() -> dict:
     """OpenAPI 3.1, from the routes' own schemas."""
-    # StreamStatus and StreamNote: the stream's status and note events
-    models: set[type[BaseModel]] = {schemas.Error, schemas.StreamStatus, schemas.StreamNote}
+    # StreamStatus and StreamNote: the stream's status and note events; ExportDocument: the export format
+    models: set[type[BaseModel]] = {schemas.Error, schemas.StreamStatus, schemas.StreamNote, export.ExportDocument}
     models |= {s for r in ROUTES for s in (r.body, r.response) if s}
     _, definitions = models_json_schema(
         [(m, "validation") for m in models], ref_template="#/components/schemas/{model}"
@@ -783,6 +837,10 @@ def openapi_document() -> dict:
         success: dict = {"description": "Success"}
         if r.response:
             success["content"] = {"application/json": {"schema": _ref(r.response)}}
+        for media_type in r.files:  # an export: the JSON document, or the bytes of a file
+            binary = {"type": "string", "format": "binary"}
+            schema = _ref(export.ExportDocument) if media_type == "application/json" else binary
+            success.setdefault("content", {})[media_type] = {"schema": schema}
         if r.streams:
             success.setdefault("content", {})
             success["content"]["text/event-stream"] = {"schema": SSE_EVENT}

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from flask import Response, g, render_template, request, stream_with_context
 from markupsafe import escape
 from werkzeug.wrappers import Response as BaseResponse
 
-from .. import images, notes, presets, prices, rooms
+from .. import conversations, export, images, notes, presets, prices, rooms
 from ..conversations import NOT_FOUND, meter, role_in
 from ..errors import ChatError
 from ..events import SSE_HEADERS, Done, NoteSaved, Status, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user, session_user
-from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message, Note
+from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message, Note, utcnow
 from ..streaming_markdown import Rendered, Text, follow_rendered
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
@@ -235,3 +235,31 @@ def render_branch(conversation: Conversation) -> str:
         later=later,
         streaming=conversation.streaming_message(),
     )
+
+
+def export_download(user_id: str | None, conversation_id: int | None, fmt: str) -> BaseResponse:
+    """An export as a download, streamed: one conversation (``conversation_id``) or all of the user's.
+
+    All conversations in Markdown or HTML come as a zip (a file each, with the images).
+    """
+    fmt = export.parse_format(fmt)
+    if conversation_id is not None:
+        conversation = conversations.owned_conversation(user_id, conversation_id)
+        ids, title = [conversation.id], conversation.title
+    else:
+        ids, title = (export.conversation_ids(user_id) if user_id else []), f"chatapp-export-{utcnow():%Y-%m-%d}"
+        fmt = "zip" if fmt in ("markdown", "html") else fmt
+    body: Iterator[str] | Iterator[bytes]
+    if fmt == "json":
+        body = export.json_chunks(ids)
+    elif fmt == "zip":
+        body = export.zip_chunks(ids)
+    elif fmt == "markdown":
+        body = iter([export.markdown(conversation)])
+    else:
+        body = iter([export.html(conversation)])
+    response = Response(stream_with_context(body), mimetype=export.MIMETYPES[fmt])
+    response.headers["Content-Disposition"] = f'attachment; filename="{export.filename(title, fmt)}"'
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.cache_control.no_store = True
+    return response
