@@ -282,8 +282,9 @@ class Generator:
             try:
                 self._stream(generation, target, prompt, options, offer)
             except ProviderError as exc:
-                if not generation.finished:  # else a stop closed the stream: not the upstream's failure
-                    metrics.upstream_error(exc)
+                if generation.finished:  # a stop closed the stream: not the upstream's failure
+                    raise
+                metrics.upstream_error(exc)
                 if exc.retryable:
                     breaker.record(upstream, ok=False)
                 if generation.length > written or not exc.retryable:

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from chatapp.extensions import db
-from chatapp.models import ApiToken, Conversation, Image, Message, Note, Preset, RoomMember, ShareLink
+from chatapp.models import ApiToken, Conversation, Image, ImportJob, Message, Note, Preset, RoomMember, ShareLink
 from tests.clients import ApiClient, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -159,6 +159,10 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         preset_id = db.session.scalars(db.select(Preset.id).filter_by(user_id=user_id)).one()
         mine = db.select(ShareLink.token).filter_by(conversation_id=answer.conversation_id)
         share_token = db.session.scalars(mine).one()
+        job = ImportJob(user_id=user_id, filename="mine.json", size=10, kind="chatapp", status="done")
+        db.session.add(job)
+        db.session.commit()
+        job_id = job.id
     ids = {
         "conversation_id": [answer.conversation_id],
         "message_id": [answer.parent_id, answer_id],
@@ -169,6 +173,8 @@ def make_owner(app, upstream) -> Owner:  # noqa: ANN001
         "member_id": [member_id],
         "note_id": [note_id],
         "folder_id": [folder_id],
+        "import_id": [job_id],  # an import's status
+        "job_id": [job_id],
     }
     return Owner(ids, chat, tokens[1])
 
