@@ -185,7 +185,9 @@ class MemoryBroker:
                 self._channels.pop(key, None)
 
     def _append(self, message_id: int, event: Event) -> _Channel:
-        channel = self._channels.setdefault(message_id, _Channel())
+        channel = self._channels.get(message_id)  # not setdefault: a _Channel (a lock, a condition) per delta adds up
+        if channel is None:
+            channel = self._channels.setdefault(message_id, _Channel())
         with channel.cond:
             channel.events.append(event)
             channel.cond.notify_all()

@@ -20,6 +20,7 @@ from .models import STREAMING, Message, mark_stale_interrupted, utcnow
 
 PING_EVERY = 15.0  # seconds between keep-alive comments
 COALESCE = 0.05  # seconds to let deltas pile up after sending one: fewer, larger events under load
+LAG_SAMPLE_EVERY = 1.0  # seconds between a follower's broker-lag observations
 CHECK_EVERY = 2.0  # seconds of silence after which the database is asked whether the answer ended
 
 
@@ -86,6 +87,7 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
     broker = current_generator().broker
     lag = metrics.BROKER_LAG.labels(broker=type(broker).__name__.removesuffix("Broker").lower())
     since = time.time()  # events published before are replayed, not received live: no lag to measure
+    last_lag = 0.0
     cursor = None
     sent = after
     last_ping = last_news = time.monotonic()
@@ -95,10 +97,13 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
         ordered: list[Delta | NoteSaved] = []  # text before a note comes before it, text after after it
         done = False
         status = None  # the latest status, unless text or the end came after it (a replay has it all)
-        # Once per batch, for its oldest event received live (published since this follower began).
-        live = [event.at for event in events if event.at >= since]
-        if live:
-            lag.observe(time.time() - min(live))
+        # At most once a second per follower, for the oldest event of a batch received live (published
+        # since this follower began): a sample of the lag, without an observation on every batch.
+        if events and time.time() - last_lag >= LAG_SAMPLE_EVERY:
+            live = [event.at for event in events if event.at >= since]
+            if live:
+                last_lag = time.time()
+                lag.observe(last_lag - min(live))
         for event in events:
             if event.kind == "done":
                 done = True

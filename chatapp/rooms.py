@@ -28,7 +28,7 @@ from .events import Done, Ping
 from .extensions import db
 from .generation import current_generator
 from .models import MEMBER, OWNER, ROLE_RANK, STREAMING, VIEWER, Conversation, Message, RoomMember, User, utcnow
-from .streaming_markdown import Rendered, follow_rendered
+from .streaming_markdown import Rendered, Text, follow_rendered
 
 log = logging.getLogger(__name__)
 
@@ -294,6 +294,14 @@ class AnswerUpdate:
 
 
 @dataclass(frozen=True)
+class AnswerText:
+    """Words that arrived since the answer's last render, shown as plain text until the next one."""
+
+    message_id: int
+    text: str
+
+
+@dataclass(frozen=True)
 class AnswerDone:
     """An answer ended: show its final state."""
 
@@ -357,6 +365,7 @@ RoomUpdate = (
     NewMessages
     | PathChanged
     | AnswerUpdate
+    | AnswerText
     | AnswerDone
     | Presence
     | Typing
@@ -529,6 +538,8 @@ def _follow_answer(app: object, follower: _Follower, message_id: int, after: int
                         return
                     if isinstance(update, Rendered):
                         follower.queue.put(("answer", AnswerUpdate(message_id, update)))
+                    elif isinstance(update, Text):
+                        follower.queue.put(("answer", AnswerText(message_id, update.text)))
                     elif isinstance(update, Done):
                         follower.queue.put(("answer", AnswerDone(message_id)))
                         return

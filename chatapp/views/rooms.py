@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, g, redirect, render_template, request, stream_with_context, url_for
+from markupsafe import escape
 
 from .. import conversations, rooms
 from ..errors import ChatError
@@ -16,6 +17,7 @@ from ..identity import current_user
 from ..models import MEMBER, OWNER, VIEWER, Conversation, Message
 from ..rooms import (
     AnswerDone,
+    AnswerText,
     AnswerUpdate,
     MembersChanged,
     NewMessages,
@@ -158,7 +160,12 @@ def _fragment(conversation_id: int, update: RoomUpdate) -> str:
     if isinstance(update, AnswerUpdate):
         rendered, message_id = update.rendered, update.message_id
         blocks = rendered.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{rendered.blocks}</div>'
-        return blocks + f'<div hx-swap-oob="innerHTML:#message-{message_id} .tail">{rendered.tail}</div>'
+        # The text shown since the last render gives way to it in the same swap (as on the page's own stream).
+        pending = f'<span hx-swap-oob="innerHTML:#pending-{message_id}"></span>'
+        tail = f'<div hx-swap-oob="innerHTML:#message-{message_id} .tail">{rendered.tail.strip()}</div>'
+        return blocks + pending + tail
+    if isinstance(update, AnswerText):  # words between renders, as plain text after the tail
+        return f'<span hx-swap-oob="beforeend:#pending-{update.message_id}">{escape(update.text)}</span>'
     if isinstance(update, NewMessages):
         answer = db.session.get(Message, update.answer_id)
         question = db.session.get(Message, answer.parent_id) if answer and answer.parent_id else None
