@@ -34,7 +34,7 @@ def start_room(owner) -> tuple[str, str]:  # noqa: ANN001
     owner.press("#content", "Enter")
     owner.wait_for_selector('article.assistant[data-status="complete"]')
     path = re.sub(r"#.*$", "", owner.url.split("127.0.0.1", 1)[1].split("/", 1)[1])
-    owner.click("summary[title='Rename or delete this conversation']")
+    owner.click(".topbar summary[title^='Rename, share, invite']")
     with owner.expect_navigation():
         owner.click("text=Invite people")
     owner.wait_for_selector("#invite-link", state="attached")

@@ -745,7 +745,9 @@ def stream(
     def events() -> Iterator[str]:
         checked = time.monotonic()
         for update in follow(message_id, after, tick=rooms.HEARTBEAT):  # ticks: the access check runs when quiet
-            if conversation_id is not None and time.monotonic() - checked >= rooms.HEARTBEAT:
+            # Not on the final message: closing the session would detach it before it is sent.
+            quiet = not isinstance(update, Done)
+            if quiet and conversation_id is not None and time.monotonic() - checked >= rooms.HEARTBEAT:
                 checked = time.monotonic()
                 allowed = rooms.role_now(conversation_id, user_id) is not None
                 db.session.close()
