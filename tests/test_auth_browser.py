@@ -176,7 +176,7 @@ def test_admin_page_lists_users_and_makes_links(page, js, axe, app, upstream) ->
     page.goto("/")
     page.fill("#content", "A guest's question")
     page.get_by_role("button", name="Send").click()
-    page.wait_for_selector("article.assistant")
+    page.wait_for_selector('article.assistant[data-status="complete"]')  # the guest is stored
     page.context.clear_cookies()
     sign_up(page, "root")
     page.get_by_role("link", name="Admin").click()
