@@ -313,7 +313,7 @@ class Folder(Model):
 
 
 class SearchEntry(Model):
-    """A message (or a conversation's title, ``role="title"``) in the full-text index.
+    """A message, a note (``role="note"``) or a conversation's title (``role="title"``) in the full-text index.
 
     ``body`` is the text accent-folded, lower-cased and cut into words (``chatapp.search.normalise``);
     SQLite indexes it with FTS5 (``search_fts``), PostgreSQL with a generated ``tsvector`` column.
@@ -323,7 +323,8 @@ class SearchEntry(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     conversation_id: Mapped[int] = mapped_column(ForeignKey("conversation.id", ondelete="CASCADE"), index=True)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), unique=True)
-    role: Mapped[str] = mapped_column(String(16))  # "user", "assistant" or "title"
+    note_id: Mapped[int | None] = mapped_column(ForeignKey("note.id", ondelete="CASCADE"), unique=True)
+    role: Mapped[str] = mapped_column(String(16))  # "user", "assistant", "note" or "title"
     created_at: Mapped[datetime] = mapped_column(index=True)
     body: Mapped[str] = mapped_column(Text)
 

@@ -1,8 +1,9 @@
 """Notes beside a conversation: the assistant saves them through its ``save_note`` tool, the user by hand.
 
-One core for every door: ownership, validation and limits live here. The tool's side (its
-definition, storing what a tool call asks, the per-process memory of models that refuse tools,
-and the tool call and result replayed in later prompts) lives here too.
+One core for every door: ownership, validation and limits live here, and each change reaches the
+search index in the same transaction (a deleted note's entry goes with it: the foreign key cascades).
+The tool's side (its definition, storing what a tool call asks, the per-process memory of models that
+refuse tools, and the tool call and result replayed in later prompts) lives here too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping
 from flask import current_app
 from sqlalchemy import select
 
+from . import search
 from .errors import ChatError
 from .extensions import db
 from .models import Conversation, Message, Note, utcnow
@@ -80,6 +82,7 @@ def add_note(conversation: Conversation, content: str | None, message_id: int | 
         source="user",
     )
     db.session.add(note)
+    search.index_note(note)
     db.session.commit()
     return note
 
@@ -95,6 +98,7 @@ def edit_note(note: Note, content: str) -> Note:
     """Change a note's text (the assistant's notes too: later prompts show the text as it is now)."""
     note.content = _clean(content)
     note.updated_at = utcnow()
+    search.index_note(note)
     db.session.commit()
     return note
 
@@ -172,6 +176,7 @@ def store_tool_call(conversation_id: int, message_id: int, call: dict, offset: i
         answer_offset=offset,
     )
     db.session.add(note)
+    search.index_note(note)
     db.session.commit()
     return note, tool_result(note)
 

@@ -160,8 +160,9 @@ class FolderList(BaseModel):
 class SearchResultOut(BaseModel):
     conversation_id: int
     conversation_title: str
-    message_id: int | None  # null: the match is the conversation's title
-    role: Literal["user", "assistant", "title"]
+    message_id: int | None  # null: the match is the conversation's title, or a note
+    note_id: int | None  # the note that matches (role "note")
+    role: Literal["user", "assistant", "note", "title"]
     created_at: UtcDatetime
     snippet_html: str  # escaped text with the matching words in <mark>
     archived: bool

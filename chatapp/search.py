@@ -1,4 +1,4 @@
-"""Full-text search over an identity's messages and titles: SQLite FTS5 or PostgreSQL ``tsvector``.
+"""Full-text search over an identity's messages, notes and titles: SQLite FTS5 or PostgreSQL ``tsvector``.
 
 Both databases index the same words: ``normalise`` folds accents, lower-cases and cuts the text into
 words in Python before it is stored (``SearchEntry.body``), so the two indexes see identical input and
@@ -6,7 +6,8 @@ a query means the same on both. The syntax: words (each matches as a prefix: ``p
 "phrases in quotes" (those words in that order); every term must match. No stemming on either side.
 
 A message is indexed when it is created, edited into a new version, or stops streaming (not on every
-flush of a streaming answer); a title when it is set. Temporary chats are never indexed.
+flush of a streaming answer); a note when it is saved or edited (deleting it deletes its entry: the
+foreign key cascades); a title when it is set. Temporary chats are never indexed.
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from sqlalchemy.engine import Row
 
 from .errors import ChatError
 from .extensions import db
-from .models import STREAMING, Conversation, Message, SearchEntry, User
+from .models import STREAMING, Conversation, Message, Note, SearchEntry, User
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
 SNIPPET_CHARS = 220
-ROLES = ("user", "assistant")
+ROLES = ("user", "assistant", "note")
 ORDERS = ("newest", "relevance")
 RELEVANCE_WINDOW = 500  # "best match first" ranks the newest this many matches
 WALK = 1000  # PostgreSQL: the newest entries matched one by one before the index is asked (_postgres_matches)
@@ -83,15 +84,29 @@ def index_message(message: Message | int) -> None:
         row, temporary, message_id = tuple(found[:5]), found[5], message
     conversation_id, role, created_at, content, status = row
     body = "" if temporary or status == STREAMING else normalise(content)
+    _put("message_id", message_id, body, conversation_id=conversation_id, role=role, created_at=created_at)
+
+
+def index_note(note: Note) -> None:
+    """Put a note's current text in the index (not a temporary chat's). The caller commits."""
+    db.session.flush()  # a new note gets its id
+    conversation = db.session.get(Conversation, note.conversation_id)
+    body = "" if conversation is None or conversation.temporary else normalise(note.content)
+    _put("note_id", note.id, body, conversation_id=note.conversation_id, role="note", created_at=note.created_at)
+
+
+def _put(key: str, row_id: int, body: str, **values: object) -> None:
+    """Index the message or note ``row_id`` (``key``: which) in one statement, a new entry or a new text
+    for the one indexed before; an empty ``body`` (nothing to find it by) takes its entry out."""
+    column = SearchEntry.__table__.c[key]
     if not body:
-        db.session.execute(delete(SearchEntry).where(SearchEntry.message_id == message_id))
+        db.session.execute(delete(SearchEntry).where(column == row_id))
         return
-    values = {"conversation_id": conversation_id, "message_id": message_id, "role": role, "body": body}
     upsert = (postgresql_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(SearchEntry)
-    statement = upsert.values(**values, created_at=created_at).on_conflict_do_update(
-        index_elements=[SearchEntry.message_id], set_={"body": body}
+    statement = upsert.values({key: row_id, "body": body, **values}).on_conflict_do_update(
+        index_elements=[column], set_={"body": body}
     )
-    db.session.execute(statement)  # one statement: a new message, or a new text for one indexed before
+    db.session.execute(statement)
 
 
 def index_title(conversation: Conversation) -> None:
@@ -102,19 +117,21 @@ def index_title(conversation: Conversation) -> None:
 
 
 def index_conversation(conversation_id: int) -> None:
-    """(Re)index a whole conversation, title and every message (e.g. after an import). The caller commits."""
+    """(Re)index a whole conversation: title, every message and note (e.g. after an import). The caller commits."""
     conversation = db.session.get(Conversation, conversation_id)
     if conversation is None:
         return
     index_title(conversation)
     for message_id in list(db.session.scalars(select(Message.id).where(Message.conversation_id == conversation_id))):
         index_message(message_id)
+    for note in list(db.session.scalars(select(Note).where(Note.conversation_id == conversation_id))):
+        index_note(note)
 
 
 def _put_title(conversation_id: int, created_at: datetime, body: str) -> None:
     """Insert, update or (empty body) delete one entry (a title's); the database's triggers or generated
     column keep the full-text index in step."""
-    same = and_(SearchEntry.conversation_id == conversation_id, SearchEntry.message_id.is_(None))
+    same = and_(SearchEntry.conversation_id == conversation_id, SearchEntry.role == "title")
     if not body:
         db.session.execute(delete(SearchEntry).where(same))
         return
@@ -178,7 +195,7 @@ class Filters:
     """What a search is narrowed to."""
 
     conversation_id: int | None = None
-    role: str | None = None  # "user" or "assistant"
+    role: str | None = None  # "user", "assistant" or "note"
     since: date | None = None  # the user's local dates, inclusive
     until: date | None = None
     order: str = "newest"  # or "relevance"
@@ -192,7 +209,7 @@ def parse_filters(args: Mapping[str, str]) -> Filters:
         raise _field("conversation", "conversation must be a conversation's id.")
     role = (args.get("role") or "").strip() or None
     if role not in (None, *ROLES):
-        raise _field("role", "role must be user or assistant (or left empty for both).")
+        raise _field("role", "role must be user, assistant or note (or left empty for all).")
     order = (args.get("order") or "").strip() or "newest"
     if order not in ORDERS:
         raise _field("order", "order must be newest or relevance.")
@@ -221,12 +238,13 @@ def _field(name: str, message: str) -> ChatError:
 
 @dataclass(frozen=True)
 class Result:
-    """One match: a message, or a conversation's title (``message_id`` None)."""
+    """One match: a message, a note (``note_id``), or a conversation's title (``role`` "title")."""
 
     conversation_id: int
     title: str
     message_id: int | None
-    role: str  # "user", "assistant" or "title"
+    note_id: int | None
+    role: str  # "user", "assistant", "note" or "title"
     created_at: datetime
     snippet: Markup
     archived: bool
@@ -241,7 +259,7 @@ class Page:
 
 
 def search(user: User, query: str, filters: Filters | None = None, limit: int = 20, cursor: str | None = None) -> Page:
-    """The identity's messages and titles matching ``query``, newest (last written) first or by relevance.
+    """The identity's messages, notes and titles matching ``query``, newest (last written) first or by relevance.
 
     Every branch counts; archived chats are included (marked), temporary chats never.
     """
@@ -260,9 +278,10 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
         SearchEntry.conversation_id,
         Conversation.title,
         SearchEntry.message_id,
+        SearchEntry.note_id,
         SearchEntry.role,
         SearchEntry.created_at,
-        Message.content,
+        func.coalesce(Message.content, Note.content).label("content"),
         Conversation.archived_at,
     )
     # Newest first is the order of indexing (entry ids grow as messages are written); "best match
@@ -286,8 +305,10 @@ def search(user: User, query: str, filters: Filters | None = None, limit: int = 
         match = text("search_fts MATCH :match").bindparams(match=fts5_query(terms))
         where = [*scope, match]  # type: ignore[list-item]  # a boolean SQL fragment
         rank = func.bm25(literal_column("search_fts"))
-    statement = statement.join(Conversation, Conversation.id == SearchEntry.conversation_id).outerjoin(
-        Message, Message.id == SearchEntry.message_id
+    statement = (
+        statement.join(Conversation, Conversation.id == SearchEntry.conversation_id)
+        .outerjoin(Message, Message.id == SearchEntry.message_id)
+        .outerjoin(Note, Note.id == SearchEntry.note_id)
     )
     if filters.order == "relevance":
         window = statement.add_columns(rank.label("rank")).where(*where).order_by(entry_id.desc())
@@ -361,11 +382,12 @@ def _utc_midnight(user: User, day: date) -> datetime:
 
 
 def _result(row: Row, terms: list[Term]) -> Result:
-    source = row.title if row.message_id is None else row.content or ""
+    source = row.title if row.role == "title" else row.content or ""
     return Result(
         row.conversation_id,
         row.title,
         row.message_id,
+        row.note_id,
         row.role,
         row.created_at,
         snippet(source, terms),

@@ -1,5 +1,5 @@
 """Search: one query syntax with the same results on SQLite (FTS5) and PostgreSQL (tsvector), every branch,
-the results page without JavaScript, the read-only branch view, filters, the API."""
+the results page without JavaScript, the read-only branch view, filters, notes, the API."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from sqlalchemy import select, text
 
 from chatapp import search
 from chatapp.extensions import db
-from chatapp.models import Conversation, Message, User
+from chatapp.models import Conversation, Message, Note, User
+from tests.auth import api_token
 from tests.conftest import Chat
-from tests.fake_upstream import Reply
+from tests.fake_upstream import Reply, save_note
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -225,7 +226,7 @@ def test_the_api_searches_with_a_cursor_and_documents_it(chat_on: Chat) -> None:
     rest = client.get(f"/api/v1/search?q=koa&limit=4&cursor={first['next_cursor']}", headers=headers).get_json()
     assert [i["role"] for i in rest["items"]] == ["assistant", "user", "title"] and rest["next_cursor"] is None
     bad = client.get("/api/v1/search?q=koa&role=robot", headers=headers)
-    assert bad.status_code == 422 and "role must be user or assistant" in bad.get_json()["error"]["message"]
+    assert bad.status_code == 422 and "role must be user, assistant or note" in bad.get_json()["error"]["message"]
     assert client.get("/api/v1/search?q=koa&cursor=nonsense", headers=headers).status_code == 422
     assert client.get("/api/v1/search?q=koa").status_code == 401
     document = client.get("/api/v1/openapi.json").get_json()
@@ -278,3 +279,105 @@ def test_index_conversation_indexes_rows_written_without_the_core(chat_on: Chat)
         db.session.commit()
         assert [r.role for r in search.search(user, "tapir").results] == ["user", "title"]
         assert [r.role for r in search.search(user, "forests").results] == ["assistant"]
+
+
+# -- notes -------------------------------------------------------------------------------------------------
+def note_ids(chat: Chat, conversation_id: int) -> list[int]:
+    with chat.app.app_context():
+        return list(
+            db.session.scalars(select(Note.id).where(Note.conversation_id == conversation_id).order_by(Note.id))
+        )
+
+
+def api_notes(chat: Chat, token: str, query: str) -> list[tuple]:
+    """(role, note id, message id, snippet) of each result of the API's search with ``role=note``."""
+    response = chat.app.test_client().get(
+        "/api/v1/search", query_string={"q": query, "role": "note"}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert response.status_code == 200, response.get_data(as_text=True)
+    return [(i["role"], i["note_id"], i["message_id"], i["snippet_html"]) for i in response.get_json()["items"]]
+
+
+def test_notes_are_found_as_notes_on_the_page_and_the_api(chat_on: Chat, upstream) -> None:  # noqa: ANN001
+    token = api_token(chat_on)  # the same identity through the API
+    upstream.script(
+        Reply(tokens=["Noted."], tool_calls=[save_note("Quokkas smile on Rottnest", "call_quokka")]),
+        Reply(tokens=[" Anything else?"]),
+    )
+    conversation_id, answer_id = chat_on.start("tell me about marsupials")
+    chat_on.wait(answer_id)
+    assert chat_on.post(f"/c/{conversation_id}/notes", {"content": "Buy a quokka plushie"}).status_code == 303
+    chat_on.wait(chat_on.send(conversation_id, "more quokka facts"))
+    tool_note, user_note = note_ids(chat_on, conversation_id)
+
+    assert results(chat_on, "quokka") == [
+        ("Answer", "Echo: more quokka facts"),
+        ("You", "more quokka facts"),
+        ("Note", "Buy a quokka plushie"),
+        ("Note", "Quokkas smile on Rottnest"),
+    ]
+    assert results(chat_on, "quokka", role="note") == [
+        ("Note", "Buy a quokka plushie"),
+        ("Note", "Quokkas smile on Rottnest"),
+    ]
+    assert results(chat_on, "quokka", role="user") == [("You", "more quokka facts")]
+    assert api_notes(chat_on, token, "quokka") == [
+        ("note", user_note, None, "Buy a <mark>quokka</mark> plushie"),
+        ("note", tool_note, None, "<mark>Quokkas</mark> smile on Rottnest"),
+    ]
+    # A note's result opens its conversation with the Notes panel open, at that note.
+    page = chat_on.get("/search?q=plushie").get_data(as_text=True)
+    link = re.search(r'class="result-link" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert link == f"/c/{conversation_id}?notes=1#note-{user_note}"
+    opened = chat_on.get(link.split("#")[0]).get_data(as_text=True)
+    assert '<details id="notes" class="notes-panel" open>' in opened and f'id="note-{user_note}"' in opened
+
+    # Editing re-indexes the note; deleting takes it out.
+    assert chat_on.post(f"/notes/{user_note}/edit", {"content": "Buy a wombat plushie"}).status_code == 303
+    assert results(chat_on, "quokka", role="note") == [("Note", "Quokkas smile on Rottnest")]
+    assert results(chat_on, "wombat") == [("Note", "Buy a wombat plushie")]
+    assert [n for _, n, _, _ in api_notes(chat_on, token, "wombat")] == [user_note]
+    assert chat_on.post(f"/notes/{user_note}/delete").status_code == 303
+    assert results(chat_on, "wombat") == [] and api_notes(chat_on, token, "wombat") == []
+
+
+def test_notes_of_temporary_chats_and_of_others_are_never_found(chat_on: Chat, upstream) -> None:  # noqa: ANN001
+    conversation_id, answer_id = chat_on.start("hello")
+    chat_on.wait(answer_id)
+    chat_on.post(f"/c/{conversation_id}/notes", {"content": "my own capybara note"})
+    upstream.script(
+        Reply(tokens=["Sure."], tool_calls=[save_note("capybara from the tool, off the record")]), Reply(tokens=["."])
+    )
+    response = chat_on.post("/conversations", {"content": "off the record", "temporary": "1"})
+    temporary, answer_id = (
+        int(n) for n in re.search(r"/c/(\d+)#message-(\d+)$", response.headers["Location"]).groups()
+    )
+    chat_on.wait(answer_id)
+    assert chat_on.post(f"/c/{temporary}/notes", {"content": "secret capybara"}).status_code == 303
+    assert len(note_ids(chat_on, temporary)) == 2  # the tool's and the user's: kept, never indexed
+    assert results(chat_on, "capybara") == [("Note", "my own capybara note")]
+
+    stranger = Chat(chat_on.app)
+    theirs, answer_id = stranger.start("hi")
+    stranger.wait(answer_id)
+    stranger.post(f"/c/{theirs}/notes", {"content": "capybara note of a stranger"})
+    assert results(stranger, "capybara") == [("Note", "capybara note of a stranger")]
+    assert results(chat_on, "capybara") == [("Note", "my own capybara note")]
+    assert api_notes(stranger, api_token(stranger), "capybara")[0][3] == "<mark>capybara</mark> note of a stranger"
+
+
+def test_the_migration_indexes_the_notes_already_there(chat_on: Chat) -> None:
+    from flask_migrate import downgrade, upgrade
+
+    conversation_id, answer_id = chat_on.start("hello")
+    chat_on.wait(answer_id)
+    chat_on.post(f"/c/{conversation_id}/notes", {"content": "Backfilled pangolin"})
+    response = chat_on.post("/conversations", {"content": "hi", "temporary": "1"})
+    temporary = int(re.search(r"/c/(\d+)#", response.headers["Location"]).group(1))
+    chat_on.post(f"/c/{temporary}/notes", {"content": "temporary pangolin"})
+    with chat_on.app.app_context():
+        downgrade(revision="e1a2b3c4d505")  # the notes' entries go with the column
+        assert db.session.execute(text("SELECT count(*) FROM search_entry WHERE role = 'note'")).scalar() == 0
+        db.session.commit()
+        upgrade()
+    assert results(chat_on, "pangolin") == [("Note", "Backfilled pangolin")]

@@ -293,14 +293,14 @@ def delete_folder(folder_id: int):  # noqa: ANN201
         ("limit", False, "results per page, 1 to 100 (default 20)"),
         ("cursor", False, "next_cursor of the previous page"),
         ("conversation", False, "only this conversation's messages"),
-        ("role", False, "user or assistant"),
+        ("role", False, "user, assistant or note"),
         ("from", False, "first day, YYYY-MM-DD, in the identity's time zone"),
         ("to", False, "last day, YYYY-MM-DD"),
         ("order", False, "newest (default) or relevance"),
     ),
 )
 def search_messages():  # noqa: ANN201
-    """Search every message (all branches) and title; archived chats included, temporary ones never."""
+    """Search every message (all branches), note and title; archived chats included, temporary ones never."""
     if "q" not in request.args:
         raise ChatError("q is required: the words to search for.", 422, details={"fields": [{"field": "q"}]})
     filters = search.parse_filters(request.args)
@@ -311,6 +311,7 @@ def search_messages():  # noqa: ANN201
             "conversation_id": r.conversation_id,
             "conversation_title": r.title,
             "message_id": r.message_id,
+            "note_id": r.note_id,
             "role": r.role,
             "created_at": r.created_at,
             "snippet_html": str(r.snippet),
