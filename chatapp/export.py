@@ -25,7 +25,7 @@ from . import images as images_module
 from .blocking import Breather
 from .errors import ChatError
 from .extensions import db
-from .models import STATUSES, Conversation, Image, Message, Tree, utcnow
+from .models import STATUSES, Conversation, Image, Message, Note, Tree, utcnow
 from .rendering import pygments_css
 
 FORMAT = "chatapp.export"
@@ -85,6 +85,16 @@ class ExportMessage(_Loose):
     images: list[ExportImage] = []
 
 
+class ExportNote(_Loose):
+    content: str  # its length is checked on import (a longer note is cut, not refused)
+    source: Literal["assistant", "user"]
+    message_id: int | None = None  # the message it came from: an ``id`` of this conversation's messages
+    tool_call_id: str | None = Field(None, max_length=200)
+    answer_offset: int | None = None
+    created_at: datetime
+    updated_at: datetime | None = None
+
+
 class ExportSettings(_Loose):
     model: str | None = Field(None, max_length=200)
     system_prompt: str | None = None
@@ -101,6 +111,7 @@ class ExportConversation(_Loose):
     active_leaf_id: int | None
     visible_path: list[int] = []
     messages: list[ExportMessage]
+    notes: list[ExportNote] = []
 
 
 class ExportDocument(_Loose):
@@ -155,8 +166,21 @@ def message_data(m: Message) -> dict:
     }
 
 
+def note_data(n: Note) -> dict:
+    """One note; ``message_id`` is an exported message's id (the file keeps the ids)."""
+    return {
+        "content": n.content,
+        "source": n.source,
+        "message_id": n.message_id,
+        "tool_call_id": n.tool_call_id,
+        "answer_offset": n.answer_offset,
+        "created_at": _iso(n.created_at),
+        "updated_at": _iso(n.updated_at),
+    }
+
+
 def conversation_data(conversation: Conversation, tree: Tree | None = None) -> dict:
-    """One conversation, lossless: settings, every message of every branch, and the visible path."""
+    """One conversation, lossless: settings, every message of every branch, the visible path, the notes."""
     tree = tree or Tree(conversation.id)
     return {
         "id": conversation.id,
@@ -172,6 +196,7 @@ def conversation_data(conversation: Conversation, tree: Tree | None = None) -> d
         "active_leaf_id": conversation.active_leaf_id,
         "visible_path": [m.id for m in tree.path(conversation.active_leaf_id)],
         "messages": [message_data(m) for m in tree.by_id.values()],  # oldest first: a parent before its children
+        "notes": [note_data(n) for n in conversation.notes],  # oldest first
     }
 
 
@@ -231,7 +256,7 @@ def _speaker(message: Message) -> str:
 
 
 def markdown(conversation: Conversation, tree: Tree | None = None) -> str:
-    """The visible path as readable Markdown, images linked as ``images/<name>`` (as in the zip)."""
+    """The visible path as readable Markdown, images linked as ``images/<name>`` (as in the zip), then the notes."""
     tree = tree or Tree(conversation.id)
     lines = [f"# {conversation.title}", "", f"*Exported from chatapp · started {_human(conversation.created_at)}*", ""]
     if conversation.system_prompt:
@@ -244,6 +269,11 @@ def markdown(conversation: Conversation, tree: Tree | None = None) -> str:
             lines.append("")
         if message.error:
             lines += [f"> {message.status}: {message.error}", ""]
+    if conversation.notes:
+        lines += ["## Notes", ""]
+    for note in conversation.notes:
+        who = "the assistant" if note.source == "assistant" else "you"
+        lines += [f"*Saved by {who} · {_human(note.created_at)}*", "", note.content, ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -35,7 +35,7 @@ from . import images as images_module
 from . import search
 from .blocking import Breather
 from .errors import ChatError
-from .export import FORMAT, VERSION, ExportConversation, ExportImage
+from .export import FORMAT, VERSION, ExportConversation, ExportImage, ExportNote
 from .extensions import db
 from .models import (
     COMPLETE,
@@ -46,9 +46,11 @@ from .models import (
     ConversationSource,
     ImportJob,
     Message,
+    Note,
     User,
     utcnow,
 )
+from .notes import MAX_NOTE_CHARS
 
 log = logging.getLogger(__name__)
 breathe = Breather()  # called between messages: other requests run while an import works
@@ -484,7 +486,41 @@ def _chatapp(raw: dict, user_id: str, archive: zipfile.ZipFile | None, stored: l
                 notes[problem] += 1
             breathe()
     conversation.active_leaf_id = ids[position[data.active_leaf_id]] if data.active_leaf_id is not None else None
+    _add_saved_notes(conversation, data.notes, {old: ids[row] for old, row in position.items()}, notes)
     return conversation, _notes(notes)
+
+
+def _add_saved_notes(
+    conversation: Conversation, saved: list[ExportNote], new_ids: dict[int, int], notes: Counter
+) -> None:
+    """The conversation's notes (its Notes panel), each linked to its message's new id.
+
+    A note whose message is not in the file is kept without the link; a note over MAX_NOTE_CHARS is cut
+    to that length (as a tool's note is when saved), an empty one left out; each counted in ``notes``.
+    """
+    for n in saved:
+        content = n.content.strip()
+        if not content:
+            notes["empty notes left out"] += 1
+            continue
+        if len(content) > MAX_NOTE_CHARS:
+            notes[f"notes over {MAX_NOTE_CHARS:,} characters cut to that length"] += 1
+        message_id = new_ids.get(n.message_id) if n.message_id is not None else None
+        if n.message_id is not None and message_id is None:
+            notes["notes kept without their message, which is not in the file"] += 1
+        created = _naive(n.created_at)
+        db.session.add(
+            Note(
+                conversation_id=conversation.id,
+                message_id=message_id,
+                content=content[:MAX_NOTE_CHARS],
+                source=n.source,
+                tool_call_id=n.tool_call_id,
+                answer_offset=n.answer_offset,
+                created_at=created,
+                updated_at=_naive(n.updated_at) or created,
+            )
+        )
 
 
 def _insert_messages(conversation_id: int, rows: list[dict], author_id: str) -> list[int]:

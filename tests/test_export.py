@@ -12,11 +12,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from chatapp import conversations
+from chatapp import conversations, notes
 from chatapp.extensions import db
 from chatapp.models import Conversation, Image, Message
 from tests.clients import ApiClient
 from tests.conftest import Chat
+from tests.fake_upstream import save_note
 
 
 def png(width: int = 40, height: int = 30, colour: str = "teal") -> bytes:
@@ -27,7 +28,8 @@ def png(width: int = 40, height: int = 30, colour: str = "teal") -> bytes:
 
 def branched(chat: Chat) -> int:
     """A conversation with every kind of thing an export keeps: two versions of the first question (the
-    second visible), two answers to it, feedback, an image, and its own settings. Returns its id."""
+    second visible), two answers to it, feedback, an image, its own settings, and notes: one the assistant's
+    tool saved, one saved from an answer on the hidden branch, one of the user's own. Returns its id."""
     response = chat.post(
         "/conversations",
         {"content": "First question", "images": [(io.BytesIO(png()), "photo.png")]},
@@ -54,6 +56,10 @@ def branched(chat: Chat) -> int:
     chat.wait(retried)
     with chat.app.app_context():  # (the page has no feedback form; the API and the WebSocket do)
         conversations.give_feedback(db.session.get(Message, retried), "up", "Just right")
+        # What a save_note tool call stores (tests/test_notes.py drives it through the fake model).
+        notes.store_tool_call(conversation_id, retried, save_note("Keep it brief", "call_brief"), 5)
+    assert chat.post(f"/messages/{edited_answer}/save-note").status_code == 303
+    assert chat.post(f"/c/{conversation_id}/notes", {"content": "A note of my own"}).status_code == 303
     return conversation_id
 
 
@@ -94,6 +100,21 @@ def test_json_export_keeps_every_branch_and_the_visible_path(chat: Chat) -> None
     assert answer["model"] == "fake-model" and answer["status"] == "complete"
     assert answer["metrics"]["duration_ms"] is not None and answer["metrics"]["finish_reason"] == "stop"
     assert answer["created_at"].endswith("Z")
+    saved = {n["content"]: n for n in conversation["notes"]}
+    assert saved["Keep it brief"] | {"created_at": "", "updated_at": ""} == {
+        "content": "Keep it brief",
+        "source": "assistant",
+        "message_id": answer["id"],
+        "tool_call_id": "call_brief",
+        "answer_offset": 5,
+        "created_at": "",
+        "updated_at": "",
+    }
+    from_answer = saved["Echo: First question, edited"]
+    echoes = [m["id"] for m in conversation["messages"] if m["content"] == from_answer["content"]]
+    assert from_answer["message_id"] in echoes and from_answer["message_id"] != answer["id"]  # the hidden one
+    assert saved["A note of my own"]["message_id"] is None and saved["A note of my own"]["source"] == "user"
+    assert saved["A note of my own"]["created_at"].endswith("Z")
     [image] = by_content["First question"]["images"]
     assert image["file"].startswith("images/") and (image["width"], image["height"], image["mime"]) == (
         40,
@@ -110,6 +131,9 @@ def test_markdown_export_is_the_visible_path(chat: Chat) -> None:
     assert "First question, edited" in text and "Echo: First question, edited" in text
     assert "Second question" not in text  # it is on the other branch
     assert "> **System prompt:** Answer briefly." in text
+    notes_part = text.split("\n## Notes\n", 1)[1]  # the notes come last, every one of them
+    assert "*Saved by the assistant · " in notes_part and "\nKeep it brief\n" in notes_part
+    assert "\nEcho: First question, edited\n" in notes_part and "\nA note of my own\n" in notes_part
 
 
 def test_html_export_is_one_offline_page_with_other_versions_folded(chat: Chat) -> None:

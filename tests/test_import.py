@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 from chatapp import images as images_module
 from chatapp.extensions import db
 from chatapp.models import Conversation, Image, ImportJob, Message, Tree, User, utcnow
+from chatapp.notes import MAX_NOTE_CHARS
 from tests.clients import ApiClient, chromium, wait_until
 from tests.conftest import Chat
 from tests.test_export import branched
@@ -52,7 +53,7 @@ def finished(app, job_id: int) -> ImportJob:  # noqa: ANN001
 
 def shape(app, conversation_id: int) -> dict:  # noqa: ANN001
     """The conversation as a user sees it, without ids: every message (in order, with its parent's
-    position), the visible path as positions, the settings."""
+    position), the visible path as positions, the settings, the notes (with their message's position)."""
     with app.app_context():
         conversation = db.session.get(Conversation, conversation_id)
         tree = Tree(conversation_id)
@@ -85,6 +86,18 @@ def shape(app, conversation_id: int) -> dict:  # noqa: ANN001
             "created_at": conversation.created_at.replace(microsecond=0),
             "messages": messages,
             "visible": [order[m.id] for m in tree.path(conversation.active_leaf_id)],
+            "notes": [
+                (
+                    n.content,
+                    n.source,
+                    order.get(n.message_id),
+                    n.tool_call_id,
+                    n.answer_offset,
+                    n.created_at,
+                    n.updated_at,
+                )
+                for n in conversation.notes
+            ],
         }
 
 
@@ -126,6 +139,35 @@ def round_trip(chat: Chat) -> None:
 
 def test_round_trip_gives_the_same_tree(chat: Chat) -> None:
     round_trip(chat)
+
+
+def test_notes_are_imported_linked_cut_to_size_and_searchable(chat: Chat) -> None:
+    original = branched(chat)
+    data = json.loads(export_file(chat, original))
+    [conversation] = data["conversations"]
+    tool_note = next(n for n in conversation["notes"] if n["source"] == "assistant")
+    tool_note["message_id"] = 999999  # a message that is not in the file
+    written = tool_note["created_at"]
+    conversation["notes"] += [
+        {"content": "y" * (MAX_NOTE_CHARS + 5), "source": "user", "created_at": written},
+        {"content": "  ", "source": "user", "created_at": written},
+    ]
+    job = imported(chat, json.dumps(data).encode())
+    [entry] = report(job)
+    assert entry["outcome"] == "imported"
+    assert {
+        "Notes kept without their message, which is not in the file",
+        "Notes over 10,000 characters cut to that length",
+        "Empty notes left out",
+    } <= set(entry["notes"])
+    copy = entry["conversation_id"]
+    kept = {n[0][:10]: n for n in shape(chat.app, copy)["notes"]}
+    assert kept["Keep it br"][:5] == ("Keep it brief", "assistant", None, "call_brief", 5)
+    assert len(kept["y" * 10][0]) == MAX_NOTE_CHARS and len(kept) == 4
+    assert kept["Echo: Firs"][2] is not None  # the others keep their message
+    # Imported notes are searchable at once, in the copy as in the original.
+    page = chat.get("/search", query_string={"q": "brief", "role": "note"}).get_data(as_text=True)
+    assert page.count(">Note<") == 2 and f'href="/c/{copy}?notes=1#note-' in page
 
 
 @pytest.mark.postgres
