@@ -491,7 +491,7 @@ def _chatapp(raw: dict, user_id: str, archive: zipfile.ZipFile | None, stored: l
 
 
 def _add_saved_notes(
-    conversation: Conversation, saved: list[ExportNote], new_ids: dict[int, int], notes: Counter
+    conversation: Conversation, saved: list[ExportNote], new_ids: dict[int, int], notes: Counter[str]
 ) -> None:
     """The conversation's notes (its Notes panel), each linked to its message's new id.
 
