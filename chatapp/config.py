@@ -26,6 +26,7 @@ DEFAULTS: dict[str, object] = {
     "OIDC_CLIENT_SECRET": None,
     "OIDC_LABEL": None,  # None: the issuer's host name, as in "Sign in with accounts.example.com"
     "DATABASE_URL": None,  # None: SQLite file instance/chatapp.sqlite3
+    "DATABASE_POOL_SIZE": 10,  # PostgreSQL connections a worker keeps open; as many again in a burst
     "OPENAI_API_KEY": None,
     "OPENAI_BASE_URL": None,
     "CHAT_MODEL": None,  # None: gpt-4o-mini upstream, or the local GGUF's name
@@ -117,10 +118,7 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = "sqlite:///" + os.path.join(app.instance_path, "chatapp.sqlite3")
     app.config["SQLALCHEMY_DATABASE_URI"] = _normalise_db_url(app.config["DATABASE_URL"])
-    # Many streams each touch the database briefly; allow bursts, and survive database restarts.
-    app.config.setdefault(
-        "SQLALCHEMY_ENGINE_OPTIONS", {"pool_size": 10, "max_overflow": 40, "pool_pre_ping": True, "pool_recycle": 300}
-    )
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", _pool_options(app.config))
     # The largest body any endpoint takes; each request is held to its own limit (chatapp.limits).
     images = app.config["MAX_FORM_BYTES"] + app.config["MAX_IMAGE_BYTES"] * app.config["MAX_IMAGES"]
     app.config["MAX_CONTENT_LENGTH"] = max(images, app.config["MAX_AUDIO_BYTES"]) + 100_000
@@ -151,6 +149,21 @@ def _convert(raw: str, default: object) -> object:
     if isinstance(default, float):
         return float(raw)
     return raw
+
+
+def _pool_options(config: dict) -> dict:
+    """Database connections per worker process, and surviving database restarts.
+
+    Many streams each touch the database briefly, and a burst of sends holds a connection each while
+    their writes queue. SQLite is a file with no server to exhaust: as many connections as requests
+    need, so a burst never times out waiting for one. PostgreSQL counts every connection against its
+    ``max_connections`` (100 by default): ``DATABASE_POOL_SIZE`` stay open and as many again open in a
+    burst, so workers × 2 × ``DATABASE_POOL_SIZE`` must stay under it; a request past that waits.
+    """
+    if config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return {"pool_size": 20, "max_overflow": -1}
+    size = int(config["DATABASE_POOL_SIZE"])
+    return {"pool_size": size, "max_overflow": size, "pool_pre_ping": True, "pool_recycle": 300}
 
 
 def _normalise_db_url(url: str) -> str:

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import and_, case, func, literal, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, joinedload
 
 from . import images as images_module
 from . import notes, quotas, rooms, search
@@ -93,7 +93,7 @@ def conversation_access(user_id: str | None, conversation_id: int, need: str = V
 
 def message_access(user_id: str | None, message_id: int, need: str = VIEWER) -> Message:
     """The message if ``user_id`` has at least the role ``need`` in its conversation."""
-    message = db.session.get(Message, message_id)
+    message = db.session.get(Message, message_id, options=[joinedload(Message.conversation)])  # one query
     require_role(role_in(message.conversation, user_id) if message else None, need)
     assert message is not None
     return message

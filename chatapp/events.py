@@ -138,9 +138,12 @@ def _follow(message_id: int, after: int, coalesce: float, tick: float | None) ->
             last_news = now
         elif not wrote and tick is not None and not done:
             yield Tick()
-        if done and _status(message_id) != STREAMING:  # a "done" of an earlier run (since continued) is stale
-            yield from _finished(message_id)
-            return
+        if done:  # one query for the final state (a "done" of an earlier run, since continued, is stale)
+            message = db.session.get(Message, message_id)
+            if message is None or message.status != STREAMING:
+                yield from _finished(message_id, message)
+                return
+            db.session.close()
         if now - last_ping >= PING_EVERY:
             yield Ping()
             last_ping = now
@@ -172,10 +175,11 @@ def _missing(message_id: int, start: int, end: int) -> str:
         time.sleep(0.05)
 
 
-def _finished(message_id: int) -> Iterator[Done]:
-    """The final state, valid (relationships and all) until the door asks for the next update."""
+def _finished(message_id: int, message: Message | None = None) -> Iterator[Done]:
+    """The final state (``message`` if already read), valid, relationships and all, until the door
+    asks for the next update."""
     try:
-        yield Done(db.session.get(Message, message_id))
+        yield Done(message or db.session.get(Message, message_id))
     finally:
         db.session.close()
 
@@ -192,7 +196,7 @@ def _status(message_id: int) -> str | None:
         status, updated_at = row
         stale = utcnow() - timedelta(seconds=current_app.config["STALE_AFTER"])
         if status == STREAMING and updated_at < stale:
-            mark_stale_interrupted(stale)
+            mark_stale_interrupted(stale, message_id)
             status = db.session.scalar(select(Message.status).where(Message.id == message_id))
         return status
     finally:

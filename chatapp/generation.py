@@ -23,6 +23,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy import exc as sa_exc
 
 from . import logs, metrics, notes, quotas, search
+from .blocking import call_blocking, let_others_run
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -412,7 +413,9 @@ class Generator:
             "completion_tokens": earlier_completion
             + (completion_tokens if completion_tokens is not None else round_counted),
             "updated_at": utcnow(),
-            **answer_metrics(text),
+            # VADER is pure Python, ~20 µs a word: off the event loop, so a long answer's end does
+            # not hold up every other stream (under gevent a real thread; else the caller's own).
+            **call_blocking(answer_metrics, text),
         }
         if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
             values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name
@@ -420,6 +423,7 @@ class Generator:
         # indexing fail, the answer is stored without it rather than not at all.
         indexed = True
         give_up = time.monotonic() + FINISH_RETRY_FOR
+        let_others_run()  # many answers may end at once: the streams still going are served in between
         for attempt in itertools.count():  # the database may be restarting: try again, the text is here
             with self.app.app_context():
                 try:

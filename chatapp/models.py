@@ -589,12 +589,16 @@ def user_stats(user_id: str) -> dict:
     }
 
 
-def mark_stale_interrupted(cutoff: datetime) -> int:
-    """Mark answers whose generator stopped heart-beating before ``cutoff`` as interrupted."""
+def mark_stale_interrupted(cutoff: datetime, message_id: int | None = None) -> int:
+    """Mark answers whose generator stopped heart-beating before ``cutoff`` as interrupted: all of them
+    (the generator's periodic sweep) or just ``message_id`` (a viewer finding its answer stale: one row,
+    so many viewers at once never lock the same rows in different orders, which PostgreSQL would end
+    as a deadlock)."""
+    query = update(Message).where(Message.status == STREAMING, Message.updated_at < cutoff)
+    if message_id is not None:
+        query = query.where(Message.id == message_id)
     result: CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE's result has a rowcount
-        update(Message)
-        .where(Message.status == STREAMING, Message.updated_at < cutoff)
-        .values(
+        query.values(
             status=INTERRUPTED,
             error="The server stopped while this answer was being written. The text so far is kept.",
         )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from flask import Response, g, render_template, request, stream_with_context
 from markupsafe import escape
+from sqlalchemy import select
 from werkzeug.wrappers import Response as BaseResponse
 
 from .. import conversations, export, images, notes, presets, prices, rooms
@@ -151,8 +152,10 @@ def notes_html(note_ids: list[int]) -> str:
 
 
 def _assistant_notes(message: Message | None) -> list[int]:
-    """The notes an answer saved."""
-    return [n.id for n in message.conversation.notes if n.message_id == message.id] if message else []
+    """The notes saved from an answer (one query: every stream of an ending answer asks)."""
+    if message is None:
+        return []
+    return list(db.session.scalars(select(Note.id).where(Note.message_id == message.id).order_by(Note.id)))
 
 
 def render_chat(
