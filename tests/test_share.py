@@ -265,6 +265,18 @@ def live_events(viewer: Chat, path: str) -> Iterator[Event]:
     return (e for e in parse(stream) if isinstance(e, Event))
 
 
+def until_finished(events: Iterator[Event], answer_id: int) -> list[Event]:
+    """The live stream's events until the page shows the answer finished: its final message out of band
+    (``answer``), or the messages again (``changed``) if the owner's conversation was seen to change first."""
+    seen: list[Event] = []
+    for event in events:
+        seen.append(event)
+        finished = event.event == "answer" and f'id="message-{answer_id}"' in event.data
+        if finished or (event.event == "changed" and 'data-status="streaming"' not in event.data):
+            return seen
+    raise AssertionError("the stream ended before the answer did")
+
+
 def test_live_link_streams_the_answer_on_the_pages_one_stream(app, chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id, _ = owner_with_answer(chat, upstream)
     live = share(chat, conversation_id)
@@ -279,17 +291,13 @@ def test_live_link_streams_the_answer_on_the_pages_one_stream(app, chat: Chat, u
     events = live_events(viewer, live)
     reply.resume.set()
     # The answer's rendered swaps and the words between renders come on the page's one stream, out of band.
-    seen: list[Event] = []
-    for event in events:
-        seen.append(event)
-        if event.event == "answer" and f'id="message-{answer_id}"' in event.data:
-            break
+    seen = until_finished(events, answer_id)
     answer = [e for e in seen if e.event == "answer"]
     renders = [e for e in answer if f'hx-swap-oob="innerHTML:#message-{answer_id} .tail"' in e.data]
     assert renders and f'hx-swap-oob="innerHTML:#blocks-{answer_id}"' in renders[0].data  # the first replaces
     assert any(f'hx-swap-oob="beforeend:#pending-{answer_id}"' in e.data for e in answer)  # text between renders
-    done = answer[-1].data
-    assert 'hx-swap-oob="true"' in done and 'data-status="complete"' in done and "w59" in done
+    done = seen[-1].data
+    assert 'data-status="complete"' in done and "w59" in done and 'data-status="streaming"' not in done
     assert "/retry" not in done and "sse-connect" not in done
     # A snapshot and another version have no live stream: the page refreshes itself instead.
     assert "sse-connect" not in viewer.get(snapshot).get_data(as_text=True)
@@ -466,11 +474,7 @@ def test_live_link_streams_from_another_worker_with_redis(
     answer_id = worker_a.send(conversation_id, "Across workers")
     first = next(watch)  # worker B's watcher sees the new message
     assert first.event == "changed" and "Across workers" in first.data
-    events = []
-    for event in watch:  # then the answer, on the same stream, from worker A's generator through Redis
-        events.append(event)
-        if event.event == "answer" and 'data-status="complete"' in event.data:
-            break
+    events = until_finished(watch, answer_id)  # the answer, on the same stream, from worker A through Redis
     assert "w0 w1" in events[-1].data and "w19" in events[-1].data
     assert any(f"#message-{answer_id} .tail" in e.data for e in events)
 
