@@ -8,6 +8,7 @@ follows the owner's conversation as it grows (``follow_live``: what its page's o
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import secrets
 import threading
@@ -289,6 +290,11 @@ def image(link: ShareLink, image_id: int) -> Image:
     return found
 
 
+def state_key(state: tuple[int | None, datetime] | None) -> str:
+    """A short name for a live link's state (``changes``), for the page to say which one it shows."""
+    return hashlib.blake2s(repr(state).encode(), digest_size=8).hexdigest()
+
+
 def changes(link_id: int) -> tuple[int | None, datetime] | None:
     """What a live viewer's page compares to notice new messages: the owner's path and the last activity;
     None once the link stops working (revoked, expired, or its conversation deleted). One query."""
@@ -318,12 +324,14 @@ class Gone:
 LiveUpdate = Changed | Gone | AnswerEvent | Ping
 
 
-def follow_live(link_id: int) -> Iterator[LiveUpdate]:
+def follow_live(link_id: int, shown: str | None = None) -> Iterator[LiveUpdate]:
     """Everything a live link's page must show, for its one event stream: the messages again when the
     owner's path changes (a look every ``WATCH_EVERY``), and the answer being written on that path as it
-    grows. The answer is followed from its start each time the messages are shown again (the first render
-    replaces what the page shows of it), so it never depends on which render the page got. Ends when the
-    link stops working, or after ``WATCH_FOR`` (the browser reconnects, and the link is checked again)."""
+    grows. ``shown``: the ``state_key`` of what the page shows, so what changed before the stream began
+    (or while it reconnected) is shown at once. The answer is followed from its start each time the
+    messages are shown again (the first render replaces what the page shows of it), so it never depends
+    on which render the page got. Ends when the link stops working, or after ``WATCH_FOR`` (the browser
+    reconnects, and the link is checked again)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, for threads
     updates: queue.Queue[tuple[threading.Event, AnswerEvent]] = queue.Queue()
     following = threading.Event()  # set once the answer followed now is no longer wanted
@@ -340,6 +348,8 @@ def follow_live(link_id: int) -> Iterator[LiveUpdate]:
     if seen is None:  # stopped working since the page was shown
         yield Gone()
         return
+    if shown is not None and shown != state_key(seen):
+        yield Changed(seen)
     follow_streaming()
     db.session.close()
     started = time.monotonic()

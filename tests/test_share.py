@@ -259,8 +259,9 @@ def test_continue_in_my_chats_copies_the_path_shown(app, chat: Chat, upstream) -
 def live_events(viewer: Chat, path: str) -> Iterator[Event]:
     """A live link's page's one event stream, as the page's JavaScript opens it: its events as they come."""
     page = viewer.get(path).get_data(as_text=True)
-    assert page.count("sse-connect=") == 1 and f'sse-connect="{path}/watch"' in page
-    stream = Stream(lambda: viewer.client.get(f"{path}/watch", buffered=False))
+    url = html.unescape(re.search(r'sse-connect="([^"]+)"', page).group(1))
+    assert page.count("sse-connect=") == 1 and url.startswith(f"{path}/watch?shown=")
+    stream = Stream(lambda: viewer.client.get(url, buffered=False))
     assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
     return (e for e in parse(stream) if isinstance(e, Event))
 
@@ -457,6 +458,22 @@ def test_live_watch_stream_sends_the_new_messages_then_says_when_the_link_is_off
     gone = next(e for e in events if e.event != "changed")
     assert gone.event == "gone" and "turned off" in gone.data
     assert viewer.get(f"{share(chat, conversation_id, kind='snapshot')}/watch").status_code == 404
+
+
+def test_live_stream_shows_at_once_what_changed_before_it_began(app, chat: Chat, upstream) -> None:  # noqa: ANN001
+    """The page names the state it shows: a message sent between the page and its stream is not missed."""
+    conversation_id, _ = owner_with_answer(chat, upstream)
+    path = share(chat, conversation_id)
+    viewer = Chat(app)
+    page = viewer.get(path).get_data(as_text=True)
+    url = html.unescape(re.search(r'sse-connect="([^"]+)"', page).group(1))
+    assert url.startswith(f"{path}/watch?shown=")
+    upstream.script(Reply(tokens=["Meanwhile"]))
+    chat.wait(chat.send(conversation_id, "Sent before the stream opened"))
+    events = (e for e in parse(Stream(lambda: viewer.client.get(url, buffered=False))) if isinstance(e, Event))
+    changed = next(events)
+    assert changed.event == "changed" and "Sent before the stream opened" in changed.data
+    assert "Meanwhile" in changed.data
 
 
 @pytest.mark.redis

@@ -118,6 +118,8 @@ def view(token: str):  # noqa: ANN201
     """The shared conversation, read-only; ``?leaf=<message id>`` shows another version (only here)."""
     link = _resolve(token)
     leaf = request.args.get("leaf", type=int)
+    # What the page shows, for its live stream; looked at first, so a change meanwhile is sent again, not missed.
+    live_state = sharing.state_key(sharing.changes(link.id)) if link.kind == sharing.LIVE and leaf is None else None
     shown = sharing.view(link, leaf)
     title, description = sharing.description(link, shown)
     owner = db.session.get(User, shown.conversation.user_id)
@@ -135,6 +137,7 @@ def view(token: str):  # noqa: ANN201
         og_title=title,
         og_description=description,
         refresh=max(request.args.get("refresh", 0, type=int), 0),
+        live_state=live_state,
     )
     # Not kept by shared caches, and checked again on every visit: a link turned off stops showing at once.
     headers = {"Cache-Control": "private, no-cache"}
@@ -151,11 +154,11 @@ def watch(token: str):  # noqa: ANN201
     link = _resolve(token)
     if link.kind != sharing.LIVE:
         raise ChatError("Only live links change: this one is a snapshot.", 404, "not_found")
-    link_id = link.id
+    link_id, shown = link.id, request.args.get("shown")
     db.session.close()
 
     def stream():  # noqa: ANN202
-        for update in sharing.follow_live(link_id):
+        for update in sharing.follow_live(link_id, shown):
             if isinstance(update, Ping):
                 yield ": ping\n\n"
                 continue
