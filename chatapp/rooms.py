@@ -170,6 +170,13 @@ def role_now(conversation_id: int, user_id: str) -> str | None:
     )
 
 
+def is_removed(conversation_id: int, user_id: str) -> bool:
+    """True if the conversation still exists and the user has no role in it any more (removed, or left);
+    False while they are in it, and once it is deleted (that is not a removal)."""
+    owner = db.session.scalar(select(Conversation.user_id).where(Conversation.id == conversation_id))
+    return owner is not None and role_now(conversation_id, user_id) is None
+
+
 def can(role: str | None, need: str) -> bool:
     """True if ``role`` is at least ``need``."""
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[need]

@@ -427,3 +427,22 @@ def test_a_removed_members_socket_on_another_worker_is_closed(make_app, upstream
         removed_at = remove_the_member(owner, member, conversation_id)
         assert removed_socket_is_closed(ws, conversation_id, removed_at) == []
         assert owner.post(f"/messages/{answer}/stop").status_code == 303
+
+
+def test_deleting_a_room_is_not_a_removal_the_owners_socket_stays_open(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app()
+    owner = ApiClient(app)
+    conversation_id = owner.call("POST", "/conversations", {"title": "Short-lived"}).get_json()["id"]
+    kept = owner.call("POST", "/conversations", {"title": "Kept"}).get_json()["id"]
+    with serve(app) as base_url:
+        ws = WebSocket(base_url, owner.token)
+        ws.send(type="subscribe", conversation_id=conversation_id)
+        ws.send(type="ping", request_id="p")
+        ws.until(lambda m: m["type"] == "pong")
+        assert owner.call("DELETE", f"/conversations/{conversation_id}").status_code == 204
+        told = ws.until(lambda m: m["type"] == "error")
+        assert told["conversation_id"] == conversation_id
+        ws.send(type="subscribe", conversation_id=kept)  # the socket goes on for the owner's other conversations
+        ws.send(type="ping", request_id="still here")
+        assert ws.until(lambda m: m["type"] == "pong")["request_id"] == "still here" and ws.closed is None
+        ws.close()

@@ -174,7 +174,7 @@ class Connection:
                         return  # closed, or unsubscribed from the conversation this answer was followed for
                     if time.monotonic() - checked >= rooms.HEARTBEAT or isinstance(update, Done):
                         checked = time.monotonic()  # a member removed meanwhile gets nothing more
-                        if not self.still_in(conversation_id, keep=isinstance(update, Done)):
+                        if self.is_removed(conversation_id, keep=isinstance(update, Done)):
                             self.removed(conversation_id)
                             return
                     if isinstance(update, Delta):
@@ -196,13 +196,14 @@ class Connection:
                 db.session.remove()
                 self.following.discard(message_id)
 
-    def still_in(self, conversation_id: int, keep: bool = False) -> bool:
-        """True while the socket's user may read the conversation; ``keep``: leave the session open (its
-        loaded final message must not be detached)."""
-        allowed = rooms.role_now(conversation_id, self.user_id) is not None
+    def is_removed(self, conversation_id: int, keep: bool = False) -> bool:
+        """True once the socket's user was removed from the conversation (a deleted one ends its answers
+        with ``not_found`` instead); ``keep``: leave the session open (a loaded final message must not be
+        detached)."""
+        removed = rooms.is_removed(conversation_id, self.user_id)
         if not keep:
             db.session.close()
-        return allowed
+        return removed
 
     def watch(self, conversation_id: int) -> None:
         """While subscribed, start following every answer that begins in the conversation."""
@@ -257,7 +258,10 @@ class Connection:
                         self.send("typing_indicator", **ids, **typing)
                     elif isinstance(update, rooms.Removed):
                         self.subscriptions.discard(conversation_id)
-                        self.removed(conversation_id)
+                        if self.is_removed(conversation_id):
+                            self.removed(conversation_id)
+                        else:  # deleted: said once; the socket stays for the user's other conversations
+                            self.send("error", **ids, code="removed", message=NO_LONGER_IN)
                         return
             except Exception:
                 log.exception("following the room of conversation %s failed", conversation_id)
