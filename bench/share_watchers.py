@@ -7,9 +7,8 @@ live link; N viewers load the shared page at once (timed), then each holds the p
 - the shared page's load time with N viewers loading it at once (p50/p99);
 - the server's CPU while the N watch streams sit idle (the cost of the once-a-second polling);
 - when the owner sends a message: how long until each viewer's watch stream delivers the new
-  messages (p50/p99/max), then each viewer follows the answer's stream under the link
-  (``/s/<token>/messages/<id>/events``) as the page does: p99 largest gap between updates, and how
-  many viewers got the whole answer.
+  messages (p50/p99/max), then the answer's updates on the same stream (``answer`` events, the page's
+  one stream): p99 largest gap between updates, and how many viewers got the whole answer.
 
     python bench/share_watchers.py --viewers 50 100 --tokens 200 --rate 50 --worker-class gevent
 """
@@ -95,25 +94,35 @@ async def run(port: int, viewers: int, timeout: float, servers: list[int]) -> di
 
     sent_at: list[float] = []
     changed_after: list[float | None] = [None] * viewers
-    answer_ids: list[str | None] = [None] * viewers
+    gaps: list[float] = []
+    complete = 0
     watching = asyncio.Event()
     opened = 0
 
     async def watch(i: int) -> None:
-        nonlocal opened
+        """The page's one stream: the new messages, then the answer's updates until it is complete."""
+        nonlocal opened, complete
         response = await request(port, "GET", f"/s/{token}/watch")
         opened += 1
         if opened == viewers:
             watching.set()
+        times: list[float] = []
         try:
             async for name, data in sse_events(response):
                 if name == "changed" and sent_at:
-                    changed_after[i] = time.perf_counter() - sent_at[0]
-                    streaming = re.search(r'id="message-(\d+)" class="message assistant" data-status="streaming"', data)
-                    answer_ids[i] = streaming.group(1) if streaming else None
-                    return
+                    changed_after[i] = changed_after[i] or time.perf_counter() - sent_at[0]
+                    if 'data-status="streaming"' not in data:  # the messages again: the answer has ended
+                        complete += bool(times)
+                        return
+                elif name == "answer" and changed_after[i] is not None:
+                    times.append(time.perf_counter())
+                    if 'data-status="complete"' in data:
+                        complete += 1
+                        return
         finally:
             response.close()
+            if times:
+                gaps.append(max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0))
 
     watchers = [asyncio.create_task(watch(i)) for i in range(viewers)]
     await asyncio.wait_for(watching.wait(), timeout)
@@ -127,27 +136,6 @@ async def run(port: int, viewers: int, timeout: float, servers: list[int]) -> di
     status, location, cookie = await post_form(port, f"/c/{conversation_id}/messages", cookie, fields)
     assert status == 303, status
     await asyncio.wait_for(asyncio.gather(*watchers, return_exceptions=True), timeout)
-
-    gaps: list[float] = []
-    complete = 0
-
-    async def follow(answer_id: str | None) -> None:
-        nonlocal complete
-        if answer_id is None:
-            return
-        response = await request(port, "GET", f"/s/{token}/messages/{answer_id}/events")
-        times = []
-        try:
-            async for name, data in sse_events(response):
-                times.append(time.perf_counter())
-                if name == "done":
-                    complete += 'data-status="complete"' in data
-                    return
-        finally:
-            response.close()
-            gaps.append(max((b - a for a, b in zip(times, times[1:], strict=False)), default=0.0))
-
-    await asyncio.wait_for(asyncio.gather(*(follow(a) for a in answer_ids), return_exceptions=True), timeout)
     delays = [d for d in changed_after if d is not None]
     return {
         "viewers": viewers,

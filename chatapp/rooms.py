@@ -24,11 +24,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from .errors import ChatError
-from .events import Done, Ping
+from .events import Ping
 from .extensions import db
 from .generation import current_generator
 from .models import MEMBER, OWNER, ROLE_RANK, STREAMING, VIEWER, Conversation, Message, RoomMember, User, utcnow
-from .streaming_markdown import Rendered, Text, follow_rendered
+from .streaming_markdown import AnswerDone, AnswerText, AnswerUpdate, pump_answer
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +170,13 @@ def role_now(conversation_id: int, user_id: str) -> str | None:
     )
 
 
+def is_removed(conversation_id: int, user_id: str) -> bool:
+    """True if the conversation still exists and the user has no role in it any more (removed, or left);
+    False while they are in it, and once it is deleted (that is not a removal)."""
+    owner = db.session.scalar(select(Conversation.user_id).where(Conversation.id == conversation_id))
+    return owner is not None and role_now(conversation_id, user_id) is None
+
+
 def can(role: str | None, need: str) -> bool:
     """True if ``role`` is at least ``need``."""
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[need]
@@ -283,29 +290,6 @@ class NewMessages:
 @dataclass(frozen=True)
 class PathChanged:
     """The visible path changed (edit, retry, continue, version switch): show it again."""
-
-
-@dataclass(frozen=True)
-class AnswerUpdate:
-    """An answer being written grew (rendered Markdown)."""
-
-    message_id: int
-    rendered: Rendered
-
-
-@dataclass(frozen=True)
-class AnswerText:
-    """Words that arrived since the answer's last render, shown as plain text until the next one."""
-
-    message_id: int
-    text: str
-
-
-@dataclass(frozen=True)
-class AnswerDone:
-    """An answer ended: show its final state."""
-
-    message_id: int
 
 
 @dataclass(frozen=True)
@@ -529,22 +513,11 @@ def _follow_answer(app: object, follower: _Follower, message_id: int, after: int
     if message_id in follower.answers:
         return
     follower.answers.add(message_id)
-
-    def run() -> None:
-        with app.app_context():  # type: ignore[attr-defined]
-            try:
-                for update in follow_rendered(message_id, after):
-                    if follower.closed.is_set():
-                        return
-                    if isinstance(update, Rendered):
-                        follower.queue.put(("answer", AnswerUpdate(message_id, update)))
-                    elif isinstance(update, Text):
-                        follower.queue.put(("answer", AnswerText(message_id, update.text)))
-                    elif isinstance(update, Done):
-                        follower.queue.put(("answer", AnswerDone(message_id)))
-                        return
-            finally:
-                follower.answers.discard(message_id)
-                db.session.remove()
-
-    threading.Thread(target=run, daemon=True, name=f"room-answer-{message_id}").start()
+    pump_answer(
+        app,
+        message_id,
+        after,
+        lambda update: follower.queue.put(("answer", update)),
+        follower.closed,
+        ended=lambda: follower.answers.discard(message_id),
+    )

@@ -3,21 +3,28 @@
 One core for every door: the pages (``views/share.py``) and the JSON API call these, so the checks
 and the errors are the same everywhere. A link is a random token stored on the server; each is
 revoked on its own. A snapshot shows the conversation as it was when the link was made; a live link
-follows the owner's conversation as it grows.
+follows the owner's conversation as it grows (``follow_live``: what its page's one event stream carries).
 """
 
 from __future__ import annotations
 
+import hashlib
+import queue
 import secrets
+import threading
+import time
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from flask import current_app
 from sqlalchemy import func, select
 
 from . import images as images_module
 from .errors import ChatError
+from .events import Ping
 from .extensions import db
 from .models import (
     INTERRUPTED,
@@ -32,6 +39,7 @@ from .models import (
     User,
     utcnow,
 )
+from .streaming_markdown import AnswerEvent, pump_answer
 
 SNAPSHOT, LIVE = "snapshot", "live"
 KINDS = (SNAPSHOT, LIVE)
@@ -50,6 +58,8 @@ FROZEN_FIELDS = (
     "prompt_tokens",
     "completion_tokens",
 )
+WATCH_EVERY = 1.0  # seconds between a live viewer's looks for new messages
+WATCH_FOR = 600.0  # seconds a live page's stream stays open; the browser reconnects (and the link is checked again)
 STILL_WRITING = "It was still being written when this link was made; this is the text up to then."
 COPIED_WRITING = "It was still being written when this was copied; the text up to then is kept."
 
@@ -280,6 +290,11 @@ def image(link: ShareLink, image_id: int) -> Image:
     return found
 
 
+def state_key(state: tuple[int | None, datetime] | None) -> str:
+    """A short name for a live link's state (``changes``), for the page to say which one it shows."""
+    return hashlib.blake2s(repr(state).encode(), digest_size=8).hexdigest()
+
+
 def changes(link_id: int) -> tuple[int | None, datetime] | None:
     """What a live viewer's page compares to notice new messages: the owner's path and the last activity;
     None once the link stops working (revoked, expired, or its conversation deleted). One query."""
@@ -291,6 +306,89 @@ def changes(link_id: int) -> tuple[int | None, datetime] | None:
     if row is None or row[0] is not None or (row[1] is not None and row[1] <= utcnow()):
         return None
     return row[2], row[3]
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The owner's path or its messages changed (``changes`` went from one state to ``state``): the page
+    shows the link's messages again."""
+
+    state: tuple[int | None, datetime]
+
+
+@dataclass(frozen=True)
+class Gone:
+    """The link stopped working while its page was open (revoked, expired, or its conversation deleted)."""
+
+
+LiveUpdate = Changed | Gone | AnswerEvent | Ping
+
+
+def follow_live(link_id: int, shown: str | None = None) -> Iterator[LiveUpdate]:
+    """Everything a live link's page must show, for its one event stream: the messages again when the
+    owner's path changes (a look every ``WATCH_EVERY``), and the answer being written on that path as it
+    grows. ``shown``: the ``state_key`` of what the page shows, so what changed before the stream began
+    (or while it reconnected) is shown at once. The answer is followed from its start each time the
+    messages are shown again (the first render replaces what the page shows of it), so it never depends
+    on which render the page got. Ends when the link stops working, or after ``WATCH_FOR`` (the browser
+    reconnects, and the link is checked again)."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]  # the app itself, for threads
+    updates: queue.Queue[tuple[threading.Event, AnswerEvent]] = queue.Queue()
+    following = threading.Event()  # set once the answer followed now is no longer wanted
+
+    def follow_streaming() -> None:
+        nonlocal following
+        following.set()  # what an earlier answer's thread still puts is dropped
+        following = tag = threading.Event()
+        answer = _streaming_answer(link_id)
+        if answer is not None:
+            pump_answer(app, answer, 0, lambda update: updates.put((tag, update)), tag, resumed=True)
+
+    seen = changes(link_id)
+    if seen is None:  # stopped working since the page was shown
+        yield Gone()
+        return
+    if shown is not None and shown != state_key(seen):
+        yield Changed(seen)
+    follow_streaming()
+    db.session.close()
+    started = time.monotonic()
+    look_at = started + WATCH_EVERY
+    try:
+        yield Ping()
+        while time.monotonic() - started < WATCH_FOR:
+            wait = look_at - time.monotonic()
+            if wait > 0:  # the answer's updates until the next look (the looks go on while it streams)
+                try:
+                    tag, update = updates.get(timeout=wait)
+                except queue.Empty:
+                    continue
+                if not tag.is_set():
+                    yield update
+                continue
+            look_at = time.monotonic() + WATCH_EVERY
+            now = changes(link_id)
+            if now is None:
+                yield Gone()
+                return
+            if now != seen:
+                seen = now
+                yield Changed(now)
+                follow_streaming()
+            else:
+                yield Ping()
+            db.session.close()
+    finally:
+        following.set()
+
+
+def _streaming_answer(link_id: int) -> int | None:
+    """The answer being written on a live link's path, if any."""
+    link = db.session.get(ShareLink, link_id)
+    if link is None or link.kind != LIVE:
+        return None
+    found = view(link).streaming
+    return found.id if found is not None else None
 
 
 # -- continue in my chats --------------------------------------------------------------------------------

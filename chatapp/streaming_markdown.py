@@ -12,6 +12,10 @@ Between renders the page gets the new text as it arrives (``Text``, every 50 ms 
 deltas), shown as plain text after the tail until the next render replaces it: words keep flowing
 at the API's pace while Markdown is rendered four times a second. Text carries no offset of its
 own, so a page that reconnects resumes from its last render, and gets text only after a render.
+
+A page whose one event stream carries everything (a room's page, a live share link's page) follows
+its answers with ``pump_answer``: a thread per answer puts ``AnswerUpdate``, ``AnswerText`` and
+``AnswerDone`` into the stream's queue, tagged with the answer's id.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ import threading
 import time
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .events import COALESCE, Delta, Done, NoteSaved, Ping, Status, Tick, follow
+from .extensions import db
 from .rendering import markdown_html, split_blocks
 
 RENDER_INTERVAL = 0.25  # seconds between renders of one answer's tail: about four a second
@@ -142,3 +147,68 @@ def follow_rendered(
             elif has is not None and (text := document.text_after(has)):
                 has += len(text)
                 yield Text(text)
+
+
+# -- one stream per page ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AnswerUpdate:
+    """An answer being written grew (rendered Markdown). ``whole``: ``rendered.blocks`` are all its
+    finished blocks (the first render of a follow from the start): they replace what the page shows."""
+
+    message_id: int
+    rendered: Rendered
+    whole: bool = False
+
+
+@dataclass(frozen=True)
+class AnswerText:
+    """Words that arrived since the answer's last render, shown as plain text until the next one."""
+
+    message_id: int
+    text: str
+
+
+@dataclass(frozen=True)
+class AnswerDone:
+    """An answer ended: show its final state."""
+
+    message_id: int
+
+
+AnswerEvent = AnswerUpdate | AnswerText | AnswerDone
+
+
+def pump_answer(
+    app: object,
+    message_id: int,
+    after: int,
+    put: Callable[[AnswerEvent], None],
+    closed: threading.Event,
+    resumed: bool = False,
+    ended: Callable[[], None] | None = None,
+) -> None:
+    """Follow one answer past offset ``after`` in a thread of its own, handing each update to ``put``,
+    until it ends or ``closed`` is set (then ``ended`` is called). ``resumed`` as for ``follow_rendered``:
+    from 0 with ``resumed``, the first render replaces whatever the page shows of the answer."""
+
+    def run() -> None:
+        whole = after == 0
+        with app.app_context():  # type: ignore[attr-defined]
+            try:
+                for update in follow_rendered(message_id, after, resumed=resumed):
+                    if closed.is_set():
+                        return
+                    if isinstance(update, Rendered):
+                        put(AnswerUpdate(message_id, update, whole))
+                        whole = False
+                    elif isinstance(update, Text):
+                        put(AnswerText(message_id, update.text))
+                    elif isinstance(update, Done):
+                        put(AnswerDone(message_id))
+                        return
+            finally:
+                if ended is not None:
+                    ended()
+                db.session.remove()
+
+    threading.Thread(target=run, daemon=True, name=f"answer-{message_id}").start()

@@ -25,7 +25,6 @@ NO_OWNER: dict[str, str] = {
         rule: "a share link: its secret token is what lets anyone holding it look (tests/test_share.py)"
         for rule in (
             "/s/<token>",
-            "/s/<token>/messages/<int:message_id>/events",
             "/s/<token>/watch",
             "/s/<token>/images/<int:image_id>",
             "/s/<token>/fork",

@@ -7,12 +7,14 @@ import json
 import re
 import time
 
+import pytest
+
 from chatapp import rooms
 from chatapp.extensions import db
 from chatapp.generation import current_generator
 from chatapp.models import Message, RoomMember
 from tests.auth import PASSWORD, sidebar_titles, sign_up, text
-from tests.clients import ApiClient, WebSocket, serve
+from tests.clients import ApiClient, WebSocket, ndjson, serve, stored
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
 from tests.sse import Event, Stream, parse
@@ -223,9 +225,11 @@ def test_a_removed_member_is_cut_off_and_an_ended_link_stops_working(chat: Chat,
     with chat.app.app_context():
         member_id = db.session.scalars(db.select(RoomMember.id).order_by(RoomMember.id)).first()
     assert chat.post(f"/c/{conversation_id}/members/{member_id}/remove").status_code == 303
+    removed_at = time.monotonic()
     closed = until(events, lambda e: "no longer in this conversation" in e.data, "the member was told")
     assert closed.event == "room"
     assert until(events, lambda e: e.event == "closed", "the stream closed")
+    assert next(events, None) is None and time.monotonic() - removed_at < 5  # the stream has ended
     assert member.get(f"/c/{conversation_id}").status_code == 404
     assert member.post(f"/c/{conversation_id}/messages", {"content": "still here?"}).status_code == 404
     # Ending the invite link: it stops working, for new visitors; nobody else is affected.
@@ -280,7 +284,8 @@ def test_rooms_on_postgres(make_app, postgres_url: str, upstream) -> None:  # no
     assert "a deleted user Member asks" in text(owner.get(f"/c/{conversation_id}"))
 
 
-def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("accept", ["text/event-stream", "application/x-ndjson"])
+def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream, accept: str) -> None:  # noqa: ANN001
     conversation_id, answer = chat.start("Owner")
     chat.wait(answer)
     api = ApiClient(chat.app)
@@ -288,14 +293,18 @@ def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream) -> None: 
     reply = Reply(tokens=["slow"] * 50, delay=0.01, pause_after=3)
     upstream.script(reply)
     answer = chat.send(conversation_id, "Long one")
-    stream = api.stream("GET", f"/messages/{answer}/stream")
-    events = parse(stream)
+    stream = api.stream("GET", f"/messages/{answer}/stream", Accept=accept)
+    if accept == "application/x-ndjson":  # JSON lines, as events: (type, the line)
+        events = (Event(line["type"], json.dumps(line), None) for line in ndjson(stream))
+    else:
+        events = parse(stream)
     until(events, lambda e: e.event == "delta", "the member reads the answer")
     member_id = api.call("GET", f"/conversations/{conversation_id}/members").get_json()["items"][1]["member_id"]
     chat.post(f"/c/{conversation_id}/members/{member_id}/remove")
     started = time.monotonic()
     cut = until(events, lambda e: e.event == "error", "the member was cut off")
     assert "not_found" in cut.data and time.monotonic() - started < 5
+    assert next(events, None) is None  # the stream has ended
     reply.resume.set()
 
 
@@ -332,3 +341,108 @@ def test_with_guests_off_an_invite_asks_to_sign_in_first(make_app, upstream) -> 
     assert sign_up(visitor, "bobby").status_code == 303
     assert visitor.post(f"/join/{token}").status_code == 303
     assert "Accounts only" in text(visitor.get(f"/c/{conversation_id}"))
+
+
+def removed_socket_is_closed(ws: WebSocket, conversation_id: int, removed_at: float) -> list[dict]:
+    """After the owner removed the socket's user: the ``removed`` error, then the socket closed with 4403
+    within 5 s of the removal; returns what came after the error (nothing, if the answer stopped)."""
+    told = ws.until(lambda m: m["type"] == "error")
+    assert told["code"] == "removed" and told["conversation_id"] == conversation_id
+    after = len(ws.received)
+    with pytest.raises(ConnectionError, match="closed by the server"):
+        ws.until(lambda m: False, timeout=5)
+    assert time.monotonic() - removed_at < 5
+    assert ws.closed is not None and ws.closed.code == 4403
+    assert ws.closed.reason == f"removed from conversation {conversation_id}"
+    return ws.received[after:]
+
+
+def member_socket_in_a_room(owner: Chat, base_url: str) -> tuple[int, ApiClient, WebSocket]:
+    """The owner's conversation with a member (through the API) whose socket is open: (id, member, socket)."""
+    conversation_id, answer = owner.start("Owner")
+    owner.wait(answer)
+    member = ApiClient(owner.app)
+    assert member.call("POST", "/join", {"token": invite_link(owner, conversation_id)}).status_code == 200
+    return conversation_id, member, WebSocket(base_url, member.token)
+
+
+def remove_the_member(owner: Chat, member: ApiClient, conversation_id: int) -> float:
+    """The owner removes the member on the page (a plain form); returns when."""
+    members = member.call("GET", f"/conversations/{conversation_id}/members").get_json()["items"]
+    member_id = next(m["member_id"] for m in members if m["role"] == "member")
+    assert owner.post(f"/c/{conversation_id}/members/{member_id}/remove").status_code == 303
+    return time.monotonic()
+
+
+def test_a_removed_members_socket_is_closed_and_the_answer_it_followed_stops(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app()
+    owner = Chat(app)
+    with serve(app) as base_url:
+        conversation_id, member, ws = member_socket_in_a_room(owner, base_url)
+        ws.send(type="subscribe", conversation_id=conversation_id)
+        ws.send(type="ping", request_id="p")
+        ws.until(lambda m: m["type"] == "pong")
+        upstream.script(Reply(tokens=[f" t{i}" for i in range(300)], delay=0.03))  # about 9 s
+        answer = owner.send(conversation_id, "A long story")
+        ws.until(lambda m: m["type"] == "chunk" and m["message_id"] == answer)  # the member reads along
+        removed_at = remove_the_member(owner, member, conversation_id)
+        assert removed_socket_is_closed(ws, conversation_id, removed_at) == []  # no token after the error
+        # The answer goes on for the room: only the removed member was cut off.
+        assert owner.get(f"/c/{conversation_id}").status_code == 200
+        assert stored(app, answer).status == "streaming"
+        assert owner.post(f"/messages/{answer}/stop").status_code == 303
+
+
+def test_a_removed_member_following_their_own_answer_on_a_socket_is_cut_off(make_app, upstream) -> None:  # noqa: ANN001
+    """Not subscribed: the answer's own follower notices the removal (every rooms.HEARTBEAT), even while
+    the model server is quiet."""
+    app = make_app()
+    owner = Chat(app)
+    with serve(app) as base_url:
+        conversation_id, member, ws = member_socket_in_a_room(owner, base_url)
+        reply = Reply(tokens=[f" t{i}" for i in range(40)], delay=0.02, pause_after=5)
+        upstream.script(reply)
+        ws.send(type="send_message", request_id="q", conversation_id=conversation_id, content="Mine")
+        answer = ws.until(lambda m: m["type"] == "message_created" and m["message"]["role"] == "assistant")
+        ws.until(lambda m: m["type"] == "chunk")
+        removed_at = remove_the_member(owner, member, conversation_id)
+        assert removed_socket_is_closed(ws, conversation_id, removed_at) == []
+        reply.resume.set()  # the rest is written for the room
+        assert owner.wait(answer["message"]["id"]).status == "complete"
+
+
+@pytest.mark.redis
+def test_a_removed_members_socket_on_another_worker_is_closed(make_app, upstream, redis_url, redis_prefix) -> None:  # noqa: ANN001
+    """The member's socket is on worker A; the owner removes them through worker B's page."""
+    worker_a = make_app(REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix)
+    owner = Chat(make_app(REDIS_URL=redis_url, REDIS_PREFIX=redis_prefix))
+    with serve(worker_a) as base_url:
+        conversation_id, member, ws = member_socket_in_a_room(owner, base_url)
+        ws.send(type="subscribe", conversation_id=conversation_id)
+        ws.send(type="ping", request_id="p")
+        ws.until(lambda m: m["type"] == "pong")
+        upstream.script(Reply(tokens=[f" t{i}" for i in range(300)], delay=0.03))
+        answer = owner.send(conversation_id, "Across workers")  # written by worker B, read on A through Redis
+        ws.until(lambda m: m["type"] == "chunk" and m["message_id"] == answer)
+        removed_at = remove_the_member(owner, member, conversation_id)
+        assert removed_socket_is_closed(ws, conversation_id, removed_at) == []
+        assert owner.post(f"/messages/{answer}/stop").status_code == 303
+
+
+def test_deleting_a_room_is_not_a_removal_the_owners_socket_stays_open(make_app, upstream) -> None:  # noqa: ANN001
+    app = make_app()
+    owner = ApiClient(app)
+    conversation_id = owner.call("POST", "/conversations", {"title": "Short-lived"}).get_json()["id"]
+    kept = owner.call("POST", "/conversations", {"title": "Kept"}).get_json()["id"]
+    with serve(app) as base_url:
+        ws = WebSocket(base_url, owner.token)
+        ws.send(type="subscribe", conversation_id=conversation_id)
+        ws.send(type="ping", request_id="p")
+        ws.until(lambda m: m["type"] == "pong")
+        assert owner.call("DELETE", f"/conversations/{conversation_id}").status_code == 204
+        told = ws.until(lambda m: m["type"] == "error")
+        assert told["conversation_id"] == conversation_id
+        ws.send(type="subscribe", conversation_id=kept)  # the socket goes on for the owner's other conversations
+        ws.send(type="ping", request_id="still here")
+        assert ws.until(lambda m: m["type"] == "pong")["request_id"] == "still here" and ws.closed is None
+        ws.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 import io
 import re
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -255,26 +256,68 @@ def test_continue_in_my_chats_copies_the_path_shown(app, chat: Chat, upstream) -
 
 
 # -- streams ------------------------------------------------------------------------------------------------
-def test_live_link_streams_the_answer_and_a_snapshot_has_no_stream(app, chat: Chat, upstream) -> None:  # noqa: ANN001
+def live_events(viewer: Chat, path: str) -> Iterator[Event]:
+    """A live link's page's one event stream, as the page's JavaScript opens it: its events as they come."""
+    page = viewer.get(path).get_data(as_text=True)
+    url = html.unescape(re.search(r'sse-connect="([^"]+)"', page).group(1))
+    assert page.count("sse-connect=") == 1 and url.startswith(f"{path}/watch?shown=")
+    stream = Stream(lambda: viewer.client.get(url, buffered=False))
+    assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    return (e for e in parse(stream) if isinstance(e, Event))
+
+
+def until_finished(events: Iterator[Event], answer_id: int) -> list[Event]:
+    """The live stream's events until the page shows the answer finished: its final message out of band
+    (``answer``), or the messages again (``changed``) if the owner's conversation was seen to change first."""
+    seen: list[Event] = []
+    for event in events:
+        seen.append(event)
+        finished = event.event == "answer" and f'id="message-{answer_id}"' in event.data
+        if finished or (event.event == "changed" and 'data-status="streaming"' not in event.data):
+            return seen
+    raise AssertionError("the stream ended before the answer did")
+
+
+def test_live_link_streams_the_answer_on_the_pages_one_stream(app, chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id, _ = owner_with_answer(chat, upstream)
     live = share(chat, conversation_id)
     snapshot = share(chat, conversation_id, kind="snapshot")
-    reply = Reply(tokens=["Streaming ", "to ", "viewers"], pause_after=1)
+    reply = Reply(tokens=[f" w{i}" for i in range(60)], delay=0.02, pause_after=2)
     upstream.script(reply)
     answer_id = chat.send(conversation_id, "Stream it")
     viewer = Chat(app)
     page = viewer.get(live).get_data(as_text=True)
-    assert f'sse-connect="{live}/messages/{answer_id}/events?after=' in page
-    assert '<meta http-equiv="refresh"' in page  # without JavaScript the page refreshes while it is written
-    stream = Stream(lambda: viewer.client.get(f"{live}/messages/{answer_id}/events", buffered=False))
-    assert stream.status_code == 200 and stream.headers["Content-Type"].startswith("text/event-stream")
+    assert 'data-status="streaming"' in page and f"/messages/{answer_id}/events" not in page  # no stream per answer
+    assert '<noscript><meta http-equiv="refresh"' in page  # without JavaScript the page refreshes while it is written
+    events = live_events(viewer, live)
     reply.resume.set()
-    events = [e for e in parse(stream) if isinstance(e, Event)]
-    assert [e.event for e in events][-1] == "done" and any(e.event == "tail" for e in events)
-    done = events[-1].data
-    assert "Streaming to viewers" in done and 'data-status="complete"' in done and "/retry" not in done
-    assert viewer.get(f"{snapshot}/messages/{answer_id}/events").status_code == 404
-    assert viewer.get(f"/s/nope/messages/{answer_id}/events").status_code == 404
+    # The answer's rendered swaps and the words between renders come on the page's one stream, out of band.
+    seen = until_finished(events, answer_id)
+    answer = [e for e in seen if e.event == "answer"]
+    renders = [e for e in answer if f'hx-swap-oob="innerHTML:#message-{answer_id} .tail"' in e.data]
+    assert renders and f'hx-swap-oob="innerHTML:#blocks-{answer_id}"' in renders[0].data  # the first replaces
+    assert any(f'hx-swap-oob="beforeend:#pending-{answer_id}"' in e.data for e in answer)  # text between renders
+    done = seen[-1].data
+    assert 'data-status="complete"' in done and "w59" in done and 'data-status="streaming"' not in done
+    assert "/retry" not in done and "sse-connect" not in done
+    # A snapshot and another version have no live stream: the page refreshes itself instead.
+    assert "sse-connect" not in viewer.get(snapshot).get_data(as_text=True)
+    assert viewer.get(f"{snapshot}/watch").status_code == 404
+    assert viewer.get("/s/nope/watch").status_code == 404
+    assert viewer.get(f"{live}/messages/{answer_id}/events").status_code == 404  # no such route any more
+
+
+def test_another_version_of_a_live_link_refreshes_while_its_answer_is_written(app, chat: Chat, upstream) -> None:  # noqa: ANN001
+    conversation_id, _ = owner_with_answer(chat, upstream)
+    live = share(chat, conversation_id)
+    reply = Reply(tokens=["slow"] * 20, delay=0.01, pause_after=1)
+    upstream.script(reply)
+    answer_id = chat.send(conversation_id, "Another")
+    page = Chat(app).get(f"{live}?leaf={answer_id}").get_data(as_text=True)
+    assert 'data-status="streaming"' in page and "sse-connect" not in page
+    assert '<meta http-equiv="refresh"' in page and "<noscript><meta" not in page  # with JavaScript too
+    reply.resume.set()
+    chat.wait(answer_id)
 
 
 # -- the JSON API --------------------------------------------------------------------------------------------
@@ -417,6 +460,22 @@ def test_live_watch_stream_sends_the_new_messages_then_says_when_the_link_is_off
     assert viewer.get(f"{share(chat, conversation_id, kind='snapshot')}/watch").status_code == 404
 
 
+def test_live_stream_shows_at_once_what_changed_before_it_began(app, chat: Chat, upstream) -> None:  # noqa: ANN001
+    """The page names the state it shows: a message sent between the page and its stream is not missed."""
+    conversation_id, _ = owner_with_answer(chat, upstream)
+    path = share(chat, conversation_id)
+    viewer = Chat(app)
+    page = viewer.get(path).get_data(as_text=True)
+    url = html.unescape(re.search(r'sse-connect="([^"]+)"', page).group(1))
+    assert url.startswith(f"{path}/watch?shown=")
+    upstream.script(Reply(tokens=["Meanwhile"]))
+    chat.wait(chat.send(conversation_id, "Sent before the stream opened"))
+    events = (e for e in parse(Stream(lambda: viewer.client.get(url, buffered=False))) if isinstance(e, Event))
+    changed = next(events)
+    assert changed.event == "changed" and "Sent before the stream opened" in changed.data
+    assert "Meanwhile" in changed.data
+
+
 @pytest.mark.redis
 def test_live_link_streams_from_another_worker_with_redis(
     make_app, upstream, redis_url: str, redis_prefix: str
@@ -427,17 +486,14 @@ def test_live_link_streams_from_another_worker_with_redis(
     conversation_id, _ = owner_with_answer(worker_a, upstream)
     path = share(worker_a, conversation_id)
     viewer = Chat(worker_b)
-    watch = (
-        e for e in parse(Stream(lambda: viewer.client.get(f"{path}/watch", buffered=False))) if isinstance(e, Event)
-    )
+    watch = live_events(viewer, path)
     upstream.script(Reply(tokens=[f" w{i}" for i in range(20)], delay=0.1))
     answer_id = worker_a.send(conversation_id, "Across workers")
-    stream = Stream(lambda: viewer.client.get(f"{path}/messages/{answer_id}/events", buffered=False))
     first = next(watch)  # worker B's watcher sees the new message
     assert first.event == "changed" and "Across workers" in first.data
-    events = [e for e in parse(stream) if isinstance(e, Event)]
-    assert events[-1].event == "done" and "w0 w1" in events[-1].data and "w19" in events[-1].data
-    assert any(e.event == "tail" for e in events)  # streamed from worker A's generator through Redis
+    events = until_finished(watch, answer_id)  # the answer, on the same stream, from worker A through Redis
+    assert "w0 w1" in events[-1].data and "w19" in events[-1].data
+    assert any(f"#message-{answer_id} .tail" in e.data for e in events)
 
 
 def test_api_viewer_follows_a_live_answer(app, upstream) -> None:  # noqa: ANN001

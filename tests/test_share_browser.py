@@ -30,6 +30,13 @@ def open_page(browser, live_server: str, errors: list[str] | None = None, **opti
     return page
 
 
+def event_streams(page) -> list[str]:  # noqa: ANN001
+    """The URLs of the EventSource connections the page opens from now on (reconnections included)."""
+    opened: list[str] = []
+    page.on("request", lambda request: opened.append(request.url) if request.resource_type == "eventsource" else None)
+    return opened
+
+
 def make_link(page, **choices: str) -> str:  # noqa: ANN001
     """From the conversation's page (options menu → Share) or on the Share page: choose, Create link;
     returns the new link's URL."""
@@ -62,14 +69,15 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
     owner.goto(owner.url.split("/share")[0])  # back to the conversation
 
     viewer = open_page(browser, live_server, errors)
+    streams = event_streams(viewer)
     viewer.goto(url)
     viewer.wait_for_selector('article.assistant[data-status="complete"]:has-text("First answer.")')
     assert viewer.locator("article.user h2.author").inner_text().startswith("Guest ")
     assert viewer.locator("#content").count() == 0 and viewer.locator("button.retry").count() == 0
     viewer.wait_for_timeout(300)  # the page's watch stream is open
 
-    words = [f"word{i} " for i in range(40)]
-    reply = Reply(tokens=words, delay=0.02, pause_after=20)
+    words = [f"word{i} " for i in range(100)]
+    reply = Reply(tokens=words, delay=0.05, pause_after=20)
     upstream.script(reply)
     owner.fill("#content", "Tell them a story")
     owner.press("#content", "Enter")
@@ -79,13 +87,29 @@ def test_owner_shares_and_a_live_viewer_sees_new_messages_stream_in(browser, liv
         "(document.querySelector('article.assistant[data-status=streaming]') || {}).textContent?.includes('word5')"
     )
     streaming_text = viewer.locator('article.assistant[data-status="streaming"]').inner_text()
-    assert "word39" not in streaming_text
+    assert "word39" not in streaming_text and "word99" not in streaming_text
+    # Someone who opens the link while the answer is written sees it go on, on the page's one stream too.
+    late = open_page(browser, live_server, errors)
+    late_streams = event_streams(late)
+    late.goto(url)
+    late.wait_for_selector('article.assistant[data-status="streaming"]:has-text("word5")')
+    check_accessible(late, "a live link while an answer is written")
     reply.resume.set()
+    # Both see the rest written live (what neither page was served)…
+    for page in (viewer, late):
+        page.wait_for_function(
+            "(document.querySelector('article.assistant[data-status=streaming]') || {}).textContent?.includes('word40')"
+        )
     # …and then the finished answer.
-    viewer.wait_for_selector('article.assistant[data-status="complete"]:has-text("word39")')
+    for page in (viewer, late):
+        page.wait_for_selector('article.assistant[data-status="complete"]:has-text("word99")')
+        assert page.locator("article.assistant").count() == 2
     viewer.wait_for_function("document.getElementById('announcer').textContent === 'Answer finished'")
-    assert viewer.locator("article.assistant").count() == 2
+    # One event stream per page, whatever it showed: the link's watch stream (browsers allow ~6 per host).
+    assert len(streams) == 1 and len(late_streams) == 1
+    assert streams[0].startswith(f"{url}/watch?shown=") and late_streams[0].startswith(f"{url}/watch?shown=")
     assert errors == []
+    late.context.close()
     owner.context.close()
     viewer.context.close()
 

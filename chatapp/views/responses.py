@@ -20,7 +20,7 @@ from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user, session_user
 from ..models import ERROR, MEMBER, OWNER, Conversation, Image, Message, Note, utcnow
-from ..streaming_markdown import Rendered, Text, follow_rendered
+from ..streaming_markdown import AnswerText, AnswerUpdate, Rendered, Text, follow_rendered
 
 PAGE_MESSAGES = 50  # messages of a conversation shown at once
 
@@ -139,6 +139,23 @@ def answer_events(message_id: int, finished: Callable[[Message | None], str], wi
                 yield ": ping\n\n"
 
     return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+def answer_fragment(update: AnswerUpdate | AnswerText) -> str:
+    """An answer's growth as out-of-band fragments, for a page whose one event stream carries it (a room's
+    page, a live share link's page): the blocks finished since, the new tail and the text shown since the
+    last render cleared, all in one swap; or the words between renders, as plain text after the tail."""
+    if isinstance(update, AnswerText):
+        return f'<span hx-swap-oob="beforeend:#pending-{update.message_id}">{escape(update.text)}</span>'
+    rendered, message_id = update.rendered, update.message_id
+    blocks = ""
+    if update.whole:  # all its blocks: they replace what the page shows (e.g. an older render of it)
+        blocks = f'<div hx-swap-oob="innerHTML:#blocks-{message_id}">{rendered.blocks}</div>'
+    elif rendered.blocks:
+        blocks = f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{rendered.blocks}</div>'
+    pending = f'<span hx-swap-oob="innerHTML:#pending-{message_id}"></span>'
+    tail = f'<div hx-swap-oob="innerHTML:#message-{message_id} .tail">{rendered.tail.strip()}</div>'
+    return blocks + pending + tail
 
 
 def notes_html(note_ids: list[int]) -> str:

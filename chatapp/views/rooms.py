@@ -16,9 +16,6 @@ from ..extensions import db
 from ..identity import current_user
 from ..models import MEMBER, OWNER, VIEWER, Conversation, Message
 from ..rooms import (
-    AnswerDone,
-    AnswerText,
-    AnswerUpdate,
     MembersChanged,
     NewMessages,
     PathChanged,
@@ -27,7 +24,8 @@ from ..rooms import (
     RoomUpdate,
     Typing,
 )
-from .responses import PAGE_MESSAGES, room_view
+from ..streaming_markdown import AnswerDone, AnswerText, AnswerUpdate
+from .responses import PAGE_MESSAGES, answer_fragment, room_view
 
 bp = Blueprint("rooms", __name__)
 
@@ -157,15 +155,8 @@ def events(conversation_id: int):  # noqa: ANN201
 
 def _fragment(conversation_id: int, update: RoomUpdate) -> str:
     """The HTML (out-of-band fragments) that shows ``update`` on the visitor's page."""
-    if isinstance(update, AnswerUpdate):
-        rendered, message_id = update.rendered, update.message_id
-        blocks = rendered.blocks and f'<div hx-swap-oob="beforeend:#blocks-{message_id}">{rendered.blocks}</div>'
-        # The text shown since the last render gives way to it in the same swap (as on the page's own stream).
-        pending = f'<span hx-swap-oob="innerHTML:#pending-{message_id}"></span>'
-        tail = f'<div hx-swap-oob="innerHTML:#message-{message_id} .tail">{rendered.tail.strip()}</div>'
-        return blocks + pending + tail
-    if isinstance(update, AnswerText):  # words between renders, as plain text after the tail
-        return f'<span hx-swap-oob="beforeend:#pending-{update.message_id}">{escape(update.text)}</span>'
+    if isinstance(update, AnswerUpdate | AnswerText):
+        return answer_fragment(update)
     if isinstance(update, NewMessages):
         answer = db.session.get(Message, update.answer_id)
         question = db.session.get(Message, answer.parent_id) if answer and answer.parent_id else None
@@ -209,8 +200,6 @@ def _fragment(conversation_id: int, update: RoomUpdate) -> str:
 
 
 def _escape(text: str) -> str:
-    from markupsafe import escape
-
     return str(escape(text))
 
 

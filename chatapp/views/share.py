@@ -1,24 +1,25 @@
 """Share links on the pages: the owner's Share page (create, copy, revoke) and the read-only viewer.
 
 Every action is a plain form answered with a 303; the viewer works without JavaScript (a live link's
-page refreshes itself while an answer is written) and, with it, streams answers as they are written.
+page refreshes itself while an answer is written) and, with it, a live link's page holds one event stream
+(``watch``) that brings new messages and the answer being written.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, stream_with_context, url_for
 
 from .. import conversations, sharing
 from ..errors import ChatError, error_response, wants_fragment
-from ..events import SSE_HEADERS, sse
+from ..events import SSE_HEADERS, Ping, sse
 from ..extensions import db
 from ..identity import current_user, session_user
 from ..models import DELETED_USER, Conversation, Message, ShareLink, User, utcnow
-from .responses import answer_events, image_response
+from ..streaming_markdown import AnswerDone, AnswerText, AnswerUpdate
+from .responses import answer_fragment, image_response
 
 bp = Blueprint("share", __name__)
 
@@ -29,8 +30,6 @@ EXPIRIES: dict[str, tuple[str, timedelta | None]] = {  # the form's choices: val
     "7d": ("In 7 days", timedelta(days=7)),
     "30d": ("In 30 days", timedelta(days=30)),
 }
-WATCH_EVERY = 1.0  # seconds between a live viewer's looks for new messages
-WATCH_FOR = 600.0  # seconds a watch stream stays open; the browser reconnects (and the link is checked again)
 VIEWER_PAGES = {"share.view", "share.fork"}
 RENDERED_KEPT = 256  # message lists kept for live watchers (one per link and state)
 
@@ -119,6 +118,8 @@ def view(token: str):  # noqa: ANN201
     """The shared conversation, read-only; ``?leaf=<message id>`` shows another version (only here)."""
     link = _resolve(token)
     leaf = request.args.get("leaf", type=int)
+    # What the page shows, for its live stream; looked at first, so a change meanwhile is sent again, not missed.
+    live_state = sharing.state_key(sharing.changes(link.id)) if link.kind == sharing.LIVE and leaf is None else None
     shown = sharing.view(link, leaf)
     title, description = sharing.description(link, shown)
     owner = db.session.get(User, shown.conversation.user_id)
@@ -136,6 +137,7 @@ def view(token: str):  # noqa: ANN201
         og_title=title,
         og_description=description,
         refresh=max(request.args.get("refresh", 0, type=int), 0),
+        live_state=live_state,
     )
     # Not kept by shared caches, and checked again on every visit: a link turned off stops showing at once.
     headers = {"Cache-Control": "private, no-cache"}
@@ -144,45 +146,44 @@ def view(token: str):  # noqa: ANN201
     return html, 200, headers
 
 
-@bp.get("/s/<token>/messages/<int:message_id>/events")
-def events(token: str, message_id: int):  # noqa: ANN201
-    """A live link's answer as it is written (Server-Sent Events, as on the chat page), read-only."""
-    link = _resolve(token)
-    sharing.answer(link, message_id)
-
-    def finished(message: Message | None) -> str:
-        return render_template("partials/message.html", message=message, share=link) if message else ""
-
-    return answer_events(message_id, finished)
-
-
 @bp.get("/s/<token>/watch")
 def watch(token: str):  # noqa: ANN201
-    """A live link's page with JavaScript: the messages again whenever the owner's path changes."""
+    """A live link's page with JavaScript: its one event stream. ``changed``: the messages again whenever
+    the owner's path changes; ``answer``: the answer being written, as out-of-band fragments (as on a
+    room's page); ``gone``: the link stopped working."""
     link = _resolve(token)
     if link.kind != sharing.LIVE:
         raise ChatError("Only live links change: this one is a snapshot.", 404, "not_found")
-    link_id, seen = link.id, sharing.changes(link.id)
+    link_id, shown = link.id, request.args.get("shown")
     db.session.close()
 
     def stream():  # noqa: ANN202
-        nonlocal seen
-        yield ": watching\n\n"
-        started = time.monotonic()
-        while time.monotonic() - started < WATCH_FOR:
-            time.sleep(WATCH_EVERY)
-            now = sharing.changes(link_id)
-            if now is None:  # revoked, expired or deleted meanwhile: the messages give way to a notice
-                yield sse(render_template("partials/share_gone.html"), "gone")
-                return
-            if now != seen:
-                seen = now
-                yield sse(_changed_html(link_id, now), "changed")
-            else:
+        for update in sharing.follow_live(link_id, shown):
+            if isinstance(update, Ping):
                 yield ": ping\n\n"
-            db.session.close()
+                continue
+            event, html = _live_event(link_id, update)
+            db.session.close()  # hand the connection back: the stream stays open for minutes
+            if html:
+                yield sse(html, event)
 
     return Response(stream_with_context(stream()), headers=SSE_HEADERS)
+
+
+def _live_event(link_id: int, update: sharing.LiveUpdate) -> tuple[str, str]:
+    """The SSE event (its name and HTML) that shows ``update`` on a live link's page."""
+    if isinstance(update, sharing.Changed):
+        return "changed", _changed_html(link_id, update.state)
+    if isinstance(update, sharing.Gone):  # the messages give way to a notice
+        return "gone", render_template("partials/share_gone.html")
+    if isinstance(update, AnswerDone):  # the finished message, as a reload shows it
+        message, link = db.session.get(Message, update.message_id), db.session.get(ShareLink, link_id)
+        if message is None or link is None:  # deleted meanwhile: the next look says so
+            return "answer", ""
+        return "answer", render_template("partials/message.html", message=message, share=link, swap_oob=True)
+    if isinstance(update, AnswerUpdate | AnswerText):
+        return "answer", answer_fragment(update)
+    return "", ""
 
 
 _rendering = threading.Lock()

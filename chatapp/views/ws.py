@@ -7,6 +7,7 @@ conversation also get the chunks of answers started elsewhere (the page, REST, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import secrets
@@ -35,6 +36,9 @@ bp.before_request(require_bearer)  # the same bearer token as the REST API (head
 
 WATCH_EVERY = 0.3  # seconds between looks for new answers in a subscribed conversation
 RECHECK_EVERY = 2.0  # seconds between checks that the token is still valid (revoked, user disabled)
+CLOSE_UNAUTHORIZED = 1008  # close code: the token was revoked or its user disabled
+CLOSE_REMOVED = 4403  # close code: the socket's user was removed from a conversation it had open
+NO_LONGER_IN = "You are no longer in this conversation."
 # conversation id -> open connections subscribed to it (this process)
 SUBSCRIBERS: dict[int, set[Connection]] = defaultdict(set)
 SUBSCRIBERS_LOCK = threading.Lock()
@@ -58,11 +62,32 @@ class Connection:
     def send(self, kind: str, **data: Any) -> None:
         """Send one JSON message (from any thread)."""
         with self.lock:
-            if self.open:
-                try:
-                    self.ws.send(json.dumps({"type": kind, **data}))
-                except (ConnectionClosed, OSError):  # closed by the client, or its socket already gone
-                    self.open = False
+            self._send(kind, data)
+
+    def _send(self, kind: str, data: dict) -> None:
+        if self.open:
+            try:
+                self.ws.send(json.dumps({"type": kind, **data}))
+            except (ConnectionClosed, OSError):  # closed by the client, or its socket already gone
+                self.open = False
+
+    def close(self, code: int, reason: str, last: tuple[str, dict] | None = None) -> None:
+        """Send ``last`` (a message type and its fields), then close the socket with ``code`` and
+        ``reason``, from any thread: nothing is sent after it, and it is done once."""
+        with self.lock:
+            if last is not None:
+                self._send(*last)
+            if not self.open:
+                return
+            self.open = False
+            with contextlib.suppress(ConnectionClosed, OSError):  # the client closed it first
+                self.ws.close(reason=code, message=reason)
+
+    def removed(self, conversation_id: int) -> None:
+        """The user lost access to the conversation: say so, then close the socket, so no answer it
+        followed there goes on (room events and the answers' own access checks both land here)."""
+        told = {"conversation_id": conversation_id, "code": "removed", "message": NO_LONGER_IN}
+        self.close(CLOSE_REMOVED, f"removed from conversation {conversation_id}", ("error", told))
 
     def run(self) -> None:
         """Read and answer client messages until the socket closes or its token stops being valid."""
@@ -74,8 +99,8 @@ class Connection:
                 if time.monotonic() - checked >= RECHECK_EVERY or raw is None:
                     checked = time.monotonic()
                     if not self.token_still_valid():
-                        self.send("error", code="unauthorized", message="This token was revoked or its user disabled.")
-                        self.ws.close(reason=1008, message="unauthorized")
+                        told = {"code": "unauthorized", "message": "This token was revoked or its user disabled."}
+                        self.close(CLOSE_UNAUTHORIZED, "unauthorized", ("error", told))
                         break
                 if raw is not None:
                     self.handle(raw)
@@ -140,11 +165,18 @@ class Connection:
 
     def _follow(self, message_id: int, request_id: Any, conversation_id: int) -> None:
         ids = {"request_id": request_id, "conversation_id": conversation_id}
+        checked = time.monotonic()
         with self.app.app_context():
             try:
-                for update in follow(message_id):
+                # Ticks when quiet: the access check runs even while the model server pauses.
+                for update in follow(message_id, tick=rooms.HEARTBEAT):
                     if not self.open or (request_id is None and conversation_id not in self.subscriptions):
                         return  # closed, or unsubscribed from the conversation this answer was followed for
+                    if time.monotonic() - checked >= rooms.HEARTBEAT or isinstance(update, Done):
+                        checked = time.monotonic()  # a member removed meanwhile gets nothing more
+                        if self.is_removed(conversation_id, keep=isinstance(update, Done)):
+                            self.removed(conversation_id)
+                            return
                     if isinstance(update, Delta):
                         self.send("chunk", **ids, message_id=message_id, seq=update.end, content=update.text)
                     elif isinstance(update, Status):  # e.g. retrying the model server
@@ -163,6 +195,15 @@ class Connection:
             finally:
                 db.session.remove()
                 self.following.discard(message_id)
+
+    def is_removed(self, conversation_id: int, keep: bool = False) -> bool:
+        """True once the socket's user was removed from the conversation (a deleted one ends its answers
+        with ``not_found`` instead); ``keep``: leave the session open (a loaded final message must not be
+        detached)."""
+        removed = rooms.is_removed(conversation_id, self.user_id)
+        if not keep:
+            db.session.close()
+        return removed
 
     def watch(self, conversation_id: int) -> None:
         """While subscribed, start following every answer that begins in the conversation."""
@@ -189,7 +230,7 @@ class Connection:
 
     def room(self, conversation_id: int, identity: tuple[str, str], stop: threading.Event) -> None:
         """Tell this socket who joins, leaves and types in the room (pages and sockets, any process);
-        a removed member is unsubscribed."""
+        a removed member is told, then the socket closes (``CLOSE_REMOVED``)."""
         ids = {"conversation_id": conversation_id}
         people: dict[str, str] = {}  # who was here at the last look
         told_left: dict[str | None, float] = {}  # user id -> when a user_left was sent for them
@@ -216,8 +257,11 @@ class Connection:
                         typing = {"user_id": update.user_id, "name": update.name, "is_typing": update.is_typing}
                         self.send("typing_indicator", **ids, **typing)
                     elif isinstance(update, rooms.Removed):
-                        self.send("error", **ids, code="removed", message="You are no longer in this conversation.")
                         self.subscriptions.discard(conversation_id)
+                        if self.is_removed(conversation_id):
+                            self.removed(conversation_id)
+                        else:  # deleted: said once; the socket stays for the user's other conversations
+                            self.send("error", **ids, code="removed", message=NO_LONGER_IN)
                         return
             except Exception:
                 log.exception("following the room of conversation %s failed", conversation_id)
