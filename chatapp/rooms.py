@@ -170,6 +170,25 @@ def role_now(conversation_id: int, user_id: str) -> str | None:
     )
 
 
+class AccessCheck:
+    """For an open stream: does its reader still have access? Asked on every update, it looks at the
+    database at most every ``HEARTBEAT`` seconds (then hands the connection back), so a member removed
+    meanwhile is cut off within that time."""
+
+    def __init__(self, conversation_id: int, user_id: str | None) -> None:
+        self.conversation_id, self.user_id = conversation_id, user_id
+        self.checked = time.monotonic()
+
+    def lost(self) -> bool:
+        """True once the reader has no role in the conversation (removed, left, or it was deleted)."""
+        if time.monotonic() - self.checked < HEARTBEAT:
+            return False
+        self.checked = time.monotonic()
+        role = role_now(self.conversation_id, self.user_id) if self.user_id is not None else None
+        db.session.close()
+        return role is None
+
+
 def is_removed(conversation_id: int, user_id: str) -> bool:
     """True if the conversation still exists and the user has no role in it any more (removed, or left);
     False while they are in it, and once it is deleted (that is not a removal)."""

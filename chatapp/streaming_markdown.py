@@ -121,9 +121,9 @@ def shared_document(message_id: int) -> Iterator[Document]:
 
 def follow_rendered(
     message_id: int, after: int = 0, resumed: bool = False
-) -> Iterator[Rendered | Text | Status | NoteSaved | Ping | Done]:
+) -> Iterator[Rendered | Text | Status | NoteSaved | Ping | Tick | Done]:
     """A page's view of an answer past offset ``after``: renders and the text between them, statuses,
-    saved notes, pings, Done.
+    saved notes, pings, ticks (a quarter of a second with nothing new), Done.
 
     ``resumed``: the page reconnected and may show text past its last render, so it gets text only
     after this connection's first render (which replaces that text).
@@ -147,6 +147,8 @@ def follow_rendered(
             elif has is not None and (text := document.text_after(has)):
                 has += len(text)
                 yield Text(text)
+            elif isinstance(update, Tick):
+                yield update  # nothing new: the reader may check on things (access, a closed page)
 
 
 # -- one stream per page ---------------------------------------------------------------------------------

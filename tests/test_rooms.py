@@ -308,6 +308,25 @@ def test_a_removed_members_api_stream_is_cut_off(chat: Chat, upstream, accept: s
     reply.resume.set()
 
 
+def test_a_removed_members_own_answer_stream_on_the_page_is_cut_off(chat: Chat, upstream) -> None:  # noqa: ANN001
+    # The room page follows answers on its one room stream; an answer's own stream (the chat page's)
+    # is open to room members too, and is cut off the same way.
+    conversation_id, member, _viewer, _ = room(chat)
+    reply = Reply(tokens=["slow "] * 50, delay=0.01, pause_after=3)
+    upstream.script(reply)
+    answer = chat.send(conversation_id, "Long one")
+    events = parse(Stream(lambda: member.client.get(f"/messages/{answer}/events", buffered=False)))
+    until(events, lambda e: e.event in ("text", "tail"), "the member reads the answer")
+    with chat.app.app_context():
+        member_id = db.session.scalars(db.select(RoomMember.id).order_by(RoomMember.id)).first()
+    assert chat.post(f"/c/{conversation_id}/members/{member_id}/remove").status_code == 303
+    removed_at = time.monotonic()
+    until(events, lambda e: e.event == "gone", "the member was cut off")
+    assert next(events, None) is None and time.monotonic() - removed_at < 5  # the stream has ended
+    assert member.get(f"/messages/{answer}/events").status_code == 404  # and cannot be opened again
+    reply.resume.set()
+
+
 def test_a_connection_that_just_dies_leaves_when_its_presence_expires(make_app, upstream) -> None:  # noqa: ANN001
     app = make_app()
     owner = ApiClient(app)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeVar
@@ -744,18 +743,13 @@ def stream(
     db.session.close()
 
     def events() -> Iterator[str]:
-        checked = time.monotonic()
+        access = rooms.AccessCheck(conversation_id, user_id) if conversation_id is not None else None
         for update in follow(message_id, after, tick=rooms.HEARTBEAT):  # ticks: the access check runs when quiet
             # Not on the final message: closing the session would detach it before it is sent.
-            quiet = not isinstance(update, Done)
-            if quiet and conversation_id is not None and time.monotonic() - checked >= rooms.HEARTBEAT:
-                checked = time.monotonic()
-                allowed = rooms.role_now(conversation_id, user_id) is not None
-                db.session.close()
-                if not allowed:
-                    gone = {"code": "not_found", "message": conversations.NOT_FOUND}
-                    yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
-                    return
+            if access and not isinstance(update, Done) and access.lost():
+                gone = {"code": "not_found", "message": conversations.NOT_FOUND}
+                yield _line("error", gone) if ndjson else sse(json.dumps(gone), "error")
+                return
             if isinstance(update, Delta):
                 data = {"message_id": message_id, "seq": update.end, "content": update.text}
                 yield _line("delta", data) if ndjson else sse(json.dumps(data), "delta", update.end)

@@ -12,7 +12,7 @@ from flask import (
     url_for,
 )
 
-from .. import conversations, notes, presets
+from .. import conversations, notes, presets, rooms
 from ..conversations import ChatError
 from ..errors import wants_fragment
 from ..extensions import db
@@ -365,9 +365,12 @@ def stop(message_id: int):  # noqa: ANN201
 def events(message_id: int):  # noqa: ANN201
     """Server-Sent Events for an answer: its Markdown rendered as it grows, the text between renders,
     then the rendered message."""
-    _message_or_404(message_id)
+    message = _message_or_404(message_id)
     return answer_events(
-        message_id, lambda message: render_template("partials/finished.html", message=message), with_notes=True
+        message_id,
+        lambda message: render_template("partials/finished.html", message=message),
+        with_notes=True,
+        access=rooms.AccessCheck(message.conversation_id, current_user().id),
     )
 
 

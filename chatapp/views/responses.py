@@ -15,7 +15,7 @@ from werkzeug.wrappers import Response as BaseResponse
 from .. import conversations, export, images, notes, presets, prices, rooms
 from ..conversations import NOT_FOUND, meter, role_in
 from ..errors import ChatError
-from ..events import SSE_HEADERS, Done, NoteSaved, Status, resume_offset, sse
+from ..events import SSE_HEADERS, Done, NoteSaved, Status, Tick, resume_offset, sse
 from ..extensions import db
 from ..generation import current_generator
 from ..identity import current_user, session_user
@@ -91,10 +91,18 @@ def image_response(image: Image) -> BaseResponse:
     return response.make_conditional(request)
 
 
-def answer_events(message_id: int, finished: Callable[[Message | None], str], with_notes: bool = False) -> Response:
+def answer_events(
+    message_id: int,
+    finished: Callable[[Message | None], str],
+    with_notes: bool = False,
+    access: rooms.AccessCheck | None = None,
+) -> Response:
     """An answer's page stream (Server-Sent Events): its Markdown rendered as it grows, the text between
     renders, why no text came yet ("retrying"), then ``finished(message)``, the HTML that replaces it.
     ``with_notes``: the notes the answer saves go to the page's Notes panel as they come.
+
+    ``access``: the reader's access, checked as the stream goes (a member removed from the room is cut
+    off within ``rooms.HEARTBEAT`` seconds with a ``gone`` event).
 
     Resumes from ``Last-Event-ID`` or ``?after=``; a page that reconnects (``Last-Event-ID``, or
     ``?resumed=1`` from the page's own reconnect) may show text past its last render, so it gets a
@@ -110,6 +118,11 @@ def answer_events(message_id: int, finished: Callable[[Message | None], str], wi
     def stream():  # noqa: ANN202
         nonlocal waiting
         for update in follow_rendered(message_id, after, resumed=resumed):
+            if access and not isinstance(update, Done) and access.lost():
+                yield sse(NOT_FOUND, "gone")
+                return
+            if isinstance(update, Tick):
+                continue
             if isinstance(update, Text):
                 # No id: a page that reconnects resumes from its last render.
                 yield sse(str(escape(update.text)), "text")
