@@ -30,6 +30,19 @@ def instance_path() -> str:
     return os.path.abspath(os.environ.get("INSTANCE_PATH") or default)
 
 
+def warm_up(app: Flask) -> None:
+    """Load now what serving the first answers would otherwise load in the middle of every stream:
+    the tokenizer, the price table, the tone analyser's word list and the templates of a message and
+    its stream (together about half a second, which in a gevent worker every open stream would wait)."""
+    from . import prices, tokens, tone
+
+    tokens.count_tokens("warm")
+    prices.load_table()
+    tone.load_analyzer()
+    for name in ("chat.html", "partials/finished.html", "partials/message.html", "partials/answer_state.html"):
+        app.jinja_env.get_template(name)
+
+
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the app: configuration, database (migrated), provider, broker, generator, views."""
     app = Flask(
