@@ -86,9 +86,31 @@ class Response:
         self.writer.close()
 
 
-async def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None) -> Response:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
-    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", "Connection: close", f"Content-Length: {len(body)}"]
+KEEP_ALIVE = False  # --keep-alive: a send and its stream share one connection, as browsers and HTTP libraries do
+
+
+async def request(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    headers: dict | None = None,
+    reuse: Response | None = None,
+    keep: bool = False,
+) -> Response:
+    """One request on a new connection (closed after it), or, with ``keep``, one kept open for the next
+    request, which passes the finished response as ``reuse``."""
+    if reuse is not None:
+        reader, writer = reuse.reader, reuse.writer
+    else:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=2**20)
+    connection = "keep-alive" if keep else "close"
+    lines = [
+        f"{method} {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        f"Connection: {connection}",
+        f"Content-Length: {len(body)}",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     status = int((await reader.readline()).split()[1])
@@ -167,12 +189,16 @@ async def stream_api(port: int, prompt: str, result: Result, session: tuple[str,
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     start = time.perf_counter()
     body = json.dumps({"content": prompt}).encode()
-    response = await request(port, "POST", f"/api/v1/conversations/{conversation_id}/messages", body, headers)
-    sent = json.loads(await response.body())
-    response.close()
-    if response.status != 202:
-        raise RuntimeError(f"send answered {response.status}")
-    response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"})
+    path = f"/api/v1/conversations/{conversation_id}/messages"
+    sent_response = await request(port, "POST", path, body, headers, keep=KEEP_ALIVE)
+    sent = json.loads(await sent_response.body())
+    if sent_response.status != 202:
+        sent_response.close()
+        raise RuntimeError(f"send answered {sent_response.status}")
+    if not KEEP_ALIVE:
+        sent_response.close()
+    reuse = sent_response if KEEP_ALIVE else None
+    response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"}, reuse=reuse)
     result.opened = time.perf_counter()
     try:
         async for name, data in sse_events(response):
@@ -206,15 +232,17 @@ async def stream_app(port: int, prompt: str, result: Result, session: tuple[str,
     start = time.perf_counter()
     form = urlencode({"csrf_token": token, "content": prompt}).encode()
     headers = {"Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie}
-    response = await request(port, "POST", "/conversations", form, headers)
-    await response.body()
-    response.close()
-    if response.status != 303:
-        raise RuntimeError(f"send answered {response.status}")
-    answer_id = response.headers["location"].rsplit("message-", 1)[1]
-    if "set-cookie" in response.headers:  # the first send makes the guest: the cookie now names it
-        cookie = response.headers["set-cookie"].split(";", 1)[0]
-    response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie})
+    sent = await request(port, "POST", "/conversations", form, headers, keep=KEEP_ALIVE)
+    await sent.body()
+    if sent.status != 303 or not KEEP_ALIVE:
+        sent.close()
+    if sent.status != 303:
+        raise RuntimeError(f"send answered {sent.status}")
+    answer_id = sent.headers["location"].rsplit("message-", 1)[1]
+    if "set-cookie" in sent.headers:  # the first send makes the guest: the cookie now names it
+        cookie = sent.headers["set-cookie"].split(";", 1)[0]
+    reuse = sent if KEEP_ALIVE else None
+    response = await request(port, "GET", f"/messages/{answer_id}/events", headers={"Cookie": cookie}, reuse=reuse)
     try:
         async for name, data in sse_events(response):
             # Raw text deltas (before Markdown streamed), rendered updates and the text between
@@ -359,7 +387,12 @@ def main() -> None:
     parser.add_argument("--redis", action="store_true", help="start a redis-server of the run's own; REDIS_URL")
     parser.add_argument("--idle-memory", type=int, metavar="N", help="also measure memory per open idle stream")
     parser.add_argument("--idle-hold", type=float, default=20.0, help="seconds idle streams wait for a token")
+    parser.add_argument(
+        "--keep-alive", action="store_true", help="send, then open the answer's stream on the same connection"
+    )
     args = parser.parse_args()
+    global KEEP_ALIVE  # noqa: PLW0603 - one switch for every request the run makes
+    KEEP_ALIVE = args.keep_alive
 
     workdir = Path(tempfile.mkdtemp(prefix="chatapp-bench-"))
     upstream = fake_upstream(args.tokens, args.rate)
@@ -550,7 +583,8 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         f" ({args.workers} worker{'s' if args.workers > 1 else ''}{' + Redis' if args.redis else ''}"
         f"{f', {args.threads} threads' if args.worker_class == 'gthread' else ''}),"
         f" {args.tokens} tokens per stream at {args.rate:g} tokens/s,"
-        f" {'PostgreSQL' if args.database_url else 'SQLite'}\n"
+        f" {'PostgreSQL' if args.database_url else 'SQLite'},"
+        f" {'a send and its stream on one connection' if args.keep_alive else 'a new connection per request'}\n"
     )
     print(
         "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"

@@ -25,6 +25,25 @@ def call_blocking(func: Callable[..., Any], *args: Any) -> Any:
     return gevent.get_hub().threadpool.apply(func, args)
 
 
+def in_background(target: Callable[..., Any], *args: Any, name: str) -> None:
+    """Run ``target(*args)`` on its own (a daemon thread; under gevent, a greenlet), without waiting.
+
+    ``threading.Thread.start`` waits until the new thread has started; under gevent that hands the
+    loop to every other ready greenlet first, so when 150 sends arrive together each one waits for
+    all the others at that point and they all finish at the end of the burst, not one after another.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:
+        monkey = None
+    if monkey is not None and monkey.is_module_patched("threading"):
+        import gevent
+
+        gevent.spawn(target, *args).name = name
+    else:
+        threading.Thread(target=target, args=args, name=name, daemon=True).start()
+
+
 def let_others_run() -> None:
     """Pause for a moment, so other requests run before a burst of work that cannot yield.
 

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, update
 from sqlalchemy import exc as sa_exc
 
 from . import logs, metrics, notes, quotas, search
-from .blocking import call_blocking, let_others_run
+from .blocking import call_blocking, in_background, let_others_run
 from .broker import Broker
 from .extensions import db
 from .models import (
@@ -154,10 +154,7 @@ class Generator:
             self._append(generation, prefix)
             generation.first_token_at = None
         messages = [m.as_dict() for m in prompt]
-        thread = threading.Thread(
-            target=self._run, args=(generation, messages, options or {}), name=f"gen-{message.id}", daemon=True
-        )
-        thread.start()
+        in_background(self._run, generation, messages, options or {}, name=f"gen-{message.id}")
 
     def stop(self, message_id: int) -> None:
         """Stop an answer wherever it runs; it keeps exactly the text published so far."""
