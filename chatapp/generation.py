@@ -48,8 +48,8 @@ answers_log = logging.getLogger("chatapp.answers")  # one line per step of an an
 
 SWEEP_EVERY = 5.0  # seconds between looks for answers whose generator died
 FINISH_RETRY_FOR = 30.0  # seconds an answer's end is retried while the database is unreachable
-ENDINGS_GATHER = 0.01  # seconds the finisher lets answers' ends gather before one transaction stores them
 ENDINGS_BATCH = 16  # at most this many answers' ends per transaction
+TONE_INLINE_CHARS = 4000  # an answer longer than this has its tone measured in a thread (about 2 ms and more)
 UNREACHABLE = (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.TimeoutError)  # restarting, locked, pool full
 
 
@@ -432,9 +432,9 @@ class Generator:
             "completion_tokens": earlier_completion
             + (completion_tokens if completion_tokens is not None else round_counted),
             "updated_at": utcnow(),
-            # VADER is pure Python, ~20 µs a word: off the event loop, so a long answer's end does
-            # not hold up every other stream (under gevent a real thread; else the caller's own).
-            **call_blocking(answer_metrics, text),
+            # VADER is pure Python, ~20 µs a word: a long answer's off the event loop, so its end does not
+            # hold up every other stream (under gevent a real thread; a short one is not worth the hop).
+            **(call_blocking(answer_metrics, text) if len(text) > TONE_INLINE_CHARS else answer_metrics(text)),
         }
         if generation.writer is not None:  # which model wrote it: a fallback's name, if one did
             values["model"], values["provider"] = generation.writer.name, generation.writer.provider.name
@@ -446,9 +446,7 @@ class Generator:
         # was written go in one transaction. A hundred answers ending in the same second cost a few
         # commits instead of a hundred, and the streams still going are not held up meanwhile.
         while not self._closed.is_set():
-            batch = [self._endings.get()]
-            time.sleep(ENDINGS_GATHER)
-            self._write_endings(batch)
+            self._write_endings([self._endings.get()])
 
     def _write_endings(self, batch: list[Ending]) -> None:
         """Store the final state of the ``batch`` and of every other ended answer queued, then tell their
