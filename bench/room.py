@@ -107,7 +107,8 @@ async def watch(port: int, session: tuple[str, str], result: Result, started: as
         started.set()
         async for name, data in events:
             answer = box.get("answer")
-            if name != "room" or answer is None or f"message-{answer}" not in data:
+            # Its renders (the tail of #message-N) and the words between them (appended to #pending-N).
+            if name != "room" or answer is None or not (f"message-{answer}" in data or f"pending-{answer}" in data):
                 continue
             text = html.unescape(re.sub(r"<[^>]+>", " ", data))
             if TOKEN.search(text):  # the answer's words (not the empty answer shown when it starts)
