@@ -500,8 +500,12 @@ class Generator:
                         indexed = False
                         log.exception("could not index messages %s: storing them without", ids)
                         continue
+                    elif len(batch) > 1:  # one answer's trouble must not cost the others their end
+                        for ending in batch:
+                            self._store_endings([ending])
+                        return
                     else:
-                        log.exception("could not store the end of messages %s", ids)
+                        log.exception("could not store the end of message %s", ids[0])
                         return
                 finally:
                     db.session.remove()
