@@ -77,6 +77,11 @@ class Document:
         with self._lock:
             return self.text[offset:]
 
+    def space_before(self, offset: int) -> bool:
+        """True if the text just before ``offset`` is white space."""
+        with self._lock:
+            return 0 < offset <= len(self.text) and self.text[offset - 1].isspace()
+
     def update_after(self, shown: int, now: float) -> Rendered | None:
         """What a page at offset ``shown`` lacks, rendering first if the last render is old enough."""
         with self._lock:
@@ -145,8 +150,11 @@ def follow_rendered(
                 shown = has = rendered.end
                 yield rendered
             elif has is not None and (text := document.text_after(has)):
+                # A render's HTML ends without the space its text ended with: the first words after it
+                # get that space back, or they would run into its last word ("word59word60").
+                lead = " " if has == shown and document.space_before(has) else ""
                 has += len(text)
-                yield Text(text)
+                yield Text(lead + text)
             elif isinstance(update, Tick):
                 yield update  # nothing new: the reader may check on things (access, a closed page)
 

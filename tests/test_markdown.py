@@ -215,16 +215,36 @@ def test_words_keep_flowing_between_renders_as_plain_text(chat: Chat, upstream) 
     updates = [e for e in events if e.event in ("tail", "text")]
     texts = [e for e in updates if e.event == "text"]
     assert len(texts) > len(updates) / 2  # most updates are plain text; renders come four times a second
-    # After each render, the text events continue exactly where it ended, escaped, with no gap or repeat.
+    # After each render, the text events continue exactly where it ended, escaped, with no gap or repeat;
+    # the render's HTML ends without the space its text ended with, so the first words get it back
+    # (else they would run into its last word: "word59word60").
     offset, shown = 0, ""
     for event in updates:
         if event.event == "tail":
             offset, shown = int(event.id), ""
         else:
             shown += html.unescape(event.data)
-            assert text[offset:].startswith(shown), (offset, shown)
+            space = " " if text[offset - 1 : offset].isspace() else ""
+            assert (space + text[offset:]).startswith(shown), (offset, shown)
             assert "<in>" not in event.data  # plain text, never markup
     assert page.text == visible_text(markdown_html(text))
+
+
+def test_words_after_a_render_never_run_into_its_last_word(chat: Chat, upstream) -> None:  # noqa: ANN001
+    # Tokens that end in a space ("word5 "): a render of "… word5 " shows "… word5" (HTML drops the
+    # trailing space), and the text after it must not read "word5word6".
+    upstream.script(Reply(tokens=[f"word{n} " for n in range(60)], delay=0.02, first_delay=0.2))
+    _, answer_id = chat.start("spaced words")
+    _, events = collect(chat.events(answer_id))
+    shown, checked = "", 0
+    for event in events:
+        if event.event == "tail":
+            shown = visible_text(event.data)
+        elif event.event == "text":
+            shown += html.unescape(event.data)
+            checked += 1
+            assert not re.search(r"word\d+word", shown), shown
+    assert checked > 5  # words came between renders
 
 
 def test_one_render_per_update_however_many_viewers(chat: Chat, upstream) -> None:  # noqa: ANN001
