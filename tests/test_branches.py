@@ -209,13 +209,16 @@ def test_edit_or_retry_while_streaming_is_refused(chat: Chat, upstream) -> None:
     chat.post(f"/messages/{streaming}/stop")
 
 
-def test_htmx_branch_actions_replace_the_whole_list(chat: Chat) -> None:
+def test_htmx_branch_actions_replace_the_whole_list(chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id, answer_id = chat.start("one")
     chat.wait(answer_id)
     chat.wait(chat.send(conversation_id, "two"))
     headers = {"HX-Request": "true", "X-CSRF-Token": chat.token}
     form = chat.client.get(f"/messages/{message_id(chat, 'one')}/edit", headers=headers).get_data(as_text=True)
     assert 'class="message user editing"' in form and "<html" not in form
+    # The new answer takes a moment, so the list comes back with it still being written (not a race
+    # between the answer and the response).
+    upstream.script(Reply(tokens=["Echo:", " uno"], first_delay=1.0))
     html = chat.client.post(
         f"/messages/{message_id(chat, 'one')}/edit", data={"content": "uno"}, headers=headers
     ).get_data(as_text=True)

@@ -365,9 +365,10 @@ def test_csrf_token_is_required(chat: Chat, upstream) -> None:  # noqa: ANN001
     assert upstream.requests == []
 
 
-def test_htmx_send_returns_fragments(chat: Chat) -> None:
+def test_htmx_send_returns_fragments(chat: Chat, upstream) -> None:  # noqa: ANN001
     conversation_id, answer_id = chat.start("first")
     chat.wait(answer_id)
+    upstream.script(Reply(tokens=["Echo:", " second"], first_delay=1.0))  # still being written when it answers
     response = chat.client.post(
         f"/c/{conversation_id}/messages",
         data={"content": "second"},
