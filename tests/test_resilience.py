@@ -358,7 +358,11 @@ def test_events_of_another_worker_carry_the_status(make_app, upstream, redis_url
     """With Redis, a follower in another process sees "retrying" too (two apps stand for two workers)."""
     config = {**FAST, "REDIS_URL": redis_url, "REDIS_PREFIX": redis_prefix}
     writer, reader = make_app(**config), make_app(**config)
-    upstream.script(Reply(status=503, error_message="down", retry_after="1"))
+    # The second try's words come seconds after the "retrying" status, so the follower reads the status on
+    # its own even when a loaded machine is slow to open its stream (a replay of status and text together
+    # shows only the text, by design).
+    slow = Reply(tokens=["Echo", ":", " hello"], first_delay=3.0)
+    upstream.script(Reply(status=503, error_message="down", retry_after="1"), slow)
     chat = Chat(writer)
     _, answer_id = chat.start("hello")
     follower = Chat(reader)
