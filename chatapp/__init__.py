@@ -13,6 +13,7 @@ from flask import Flask, has_request_context, request
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from .blocking import TakeTurns
 from .config import ConfigError, load_config
 
 PACKAGE = Path(__file__).resolve().parent
@@ -33,10 +34,12 @@ def instance_path() -> str:
 def warm_up(app: Flask) -> None:
     """Load now what serving the first answers would otherwise load in the middle of every stream:
     the tokenizer, the price table, the tone analyser's word list and the templates of a message and
-    its stream (together about half a second, which in a gevent worker every open stream would wait)."""
+    its stream, and the model client's own first-request work (together about half a second, which in
+    a gevent worker every open stream would wait)."""
     from . import prices, tokens, tone
 
     tokens.count_tokens("warm")
+    app.extensions["chatapp.generator"].router.warm_up()  # the model client's first request: imports, platform
     prices.load_table()
     tone.load_analyzer()
     for name in ("chat.html", "partials/finished.html", "partials/message.html", "partials/answer_state.html"):
@@ -149,6 +152,7 @@ def _init_proxy(app: Flask) -> None:
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.session_interface = _SessionInterface()
+    app.wsgi_app = TakeTurns(app.wsgi_app)  # type: ignore[method-assign]
 
 
 class _SessionInterface(SecureCookieSessionInterface):

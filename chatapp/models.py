@@ -244,16 +244,32 @@ class Conversation(Model):
         leaf_id = leaf_id or self.active_leaf_id
         if leaf_id is None:
             return []
+        path = self._path_up(leaf_id)
+        rows = db.session.execute(select(path.c.id, path.c.parent_id).order_by(path.c.depth.desc()))
+        return [(message_id, parent_id) for message_id, parent_id in rows]
+
+    def path_to(self, leaf_id: int) -> list[Message]:
+        """The messages from the root down to ``leaf_id``, with their images, root first: one query for
+        the path (and one for its images), however many other messages and branches the conversation has."""
+        path = self._path_up(leaf_id)
+        query = (
+            select(Message)
+            .join(path, Message.id == path.c.id)
+            .order_by(path.c.depth.desc())
+            .options(selectinload(Message.images))
+        )
+        return list(db.session.scalars(query))
+
+    def _path_up(self, leaf_id: int):  # noqa: ANN202 - a recursive CTE of (id, parent_id, depth)
+        """The path from ``leaf_id`` up to the root, walked in SQL; depth 0 is the leaf."""
         start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
             Message.id == leaf_id, Message.conversation_id == self.id
         )
         path = start.cte("path", recursive=True)
         parent = aliased(Message)
-        path = path.union_all(
+        return path.union_all(
             select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id)
         )
-        rows = db.session.execute(select(path.c.id, path.c.parent_id).order_by(path.c.depth.desc()))
-        return [(message_id, parent_id) for message_id, parent_id in rows]
 
     def visible_window(
         self,

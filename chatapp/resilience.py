@@ -134,6 +134,11 @@ class Router:
             Breaker(int(config["BREAKER_FAILURES"]), float(config["BREAKER_COOLDOWN"])),
         )
 
+    def warm_up(self) -> None:
+        """Load what each model client loads on its first request (``chatapp.warm_up``)."""
+        for provider in {id(p): p for p in [self.primary, *(t.provider for t in self.fallbacks)]}.values():
+            provider.warm_up()
+
     def targets(self, model: str | None, images: bool) -> Iterator[Target]:
         """The conversation's model, then each fallback that can serve the request, in order."""
         first = Target(self.primary, model)

@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -110,6 +111,66 @@ def test_procfile_serves_streams_and_stops(serve, upstream) -> None:  # noqa: AN
     page = client.get(url).text
     assert f'id="message-{answer_id}" class="message assistant" data-status="stopped"' in page
     assert seen.strip() in page
+
+
+def test_a_burst_of_sends_does_not_hold_back_the_answers_it_started(serve, upstream) -> None:  # noqa: ANN001
+    """Thirty sends reach the worker in the same instant. The first answers go to the model while the
+    later sends are still being taken, not all after the last one (each send takes its turn of the
+    event loop: chatapp.blocking.TakeTurns), so the first people see words first."""
+    client = serve(
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_API_KEY="k",
+        CHAT_MODEL="fake-model",
+        ANSWER_LIMITS="off",
+        GUEST_LIMIT_PER_IP="off",
+    )
+    upstream.set_default(Reply(tokens=[" ok"]))
+    requests = []
+    for _ in range(30):
+        token = client.post("/api/v1/auth/guest").json()["token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        conversation = client.post("/api/v1/conversations", json={}, headers=headers).json()["id"]
+        body = b'{"content": "hello"}'
+        requests.append(
+            f"POST /api/v1/conversations/{conversation}/messages HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+    sockets = [socket.create_connection(("127.0.0.1", client.base_url.port)) for _ in requests]
+    time.sleep(0.5)  # every connection accepted and waiting: the requests now arrive together
+    started = time.monotonic()
+    for sock, request in zip(sockets, requests, strict=True):
+        sock.sendall(request)
+    answered = read_all(sockets)
+    assert all(status.startswith(b"HTTP/1.1 202") for status, _ in answered)
+    last_answered = max(at for _, at in answered) - started
+    upstream.wait_for_requests(30)
+    first_asked = min(upstream.arrivals) - started
+    assert first_asked < last_answered / 2, (first_asked, last_answered)
+
+
+def read_all(sockets: list[socket.socket]) -> list[tuple[bytes, float]]:
+    """Each socket's whole response (read until the server closes it): its status line, and when it ended."""
+    import selectors
+
+    selector = selectors.DefaultSelector()
+    received = {sock: b"" for sock in sockets}
+    ended: dict[socket.socket, float] = {}
+    for sock in sockets:
+        selector.register(sock, selectors.EVENT_READ)
+    deadline = time.monotonic() + 30
+    while len(ended) < len(sockets) and time.monotonic() < deadline:
+        for key, _ in selector.select(timeout=1):
+            data = key.fileobj.recv(65536)
+            if data:
+                received[key.fileobj] += data
+            else:
+                ended[key.fileobj] = time.monotonic()
+                selector.unregister(key.fileobj)
+                key.fileobj.close()
+    assert len(ended) == len(sockets), "the server did not answer every send"
+    return [(received[sock].split(b"\r\n", 1)[0], ended[sock]) for sock in sockets]
 
 
 @pytest.mark.slow

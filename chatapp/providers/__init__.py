@@ -65,6 +65,8 @@ class Provider(Protocol):
 
     def models(self) -> list[str]: ...
 
+    def warm_up(self) -> None: ...
+
 
 NO_MODEL = (
     "No model is configured. Set OPENAI_API_KEY (for OpenAI) or OPENAI_BASE_URL (any OpenAI-compatible "

@@ -49,6 +49,9 @@ class LocalProvider:
         """The one local model."""
         return [self.model]
 
+    def warm_up(self) -> None:
+        """Nothing: the model loads on its first answer, in a thread of its own (``llama``)."""
+
     def llama(self) -> Any:
         """The loaded model (loaded on first use)."""
         with self._load_lock:

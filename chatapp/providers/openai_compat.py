@@ -79,6 +79,12 @@ class OpenAIProvider:
             raise ProviderError(self.describe(exc, model=model), retryable, retry_after, refused) from exc
         return OpenAIStream(self, response)
 
+    def warm_up(self) -> None:
+        """Do now what the client's first request would: import its chat resources and read the platform
+        for its headers (``uname -p``, a subprocess), 60 ms that every open stream would otherwise wait."""
+        _ = self.client.chat.completions
+        self.client.platform_headers()
+
     def models(self) -> list[str]:
         """The upstream's model list, or the configured model if it cannot be listed."""
         try:
