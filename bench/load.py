@@ -433,10 +433,14 @@ def main() -> None:
         for n in args.streams:
             for target in args.targets:
                 servers = [p.pid for p in processes[1:]]  # CPU of the servers (and their workers) only
-                ticks = cpu_ticks(servers)
+                ticks, upstream_ticks, client = cpu_ticks(servers), cpu_ticks([upstream.pid]), os.times()
                 results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
                 rows.append(summarize(target, n, args.tokens, results, wall))
                 rows[-1]["server_cpu_s"] = (cpu_ticks(servers) - ticks) / os.sysconf("SC_CLK_TCK")
+                # The rest of the machine's CPU goes to the load itself: this client and the fake upstream.
+                client_s = sum(os.times()[:2]) - sum(client[:2])
+                upstream_s = (cpu_ticks([upstream.pid]) - upstream_ticks) / os.sysconf("SC_CLK_TCK")
+                rows[-1]["load_cpu_s"] = client_s + upstream_s
                 settle([p.pid for p in processes])
         if args.idle_memory:
             memory = idle_memory(args, env, workdir, processes)
@@ -588,14 +592,14 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
     )
     print(
         "| target | streams | TTFT p50 ms | TTFT p99 ms | p99 largest gap ms | tokens lost | failed | tokens/s"
-        " | server CPU s |"
+        " | server CPU s | client + upstream CPU s |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
             f"| {r['target']} | {r['streams']} | {r['ttft_p50_ms']:.1f} | {r['ttft_p99_ms']:.1f} "
             f"| {r['gap_p99_ms']:.0f} | {r['tokens_lost']} | {r['failed']} | {r['tokens_per_s']:.0f}"
-            f" | {r['server_cpu_s']:.1f} |"
+            f" | {r['server_cpu_s']:.1f} | {r['load_cpu_s']:.1f} |"
         )
         for error in r["errors"]:
             print(f"|   error: {error[:100]} |")
