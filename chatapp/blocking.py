@@ -60,7 +60,8 @@ class TakeTurns:
     the answers they started, the streams already open and the viewers just connecting waited for all
     of them: every first token came at the end of the burst, and open streams stalled for a second
     (bench/README.md). Now one write starts per turn of the loop, and what it started runs before the
-    next one. Reads (a page, an event stream) go straight on: they are what the waiting was for.
+    next one. Reads (a page, an event stream, a WebSocket's upgrade) go straight on: they are what
+    the waiting was for.
 
     (Letting writes run for up to 20 ms of a turn instead of one per turn was measured too: the same
     gaps, and first tokens reached the clients a second later.)
@@ -68,15 +69,19 @@ class TakeTurns:
 
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
-        self.gevent: bool | None = None  # known at the first request: gunicorn patches after the app is built
 
     def __call__(self, environ: dict, start_response: Callable[..., Any]) -> Any:
-        """Wait for a turn (a write, under gevent), then serve the request."""
-        if self.gevent is None:
-            self.gevent = _gevent_patched()
-        if self.gevent and environ.get("REQUEST_METHOD") not in SAFE_METHODS:
-            let_others_run()
+        """Wait for a turn (a write), then serve the request."""
+        if environ.get("REQUEST_METHOD") not in SAFE_METHODS:
+            take_turn()
         return self.app(environ, start_response)
+
+
+def take_turn() -> None:
+    """Under gevent, wait for a turn of the event loop before work that writes (see ``TakeTurns``; the
+    WebSocket takes one per client message). Elsewhere threads take turns by themselves: nothing to do."""
+    if _gevent_patched():
+        let_others_run()
 
 
 def _gevent_patched() -> bool:

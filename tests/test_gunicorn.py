@@ -150,6 +150,56 @@ def test_a_burst_of_sends_does_not_hold_back_the_answers_it_started(serve, upstr
     assert first_asked < last_answered / 2, (first_asked, last_answered)
 
 
+def test_a_burst_of_websocket_sends_does_not_hold_back_the_answers_it_started(serve, upstream) -> None:  # noqa: ANN001
+    """The same over the WebSocket: thirty sockets send at once; the first answer goes to the model
+    before half of them are told their message was created."""
+    import json
+
+    from simple_websocket import Client
+
+    client = serve(
+        OPENAI_BASE_URL=upstream.base_url,
+        OPENAI_API_KEY="k",
+        CHAT_MODEL="fake-model",
+        ANSWER_LIMITS="off",
+        GUEST_LIMIT_PER_IP="off",
+    )
+    upstream.set_default(Reply(tokens=[" ok"]))
+    base = str(client.base_url).rstrip("/").replace("http://", "ws://")
+    tokens = [client.post("/api/v1/auth/guest").json()["token"] for _ in range(30)]
+    sockets = [Client.connect(f"{base}/api/v1/ws?token={token}") for token in tokens]
+    created: list[float] = []
+
+    def wait_for_the_answer(ws: Client) -> None:  # its second message_created is the answer's
+        seen = 0
+        while seen < 2:
+            if json.loads(ws.receive(timeout=30))["type"] == "message_created":
+                seen += 1
+        created.append(time.monotonic())
+
+    readers = [threading.Thread(target=wait_for_the_answer, args=(ws,)) for ws in sockets]
+    try:
+        for reader in readers:
+            reader.start()
+        time.sleep(0.5)  # every socket open and idle: the messages now arrive together
+        started = time.monotonic()
+        for number, ws in enumerate(sockets):
+            ws.send(
+                json.dumps(
+                    {"type": "send_message", "request_id": str(number), "conversation_id": None, "content": "hi"}
+                )
+            )
+        for reader in readers:
+            reader.join(30)
+        assert len(created) == 30
+        upstream.wait_for_requests(30)
+        first_asked, last_created = min(upstream.arrivals) - started, max(created) - started
+        assert first_asked < last_created / 2, (first_asked, last_created)
+    finally:
+        for ws in sockets:
+            ws.close()
+
+
 def read_all(sockets: list[socket.socket]) -> list[tuple[bytes, float]]:
     """Each socket's whole response (read until the server closes it): its status line, and when it ended."""
     import selectors

@@ -22,6 +22,7 @@ from simple_websocket import ConnectionClosed
 from sqlalchemy import select
 
 from .. import conversations, rooms, schemas
+from ..blocking import take_turn
 from ..conversations import NOT_FOUND
 from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, NoteSaved, Status, follow
@@ -138,6 +139,7 @@ class Connection:
                 "error", request_id=request_id, code="unknown_type", message=f"Unknown type; use one of: {known}."
             )
             return
+        take_turn()  # like an HTTP write: a burst of messages from many sockets does not run in one turn
         with self.app.app_context():
             try:
                 handler(self, message)
