@@ -81,7 +81,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     views.init_app(app)
     _init_database(app)
     _init_generator(app)
-    _init_proxy(app)  # last: the outermost WSGI layer, so every other one sees the visitor's address
+    _init_proxy(app)  # every layer inside it sees the visitor's address
+    app.wsgi_app = TakeTurns(app.wsgi_app)  # type: ignore[method-assign]  # outermost: a write waits before any work
     return app
 
 
@@ -152,7 +153,6 @@ def _init_proxy(app: Flask) -> None:
     if hops:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.session_interface = _SessionInterface()
-    app.wsgi_app = TakeTurns(app.wsgi_app)  # type: ignore[method-assign]
 
 
 class _SessionInterface(SecureCookieSessionInterface):
