@@ -16,7 +16,7 @@ from sqlalchemy.orm import aliased, joinedload
 from . import images as images_module
 from . import notes, quotas, rooms, search
 from .errors import ChatError
-from .extensions import commit_keeping_state, db
+from .extensions import db
 from .generation import current_generator
 from .models import (
     ERROR,
@@ -619,7 +619,7 @@ def _answer(
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
     prompt = build_prompt(conversation.path_to(question.id), conversation)
-    commit_keeping_state()  # one transaction for everything a send, edit or retry writes; none of it read back
+    db.session.commit()  # one transaction for everything a send, edit or retry writes
     generator.start(answer, prompt, options=options, user_id=by)
     rooms.answer_started(conversation, answer.id, appended, by)
     return answer

@@ -20,23 +20,6 @@ if TYPE_CHECKING:
 else:
     Model = db.Model
 migrate = Migrate()
-
-
-def commit_keeping_state() -> None:
-    """Commit without expiring the objects the session holds.
-
-    A plain commit expires them all, and the next look at any of them reads its row back: after a
-    send, the answer, its conversation and the message sent, three more queries for what this request
-    has just written itself. Only for a request that goes on to use what it wrote.
-    """
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
-
-
 sock = Sock()
 # HTTP-level limits (sign-in attempts, new guests). Keyed per client IP, which ProxyFix makes the
 # real client's behind a proxy; storage is Redis with REDIS_URL, else memory (chatapp.accounts).
