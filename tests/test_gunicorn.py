@@ -113,10 +113,8 @@ def test_procfile_serves_streams_and_stops(serve, upstream) -> None:  # noqa: AN
     assert seen.strip() in page
 
 
-def test_a_burst_of_sends_does_not_hold_back_the_answers_it_started(serve, upstream) -> None:  # noqa: ANN001
-    """Thirty sends reach the worker in the same instant. The first answers go to the model while the
-    later sends are still being taken, not all after the last one (each send takes its turn of the
-    event loop: chatapp.blocking.TakeTurns), so the first people see words first."""
+def serve_for_a_burst(serve, upstream) -> httpx.Client:  # noqa: ANN001
+    """The Procfile's worker for thirty new guests sending at once: no per-IP or per-identity limits."""
     client = serve(
         OPENAI_BASE_URL=upstream.base_url,
         OPENAI_API_KEY="k",
@@ -125,6 +123,14 @@ def test_a_burst_of_sends_does_not_hold_back_the_answers_it_started(serve, upstr
         GUEST_LIMIT_PER_IP="off",
     )
     upstream.set_default(Reply(tokens=[" ok"]))
+    return client
+
+
+def test_a_burst_of_sends_does_not_hold_back_the_answers_it_started(serve, upstream) -> None:  # noqa: ANN001
+    """Thirty sends reach the worker in the same instant. The first answers go to the model while the
+    later sends are still being taken, not all after the last one (each send takes its turn of the
+    event loop: chatapp.blocking.TakeTurns), so the first people see words first."""
+    client = serve_for_a_burst(serve, upstream)
     requests = []
     for _ in range(30):
         token = client.post("/api/v1/auth/guest").json()["token"]
@@ -157,14 +163,7 @@ def test_a_burst_of_websocket_sends_does_not_hold_back_the_answers_it_started(se
 
     from simple_websocket import Client
 
-    client = serve(
-        OPENAI_BASE_URL=upstream.base_url,
-        OPENAI_API_KEY="k",
-        CHAT_MODEL="fake-model",
-        ANSWER_LIMITS="off",
-        GUEST_LIMIT_PER_IP="off",
-    )
-    upstream.set_default(Reply(tokens=[" ok"]))
+    client = serve_for_a_burst(serve, upstream)
     base = str(client.base_url).rstrip("/").replace("http://", "ws://")
     tokens = [client.post("/api/v1/auth/guest").json()["token"] for _ in range(30)]
     sockets = [Client.connect(f"{base}/api/v1/ws?token={token}") for token in tokens]
