@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, case, func, literal, or_, select, update
-from sqlalchemy.orm import aliased, joinedload
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.orm import joinedload
 
 from . import images as images_module
 from . import notes, quotas, rooms, search
@@ -829,12 +829,7 @@ def _path_sizes(conversation: Conversation) -> list[int]:
     """
     if conversation.active_leaf_id is None:
         return []
-    start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
-        Message.id == conversation.active_leaf_id, Message.conversation_id == conversation.id
-    )
-    path = start.cte("path", recursive=True)
-    parent = aliased(Message)
-    path = path.union_all(select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id))
+    path = conversation.path_up(conversation.active_leaf_id)
     pictures = select(func.count(Image.id)).where(Image.message_id == Message.id).correlate(Message).scalar_subquery()
     rows = db.session.execute(
         select(

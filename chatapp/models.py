@@ -244,14 +244,14 @@ class Conversation(Model):
         leaf_id = leaf_id or self.active_leaf_id
         if leaf_id is None:
             return []
-        path = self._path_up(leaf_id)
+        path = self.path_up(leaf_id)
         rows = db.session.execute(select(path.c.id, path.c.parent_id).order_by(path.c.depth.desc()))
         return [(message_id, parent_id) for message_id, parent_id in rows]
 
     def path_to(self, leaf_id: int) -> list[Message]:
         """The messages from the root down to ``leaf_id``, with their images, root first: one query for
         the path (and one for its images), however many other messages and branches the conversation has."""
-        path = self._path_up(leaf_id)
+        path = self.path_up(leaf_id)
         query = (
             select(Message)
             .join(path, Message.id == path.c.id)
@@ -260,7 +260,7 @@ class Conversation(Model):
         )
         return list(db.session.scalars(query))
 
-    def _path_up(self, leaf_id: int):  # noqa: ANN202 - a recursive CTE of (id, parent_id, depth)
+    def path_up(self, leaf_id: int):  # noqa: ANN202 - a recursive CTE of (id, parent_id, depth)
         """The path from ``leaf_id`` up to the root, walked in SQL; depth 0 is the leaf."""
         start = select(Message.id, Message.parent_id, literal(0).label("depth")).where(
             Message.id == leaf_id, Message.conversation_id == self.id

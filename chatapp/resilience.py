@@ -136,8 +136,8 @@ class Router:
 
     def warm_up(self) -> None:
         """Load what each model client loads on its first request (``chatapp.warm_up``)."""
-        for provider in {id(p): p for p in [self.primary, *(t.provider for t in self.fallbacks)]}.values():
-            provider.warm_up()
+        for provider in [self.primary, *(target.provider for target in self.fallbacks)]:
+            provider.warm_up()  # once is enough; again costs nothing
 
     def targets(self, model: str | None, images: bool) -> Iterator[Target]:
         """The conversation's model, then each fallback that can serve the request, in order."""
