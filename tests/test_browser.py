@@ -254,7 +254,8 @@ def test_attach_preview_remove_and_send_images(page, upstream, tmp_path) -> None
     page.wait_for_function("document.querySelectorAll('#previews li').length === 0")  # cleared after sending
     parts = upstream.wait_for_requests(2)[-1]["messages"][-1]["content"]
     assert [p["type"] for p in parts] == ["text", "image_url"]
-    loaded = page.eval_on_selector("article.user .images img", "img => img.complete && img.naturalWidth")
+    page.wait_for_function("document.querySelector('article.user .images img').complete")  # it may still be loading
+    loaded = page.eval_on_selector("article.user .images img", "img => img.naturalWidth")
     assert loaded == 32
 
 
