@@ -33,11 +33,12 @@ def instance_path() -> str:
 
 def warm_up(app: Flask) -> None:
     """Load now what serving the first answers would otherwise load in the middle of every stream:
-    the tokenizer, the price table, the tone analyser's word list and the templates of a message and
-    its stream, and the model client's own first-request work (together about half a second, which in
-    a gevent worker every open stream would wait)."""
-    from . import prices, tokens, tone
+    the tokenizer, the price table, the tone analyser's word list, the templates of a message and its
+    stream, the model client's own first-request work and gevent's name resolver (together about half
+    a second, which in a gevent worker every open stream would wait)."""
+    from . import blocking, prices, tokens, tone
 
+    blocking.warm_up()
     tokens.count_tokens("warm")
     app.extensions["chatapp.generator"].router.warm_up()  # the model client's first request: imports, platform
     prices.load_table()

@@ -84,6 +84,17 @@ def take_turn() -> None:
         let_others_run()
 
 
+def warm_up() -> None:
+    """Under gevent, make the event loop's thread pool and name resolver now: the first answer's
+    connection to the model server would otherwise import and build them (about 20 ms, py-spy) while
+    every open stream of the worker waits."""
+    if _gevent_patched():
+        import gevent
+
+        hub = gevent.get_hub()
+        _ = hub.threadpool, hub.resolver
+
+
 def _gevent_patched() -> bool:
     """Whether gevent has patched ``threading`` (a gevent worker): threads are greenlets."""
     try:

@@ -333,11 +333,15 @@ class RedisBroker:
         # Redis did not take (it restarted, say) is kept and sent again with what queued since, in
         # order: viewers go on once Redis is back, missing nothing (a repeated entry is harmless,
         # they skip text they have by its offset).
+        # At most one round trip per BATCH_EVERY: what the other answers write meanwhile joins it. An
+        # event after a quiet spell goes at once (a first token does not wait for a batch to fill).
         batch: list[tuple[int, Event]] = []
+        last_sent = 0.0
         while True:
             if not batch:
                 batch.append(self._queue.get())
-                time.sleep(BATCH_EVERY)  # what the other answers write meanwhile joins this round trip
+                if (wait := last_sent + BATCH_EVERY - time.monotonic()) > 0:
+                    time.sleep(wait)
             while True:
                 try:
                     batch.append(self._queue.get_nowait())
@@ -346,6 +350,7 @@ class RedisBroker:
             try:
                 self._send(batch)
                 batch = []
+                last_sent = time.monotonic()
             except Exception as exc:
                 if self._closed.is_set():
                     return

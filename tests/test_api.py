@@ -101,6 +101,34 @@ def test_send_stream_and_read_back(api: Api, upstream) -> None:  # noqa: ANN001
     assert listed["items"][1]["sibling_count"] == 1
 
 
+def test_what_a_send_retry_and_edit_answer_with_is_what_was_stored(api: Api, upstream) -> None:  # noqa: ANN001
+    """The 202's messages are shown from the objects the send just wrote (not read back): they must
+    be what a later read of the same messages gives, positions among their siblings included."""
+    conversation = api.call("POST", "/conversations", {}).get_json()
+    lasting = ("id", "role", "parent_id", "created_at", "sibling_index", "sibling_count", "images", "model")
+    lasting += ("author_id", "author_name", "feedback")
+
+    def check(sent: dict) -> None:
+        question, answer = sent["user_message"], sent["assistant_message"]
+        assert api.call("GET", f"/messages/{question['id']}").get_json() == question
+        stored = api.wait(answer["id"])  # the answer goes on after the 202: its lasting fields cannot change
+        assert {k: answer[k] for k in lasting} == {k: stored[k] for k in lasting}
+        assert answer["status"] == "streaming" and stored["status"] == "complete"
+
+    first = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "one"}).get_json()
+    check(first)
+    second = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "two"}).get_json()
+    check(second)
+    assert second["user_message"]["parent_id"] == first["assistant_message"]["id"]
+    retried = api.call("POST", f"/messages/{second['assistant_message']['id']}/retry").get_json()
+    check(retried)
+    assert (retried["assistant_message"]["sibling_index"], retried["assistant_message"]["sibling_count"]) == (2, 2)
+    edited = api.call("POST", f"/messages/{first['user_message']['id']}/edit", {"content": "uno"}).get_json()
+    check(edited)
+    assert (edited["user_message"]["sibling_index"], edited["user_message"]["sibling_count"]) == (2, 2)
+    assert edited["user_message"]["author_id"] == api.user_id
+
+
 def test_ndjson_and_resume(api: Api, upstream) -> None:  # noqa: ANN001
     conversation = api.call("POST", "/conversations", {}).get_json()
     reply = Reply(tokens=WORDS[:20], pause_after=10)  # held after 10 words: still streaming while viewers reconnect
