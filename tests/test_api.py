@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
@@ -104,6 +105,8 @@ def test_send_stream_and_read_back(api: Api, upstream) -> None:  # noqa: ANN001
 def test_what_a_send_retry_and_edit_answer_with_is_what_was_stored(api: Api, upstream) -> None:  # noqa: ANN001
     """The 202's messages are shown from the objects the send just wrote (not read back): they must
     be what a later read of the same messages gives, positions among their siblings included."""
+    from PIL import Image as PILImage
+
     conversation = api.call("POST", "/conversations", {}).get_json()
     lasting = ("id", "role", "parent_id", "created_at", "sibling_index", "sibling_count", "images", "model")
     lasting += ("author_id", "author_name", "feedback")
@@ -117,9 +120,17 @@ def test_what_a_send_retry_and_edit_answer_with_is_what_was_stored(api: Api, ups
 
     first = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "one"}).get_json()
     check(first)
-    second = api.call("POST", f"/conversations/{conversation['id']}/messages", {"content": "two"}).get_json()
+    png = io.BytesIO()
+    PILImage.new("RGB", (8, 6)).save(png, format="PNG")
+    second = api.client.post(  # with an image: stored with the message, shown in the 202
+        f"/api/v1/conversations/{conversation['id']}/messages",
+        data={"content": "two", "images": [(io.BytesIO(png.getvalue()), "a.png")]},
+        headers=api.headers,
+        content_type="multipart/form-data",
+    ).get_json()
     check(second)
     assert second["user_message"]["parent_id"] == first["assistant_message"]["id"]
+    assert [(i["width"], i["height"]) for i in second["user_message"]["images"]] == [(8, 6)]
     retried = api.call("POST", f"/messages/{second['assistant_message']['id']}/retry").get_json()
     check(retried)
     assert (retried["assistant_message"]["sibling_index"], retried["assistant_message"]["sibling_count"]) == (2, 2)
@@ -298,8 +309,6 @@ def test_conversation_model_system_prompt_and_settings_are_used(api: Api, upstre
 
 
 def test_models_stats_transcriptions_and_images(api: Api, upstream) -> None:  # noqa: ANN001
-    import io
-
     from PIL import Image as PILImage
 
     upstream.models = ["upstream-only-model", "fake-model"]  # not just the configured one: the upstream's list
