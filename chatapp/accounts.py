@@ -30,7 +30,7 @@ from . import conversations, metrics, quotas
 from .blocking import call_blocking
 from .config import ConfigError
 from .errors import ChatError
-from .extensions import db, limiter
+from .extensions import commit_keeping_loaded, db, limiter
 from .models import ApiToken, Conversation, Folder, ImportJob, Invite, Preset, ResetLink, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def create_guest(ip: str | None) -> User:
     _check_guest_allowed(ip)
     user = User(last_seen_at=utcnow())
     db.session.add(user)
-    db.session.commit()
+    commit_keeping_loaded()  # signing in reads it straight away
     return user
 
 

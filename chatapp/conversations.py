@@ -17,7 +17,7 @@ from sqlalchemy.orm import joinedload
 from . import images as images_module
 from . import notes, quotas, rooms, search
 from .errors import ChatError
-from .extensions import db
+from .extensions import commit_keeping_loaded, db
 from .generation import current_generator
 from .models import (
     ERROR,
@@ -622,22 +622,11 @@ def _answer(
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
     prompt = build_prompt(conversation.path_to(question.id), conversation)
-    _commit_keeping_loaded()  # one transaction for everything a send, edit or retry writes
+    # One transaction for everything a send, edit or retry writes; the response shows these objects.
+    commit_keeping_loaded()
     generator.start(answer, prompt, options=options, user_id=by)
     rooms.answer_started(conversation, answer.id, appended, by)
     return answer
-
-
-def _commit_keeping_loaded() -> None:
-    """Commit without expiring what the session holds. The rows were just written from these objects,
-    so they are what the database has; expiring them would cost a read each (the question, the answer,
-    the conversation, the author) when the response shows them: a fifth of a send's statements."""
-    session = db.session()
-    session.expire_on_commit = False
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
 
 
 def _sendable(path: list[Message]) -> list[Message]:

@@ -136,13 +136,14 @@ def bearer_token() -> str:
 def require_bearer() -> Response | None:
     """Before an API request: remember the token's identity in ``g.api_user_id``, or answer 401."""
     token = bearer_token()
-    user_id = ApiToken.user_for(token) if token else None
-    if user_id is None:
+    user = ApiToken.owner(token) if token else None
+    if user is None:
         response, status = api_error(
             401, "Send a valid token as 'Authorization: Bearer <token>'; POST /api/v1/auth/guest gives one."
         )
         response.status_code = status
         return response
-    g.api_user_id = user_id
+    g.api_user_id = user.id
+    g.api_user = user  # held for the request: what it writes names its author without loading them again
     g.api_token = token
     return None

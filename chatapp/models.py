@@ -117,6 +117,12 @@ class ApiToken(Model):
 
     @classmethod
     def user_for(cls, token: str) -> str | None:
+        """The id of the user a token belongs to, or None (also for a disabled user); notes the user as seen."""
+        user = cls.owner(token)
+        return user.id if user is not None else None
+
+    @classmethod
+    def owner(cls, token: str) -> User | None:
         """The user a token belongs to, or None (also for a disabled user); notes the user as seen."""
         from .accounts import may_use  # the access policy (disabled users, guests off); it imports the models
 
@@ -125,7 +131,7 @@ class ApiToken(Model):
         if user is None or not may_use(user):
             return None
         user.seen()
-        return user.id
+        return user
 
 
 class Invite(Model):

@@ -669,8 +669,7 @@ def shared_image(token: str, image_id: int):  # noqa: ANN201
 def _optional_user() -> User | None:
     """The bearer token's identity, if one was sent and is valid (public routes work without one)."""
     token = bearer_token()
-    user_id = ApiToken.user_for(token) if token else None
-    return db.session.get(User, user_id) if user_id else None
+    return ApiToken.owner(token) if token else None
 
 
 # -- export and import -----------------------------------------------------------------------------------
