@@ -298,6 +298,21 @@ async def idle_ttft(target: str, port: int, samples: int) -> float:
 
 
 # -- processes -------------------------------------------------------------------------------------------
+def app_env(base_url: str, database_url: str) -> dict:
+    """The environment chatapp's servers run with: the fake upstream, the database, no limits."""
+    return {
+        **os.environ,
+        "OPENAI_BASE_URL": base_url,
+        "OPENAI_API_KEY": "x",
+        "CHAT_MODEL": "fake-model",
+        "SECRET_KEY": "bench",
+        "DATABASE_URL": database_url,
+        "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
+        "GUEST_LIMIT_PER_IP": "off",  # every load-test conversation is a new guest from 127.0.0.1
+        "PYTHONPATH": str(ROOT),
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -400,18 +415,8 @@ def main() -> None:
     try:
         base_url = upstream.stdout.readline().split()[1]
         upstream_port = int(base_url.split(":")[2].split("/")[0])
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": base_url,
-            "OPENAI_API_KEY": "x",
-            "CHAT_MODEL": "fake-model",
-            "SECRET_KEY": "bench",
-            "DATABASE_URL": args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "MAX_RESPONSE_TOKENS": str(args.tokens * 4),
-            "ANSWER_LIMITS": "off",  # measure streaming, not the per-identity answer limits and quotas
-            "GUEST_LIMIT_PER_IP": "off",  # every load-test conversation is a new guest from 127.0.0.1
-            "PYTHONPATH": str(ROOT),
-        }
+        env = app_env(base_url, args.database_url or f"sqlite:///{workdir / 'bench.sqlite3'}")
+        env["MAX_RESPONSE_TOKENS"] = str(args.tokens * 4)
         if args.redis:  # a redis-server of this run's own, never a shared one
             redis_port = free_port()
             processes.append(redis_server(redis_port))

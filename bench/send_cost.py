@@ -78,17 +78,7 @@ def main() -> None:
     processes = [upstream]
     try:
         base_url = upstream.stdout.readline().split()[1]
-        env = {
-            **os.environ,
-            "OPENAI_BASE_URL": base_url,
-            "OPENAI_API_KEY": "x",
-            "CHAT_MODEL": "fake-model",
-            "SECRET_KEY": "bench",
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite3'}",
-            "ANSWER_LIMITS": "off",
-            "GUEST_LIMIT_PER_IP": "off",
-            "PYTHONPATH": str(load.ROOT),
-        }
+        env = load.app_env(base_url, f"sqlite:///{workdir / 'bench.sqlite3'}")
         port = load.free_port()
         server = argparse.Namespace(worker_class="gevent", workers=1, threads=1)
         processes.append(load.gunicorn("wsgi:app", port, server, env, workdir / "app.log"))
