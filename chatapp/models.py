@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     ForeignKey,
     Index,
+    Select,
     String,
     Text,
     UniqueConstraint,
@@ -322,13 +323,13 @@ def path_up():  # noqa: ANN201 - a recursive CTE of (id, parent_id, depth)
 
 
 @functools.cache
-def _path_ids():  # noqa: ANN202
+def _path_ids() -> Select:
     path = path_up()
     return select(path.c.id, path.c.parent_id).order_by(path.c.depth.desc())
 
 
 @functools.cache
-def _path_messages():  # noqa: ANN202
+def _path_messages() -> Select:
     path = path_up()
     # Joined, not "selectin": one statement (a prompt's messages rarely have images), half the time.
     return (
