@@ -110,8 +110,9 @@ def test_answers_show_in_the_metrics(make_app, upstream) -> None:  # noqa: ANN00
     assert delta("chatapp_upstream_errors_total") == 1  # stopping an answer is not the upstream's failure
     assert delta("chatapp_limit_refusals_total", limit="concurrent_answers") == 1
     assert delta("chatapp_broker_lag_seconds_count", broker="memory") >= 1  # deltas received live
-    assert value(after, "chatapp_broker_lag_seconds_bucket", broker="memory", le="1.0") == value(
-        after, "chatapp_broker_lag_seconds_count", broker="memory"
+    # This test's lags, all under a second (the counts are the process's: earlier tests' slow readers too).
+    assert delta("chatapp_broker_lag_seconds_bucket", broker="memory", le="1.0") == delta(
+        "chatapp_broker_lag_seconds_count", broker="memory"
     )
     wait_until(lambda: value(scrape(app.test_client()), "chatapp_streams_open") == 0, "the stream is closed")
     assert value(after, "chatapp_answers_running") == 0
