@@ -185,7 +185,13 @@ def _finished(message_id: int, message: Message | None = None) -> Iterator[Done]
 
 
 def _status(message_id: int) -> str | None:
-    """The stored status, marking the answer interrupted if its generator stopped heart-beating."""
+    """The stored status, marking the answer interrupted if its generator stopped heart-beating.
+
+    An answer this process is writing is streaming, and not stale: no need to ask the database (its end
+    is stored before it leaves ``running``, and the follower reads the stored end when "done" comes).
+    """
+    if message_id in current_generator().running:
+        return STREAMING
     try:
         row = db.session.execute(
             select(Message.status, Message.updated_at).where(Message.id == message_id)

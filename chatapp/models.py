@@ -584,11 +584,20 @@ class Tree:
 
 def siblings_of(message: Message) -> Siblings:
     """``Tree.siblings`` for one message, without loading the whole conversation."""
-    query = select(Message.id).where(
-        Message.conversation_id == message.conversation_id,
-        Message.parent_id.is_(None) if message.parent_id is None else Message.parent_id == message.parent_id,
+    return siblings_of_each([message])[0]
+
+
+def siblings_of_each(messages: list[Message]) -> list[Siblings]:
+    """``siblings_of`` for messages of one conversation (a question and its answer, say), in one query."""
+    parents = {message.parent_id for message in messages}
+    query = select(Message.id, Message.parent_id).where(
+        Message.conversation_id == messages[0].conversation_id,
+        or_(*(Message.parent_id.is_(None) if parent is None else Message.parent_id == parent for parent in parents)),
     )
-    return _siblings_of(message, sorted(db.session.scalars(query)))
+    versions: dict[int | None, list[int]] = defaultdict(list)
+    for row in sorted(db.session.execute(query).all()):  # by id: the order versions were written in
+        versions[row.parent_id].append(row.id)
+    return [_siblings_of(message, versions[message.parent_id]) for message in messages]
 
 
 def _siblings_of(message: Message, ids: list[int]) -> Siblings:

@@ -258,9 +258,10 @@ class MessageOut(BaseModel):
     author_name: str | None  # their display name, or "a deleted user"; None for answers
 
     @classmethod
-    def from_message(cls, m: Message, tree: Tree | None = None) -> dict:
-        """The message as the API and the WebSocket send it (JSON-ready); ``tree`` saves a query per message."""
-        position = tree.siblings(m) if tree else siblings_of(m)
+    def from_message(cls, m: Message, tree: Tree | None = None, position: Siblings | None = None) -> dict:
+        """The message as the API and the WebSocket send it (JSON-ready); ``tree`` (or the message's
+        ``position`` among its siblings, if known) saves a query per message."""
+        position = position or (tree.siblings(m) if tree else siblings_of(m))
         feedback = (
             Feedback(rating=m.feedback_rating, comment=m.feedback_comment)  # type: ignore[arg-type]  # stored valid
             if m.feedback_rating or m.feedback_comment

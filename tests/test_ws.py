@@ -100,6 +100,28 @@ def test_two_concurrent_requests_on_one_socket_never_mix(socket, upstream) -> No
     assert len(created) == 4 and {m["message"]["role"] for m in created} == {"user", "assistant"}
 
 
+def test_message_created_says_where_each_message_stands_among_its_versions(socket, upstream) -> None:  # noqa: ANN001
+    """A second version of a question (sent with the answer before it as parent) shows as 2 of 2, its
+    answer as 1 of 1: what the page's version counter would say."""
+    upstream.script(Reply(tokens=[" one"]), Reply(tokens=[" two"]), Reply(tokens=[" two again"]))
+    ws = socket()
+
+    def exchange(request_id: str, **fields: object) -> tuple[dict, dict]:
+        ws.send(type="send_message", request_id=request_id, **fields)
+        ws.until(lambda m: m["type"] == "done" and m["request_id"] == request_id, timeout=15)
+        made = [m for m in ws.received if m["type"] == "message_created" and m["request_id"] == request_id]
+        return made[0]["message"], made[1]["message"]
+
+    _, first_answer = exchange("r1", conversation_id=None, content="first")
+    conversation_id = first_answer["conversation_id"]
+    question, _ = exchange("r2", conversation_id=conversation_id, content="second")
+    assert (question["sibling_index"], question["sibling_count"]) == (1, 1)
+    again, its_answer = exchange("r3", conversation_id=conversation_id, content="again", parent_id=first_answer["id"])
+    assert again["parent_id"] == question["parent_id"] == first_answer["id"]
+    assert (again["sibling_index"], again["sibling_count"]) == (2, 2)
+    assert (its_answer["sibling_index"], its_answer["sibling_count"], its_answer["parent_id"]) == (1, 1, again["id"])
+
+
 def test_subscriber_sees_an_answer_started_on_the_page(app, live_server: str, socket, upstream) -> None:  # noqa: ANN001
     """The page visitor makes a token for their identity; a socket with it watches the page's answer."""
     import re

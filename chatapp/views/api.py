@@ -50,6 +50,7 @@ from ..models import (
     Tree,
     User,
     siblings_of,
+    siblings_of_each,
     user_stats,
 )
 from ..voice import transcribe_upload
@@ -723,7 +724,12 @@ def started(answer: Message, question: Message | None = None):  # noqa: ANN201
     stream_url = url_for(".stream_message", message_id=answer.id)
     question = question or db.session.get(Message, answer.parent_id)
     assert question is not None  # an answer always answers a stored question
-    body = {"user_message": message_json(question), "assistant_message": message_json(answer), "stream_url": stream_url}
+    asked, answered = siblings_of_each([question, answer])  # both positions in one query
+    body = {
+        "user_message": message_json(question, position=asked),
+        "assistant_message": message_json(answer, position=answered),
+        "stream_url": stream_url,
+    }
     return jsonify(body), 202
 
 

@@ -28,7 +28,7 @@ from ..errors import API_CODES, ChatError
 from ..events import Delta, Done, NoteSaved, Status, follow
 from ..extensions import db, sock
 from ..identity import require_bearer
-from ..models import ERROR, MEMBER, STREAMING, VIEWER, ApiToken, Conversation, Message, User
+from ..models import ERROR, MEMBER, STREAMING, VIEWER, ApiToken, Conversation, Message, User, siblings_of_each
 
 log = logging.getLogger(__name__)
 
@@ -297,10 +297,11 @@ def on_send_message(connection: Connection, message: dict) -> None:
         conversation = own(connection, message["conversation_id"], MEMBER)
         sent = conversations.send(conversation, data.content, parent_id=data.parent_id, by=connection.user_id)
     ids = {"request_id": message["request_id"], "conversation_id": conversation.id}
-    connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.user_message))
+    created = [sent.user_message, *([sent.answer] if sent.answer else [])]
+    for made, position in zip(created, siblings_of_each(created), strict=True):  # their positions in one query
+        connection.send("message_created", **ids, message=schemas.MessageOut.from_message(made, position=position))
     if sent.answer is None:
         raise ChatError(sent.user_message.error or "", 422, "message_too_long")
-    connection.send("message_created", **ids, message=schemas.MessageOut.from_message(sent.answer))
     connection.follow(sent.answer.id, message["request_id"], conversation.id)
 
 
