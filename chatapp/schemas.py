@@ -261,7 +261,8 @@ class MessageOut(BaseModel):
     def from_message(cls, m: Message, tree: Tree | None = None, position: Siblings | None = None) -> dict:
         """The message as the API and the WebSocket send it (JSON-ready); ``tree`` (or the message's
         ``position`` among its siblings, if known) saves a query per message."""
-        position = position or (tree.siblings(m) if tree else siblings_of(m))
+        if position is None:
+            position = tree.siblings(m) if tree else siblings_of(m)
         feedback = (
             Feedback(rating=m.feedback_rating, comment=m.feedback_comment)  # type: ignore[arg-type]  # stored valid
             if m.feedback_rating or m.feedback_comment
