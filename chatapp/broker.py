@@ -26,6 +26,7 @@ RETRY_EVERY = 0.5  # seconds between attempts to reach Redis again (publisher, r
 # streams, one XADD batch and one XREAD per interval instead of one per token (followers coalesce for
 # 50 ms anyway, so viewers see no difference; Redis and the worker do far less work).
 BATCH_EVERY = 0.01
+EXPIRE_AGAIN = 60.0  # seconds: how often a running answer's stream has its TTL set again
 
 
 @dataclass(frozen=True)
@@ -242,6 +243,7 @@ class RedisBroker:
         self.stop_channel = f"{prefix}:stop"
         self._stop_handler: StopHandler | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._expires: dict[int, float] = {}  # the publisher's: when to set a running answer's TTL again
         self._pid: int | None = None
         self._listener_pid: int | None = None
         self._reader_pid: int | None = None
@@ -368,13 +370,24 @@ class RedisBroker:
             else:
                 events.append(event)
         pipe = self.redis.pipeline(transaction=False)
+        now = time.monotonic()
+        # (An answer quiet for a whole EXPIRE_AGAIN since its TTL was due ended elsewhere: forget it.)
+        expires = {message_id: due for message_id, due in self._expires.items() if due > now - EXPIRE_AGAIN}
         for message_id, events in merged.items():
             key = self._key(message_id)
             for event in events:
                 # A "reset" (a continued answer starts over) is an entry too: readers drop what they hold.
                 pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text, "a": event.at})
-            pipe.expire(key, self.TTL_FINISHED if events[-1].kind == "done" else self.TTL_RUNNING)
+            if events[-1].kind == "done":
+                pipe.expire(key, self.TTL_FINISHED)
+                expires.pop(message_id, None)
+            elif expires.get(message_id, 0.0) <= now:
+                # Not with every batch (half of all commands were EXPIREs): when the stream is new, and
+                # again now and then, which also covers a Redis restart that lost the key's TTL.
+                pipe.expire(key, self.TTL_RUNNING)
+                expires[message_id] = now + EXPIRE_AGAIN
         pipe.execute()
+        self._expires = expires  # only once Redis took the batch: a batch sent again sets them again
 
     def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
         """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` for one.

@@ -145,3 +145,48 @@ def test_redis_reader_starts_over_when_an_answer_is_continued(redis_url: str, re
     while ("delta", "first and more") not in seen and time.monotonic() < deadline:
         seen = [(e.kind, e.text) for e in broker.read(9, None, timeout=0.2)[0]]  # a new follower
     assert seen == [("delta", "first and more")]  # nothing of the earlier run, no stale "done"
+
+
+@pytest.mark.redis
+def test_redis_event_streams_expire_while_running_and_soon_after_the_end(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis never fills up with answers' events: a running answer's stream has a day-long TTL (set again
+    now and then, so a Redis restart that lost it is mended), a finished one's lasts KEEP_FINISHED."""
+    import redis
+
+    from chatapp import broker as broker_module
+
+    monkeypatch.setattr(broker_module, "EXPIRE_AGAIN", 0.3)  # seconds, not a minute, to see it set again
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    broker = RedisBroker(redis_url, redis_prefix)
+    key = f"{redis_prefix}:events:9"
+
+    def published(offset: int) -> None:  # wait until the publisher thread has sent this delta
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            entries = client.xrevrange(key, count=1)
+            if entries and int(entries[0][1]["o"]) == offset:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"delta at {offset} never reached Redis")
+
+    broker.publish_delta(9, 0, "a")
+    published(0)
+    assert 23 * 3600 < client.ttl(key) <= 24 * 3600
+
+    client.persist(key)  # as after a restart: XADD made the stream again, without a TTL
+    broker.publish_delta(9, 1, "b")
+    published(1)
+    assert client.ttl(key) == -1  # not with every batch...
+    time.sleep(0.35)
+    broker.publish_delta(9, 2, "c")
+    published(2)
+    assert 23 * 3600 < client.ttl(key) <= 24 * 3600  # ...but again once it is due
+
+    broker.publish_done(9)
+    deadline = time.monotonic() + 5
+    while client.ttl(key) > broker_module.KEEP_FINISHED and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert 0 < client.ttl(key) <= broker_module.KEEP_FINISHED
+    broker.close()
