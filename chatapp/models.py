@@ -127,12 +127,18 @@ class ApiToken(Model):
         """The user a token belongs to, or None (also for a disabled user); notes the user as seen."""
         from .accounts import may_use  # the access policy (disabled users, guests off); it imports the models
 
-        query = select(User).join(cls, cls.user_id == User.id).where(cls.token_hash == cls.hash(token))
-        user = db.session.scalar(query)
+        user = db.session.scalar(_token_owner(), {"token_hash": cls.hash(token)})
         if user is None or not may_use(user):
             return None
         user.seen()
         return user
+
+
+@functools.cache
+def _token_owner() -> Select:
+    """The user of a token hash (bound as ``token_hash``): built once, as every API request asks it."""
+    owned_by = ApiToken.user_id == User.id
+    return select(User).join(ApiToken, owned_by).where(ApiToken.token_hash == bindparam("token_hash"))
 
 
 class Invite(Model):
@@ -295,8 +301,7 @@ class Conversation(Model):
 
     def streaming_message(self) -> Message | None:
         """The answer currently streaming in this conversation, if any."""
-        query = select(Message).where(Message.conversation_id == self.id, Message.status == STREAMING)
-        return db.session.scalars(query.limit(1)).first()
+        return db.session.scalars(_streaming_in(), {"conversation_id": self.id}).first()
 
     def set_title_from(self, text: str) -> None:
         """Derive a short title from the first message: first line, cut at a word boundary."""
@@ -320,6 +325,13 @@ def path_up():  # noqa: ANN201 - a recursive CTE of (id, parent_id, depth)
     path = start.cte("path", recursive=True)
     parent = aliased(Message)
     return path.union_all(select(parent.id, parent.parent_id, path.c.depth + 1).where(parent.id == path.c.parent_id))
+
+
+@functools.cache
+def _streaming_in() -> Select:
+    """The answer streaming in a conversation (bound as ``conversation_id``): built once, as every send asks."""
+    streaming = (Message.conversation_id == bindparam("conversation_id")) & (Message.status == STREAMING)
+    return select(Message).where(streaming).limit(1)
 
 
 @functools.cache

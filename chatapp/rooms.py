@@ -10,6 +10,7 @@ No Flask request handling here: the doors format what ``follow_room`` yields.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import queue
@@ -20,7 +21,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 
 from flask import current_app, g, has_app_context
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import joinedload
 
 from .errors import ChatError
@@ -56,10 +57,13 @@ def is_room(conversation: Conversation) -> bool:
     """True once the conversation is shared: it has an invite link or members."""
     if conversation.invite_token:
         return True
-    return (
-        db.session.scalar(select(RoomMember.id).where(RoomMember.conversation_id == conversation.id).limit(1))
-        is not None
-    )
+    return db.session.scalar(_any_member(), {"conversation_id": conversation.id}) is not None
+
+
+@functools.cache
+def _any_member() -> Select:
+    """One member of a conversation (bound as ``conversation_id``): built once, as every send asks."""
+    return select(RoomMember.id).where(RoomMember.conversation_id == bindparam("conversation_id")).limit(1)
 
 
 def members(conversation: Conversation) -> list[Member]:

@@ -13,6 +13,7 @@ foreign key cascades); a title when it is set. Temporary chats are never indexed
 from __future__ import annotations
 
 import base64
+import functools
 import re
 import unicodedata
 from collections.abc import Mapping
@@ -23,7 +24,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from markupsafe import Markup, escape
 from sqlalchemy import (
     ColumnElement,
+    Insert,
     and_,
+    bindparam,
     column,
     delete,
     false,
@@ -98,15 +101,23 @@ def index_note(note: Note) -> None:
 def _put(key: str, row_id: int, body: str, **values: object) -> None:
     """Index the message or note ``row_id`` (``key``: which) in one statement, a new entry or a new text
     for the one indexed before; an empty ``body`` (nothing to find it by) takes its entry out."""
-    column = SearchEntry.__table__.c[key]
     if not body:
-        db.session.execute(delete(SearchEntry).where(column == row_id))
+        db.session.execute(delete(SearchEntry).where(SearchEntry.__table__.c[key] == row_id))
         return
-    upsert = (postgresql_insert if db.engine.dialect.name == "postgresql" else sqlite_insert)(SearchEntry)
-    statement = upsert.values({key: row_id, "body": body, **values}).on_conflict_do_update(
-        index_elements=[column], set_={"body": body}
+    parameters = {f"put_{name}": value for name, value in {key: row_id, "body": body, **values}.items()}
+    db.session.execute(_upsert(db.engine.dialect.name, key), parameters)
+
+
+@functools.cache
+def _upsert(dialect: str, key: str) -> Insert:
+    """``INSERT … ON CONFLICT (key) DO UPDATE SET body``, its values bound as ``put_<column>``: built once
+    per database kind and key (every send indexes its message; building it cost more than running it)."""
+    columns = (key, "body", "conversation_id", "role", "created_at")
+    insert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(SearchEntry)
+    insert = insert.values({name: bindparam(f"put_{name}") for name in columns})
+    return insert.on_conflict_do_update(
+        index_elements=[SearchEntry.__table__.c[key]], set_={"body": insert.excluded.body}
     )
-    db.session.execute(statement)
 
 
 def index_title(conversation: Conversation) -> None:
