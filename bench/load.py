@@ -8,7 +8,9 @@ updates, tokens lost and aggregate tokens/s. Targets, in the same run and on the
 - ``app``:    chatapp's page: POST /conversations, then GET the page's SSE stream of the answer
               (rendered HTML four times a second: finished blocks and the unfinished tail; the text
               that arrives between renders as plain text, every 50 ms like the API's deltas);
-- ``api``:    chatapp's JSON API: POST a message, then GET its SSE stream of raw text deltas.
+- ``api``:    chatapp's JSON API: POST a message, then GET its SSE stream of raw text deltas;
+- ``api-stream``: the same API in one request: POST a message with ``Accept: text/event-stream``,
+              and the response is the answer's stream (what a program that only wants the answer does).
 
 It also measures time to first token with one stream at a time (no load), where the app's own
 overhead shows. Goals for the app on 2 cores: 150 concurrent streams with p99 largest gap <= 250 ms
@@ -184,21 +186,31 @@ async def api_session(port: int) -> tuple[str, str]:
     return token, str(conversation_id)
 
 
-async def stream_api(port: int, prompt: str, result: Result, session: tuple[str, str]) -> None:
+async def stream_api(
+    port: int, prompt: str, result: Result, session: tuple[str, str], one_request: bool = False
+) -> None:
     token, conversation_id = session
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     start = time.perf_counter()
     body = json.dumps({"content": prompt}).encode()
     path = f"/api/v1/conversations/{conversation_id}/messages"
-    sent_response = await request(port, "POST", path, body, headers, keep=KEEP_ALIVE)
-    sent = json.loads(await sent_response.body())
-    if sent_response.status != 202:
-        sent_response.close()
-        raise RuntimeError(f"send answered {sent_response.status}")
-    if not KEEP_ALIVE:
-        sent_response.close()
-    reuse = sent_response if KEEP_ALIVE else None
-    response = await request(port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"}, reuse=reuse)
+    if one_request:  # the send's response is the stream
+        response = await request(port, "POST", path, body, {**headers, "Accept": "text/event-stream"})
+        if response.status != 200:
+            response.close()
+            raise RuntimeError(f"send answered {response.status}")
+    else:
+        sent_response = await request(port, "POST", path, body, headers, keep=KEEP_ALIVE)
+        sent = json.loads(await sent_response.body())
+        if sent_response.status != 202:
+            sent_response.close()
+            raise RuntimeError(f"send answered {sent_response.status}")
+        if not KEEP_ALIVE:
+            sent_response.close()
+        reuse = sent_response if KEEP_ALIVE else None
+        response = await request(
+            port, "GET", sent["stream_url"], headers={"Authorization": f"Bearer {token}"}, reuse=reuse
+        )
     result.opened = time.perf_counter()
     try:
         async for name, data in sse_events(response):
@@ -212,6 +224,10 @@ async def stream_api(port: int, prompt: str, result: Result, session: tuple[str,
                 record(result, start, json.loads(data)["content"])
     finally:
         response.close()
+
+
+async def stream_api_one_request(port: int, prompt: str, result: Result, session: tuple[str, str]) -> None:
+    await stream_api(port, prompt, result, session, one_request=True)
 
 
 async def app_session(port: int) -> tuple[str, str]:
@@ -265,12 +281,18 @@ def record(result: Result, start: float, text: str) -> None:
 
 async def run_streams(target: str, port: int, n: int, timeout: float) -> tuple[list[Result], float]:
     sessions: list = [None] * n
-    if target in ("app", "api"):
+    if target in ("app", "api", "api-stream"):
         make_session = app_session if target == "app" else api_session
         made = asyncio.gather(*(make_session(port) for _ in range(n)), return_exceptions=True)
         sessions = await asyncio.wait_for(made, timeout)  # a session that failed fails its stream, not the run
     results = [Result() for _ in range(n)]
-    runner = {"direct": stream_direct, "relay": stream_relay, "app": stream_app, "api": stream_api}[target]
+    runner = {
+        "direct": stream_direct,
+        "relay": stream_relay,
+        "app": stream_app,
+        "api": stream_api,
+        "api-stream": stream_api_one_request,
+    }[target]
 
     async def one(i: int) -> None:
         if isinstance(sessions[i], Exception):
@@ -422,10 +444,10 @@ def main() -> None:
             processes.append(redis_server(redis_port))
             env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
         ports = {"direct": upstream_port, "relay": free_port(), "app": free_port()}
-        ports["api"] = ports["app"]  # the same server: the API is another door into it
+        ports["api"] = ports["api-stream"] = ports["app"]  # the same server: the API is another door into it
         if "relay" in args.targets:
             processes.append(gunicorn("bench.relay:app", ports["relay"], args, env, workdir / "relay.log"))
-        if {"app", "api"} & set(args.targets):
+        if {"app", "api", "api-stream"} & set(args.targets):
             processes.append(gunicorn("wsgi:app", ports["app"], args, env, workdir / "app.log"))
             wait_http(f"http://127.0.0.1:{ports['app']}/healthz")
         if "relay" in args.targets:
@@ -439,8 +461,13 @@ def main() -> None:
             for target in args.targets:
                 servers = [p.pid for p in processes[1:]]  # CPU of the servers (and their workers) only
                 ticks, upstream_ticks, client = cpu_ticks(servers), cpu_ticks([upstream.pid]), os.times()
+                if args.redis:
+                    redis_cpu = redis_commands(redis_port, reset=True)["cpu"]
                 results, wall = asyncio.run(run_streams(target, ports[target], n, timeout))
                 rows.append(summarize(target, n, args.tokens, results, wall))
+                if args.redis:
+                    rows[-1]["redis_commands"] = redis_commands(redis_port)
+                    rows[-1]["redis_cpu_s"] = rows[-1]["redis_commands"].pop("cpu") - redis_cpu
                 rows[-1]["server_cpu_s"] = (cpu_ticks(servers) - ticks) / os.sysconf("SC_CLK_TCK")
                 # The rest of the machine's CPU goes to the load itself: this client and the fake upstream.
                 client_s = sum(os.times()[:2]) - sum(client[:2])
@@ -483,6 +510,20 @@ def redis_server(port: int) -> subprocess.Popen:
             return process
         time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
+
+
+def redis_commands(port: int, reset: bool = False) -> dict[str, float]:
+    """The run's own Redis: calls per command since the last reset (``reset``: start counting now), and
+    its CPU seconds so far (``cpu``)."""
+    import redis
+
+    client = redis.Redis(port=port)
+    if reset:
+        client.config_resetstat()
+    cpu = client.info("cpu")
+    calls = {} if reset else client.info("commandstats")
+    found: dict[str, float] = {name.removeprefix("cmdstat_"): int(values["calls"]) for name, values in calls.items()}
+    return found | {"cpu": float(cpu["used_cpu_sys"]) + float(cpu["used_cpu_user"])}
 
 
 def rss_kb(pids: list[int]) -> int:
@@ -608,6 +649,15 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
         )
         for error in r["errors"]:
             print(f"|   error: {error[:100]} |")
+    for r in rows:
+        if r.get("redis_commands"):
+            commands, tokens = r["redis_commands"], r["streams"] * args.tokens
+            top = ", ".join(f"{name} {calls:.0f}" for name, calls in sorted(commands.items(), key=lambda c: -c[1])[:5])
+            total = sum(commands.values())
+            print(
+                f"Redis, {r['target']} at {r['streams']}: {total:.0f} commands, {total / tokens:.2f} per token"
+                f" ({top}); {r['redis_cpu_s']:.1f} s of Redis CPU"
+            )
     print("\nOne stream at a time (no load), TTFT p50 ms: " + ", ".join(f"{t} {v:.1f}" for t, v in idle.items()))
     verdicts = []
     if "app" in idle and "direct" in idle:
@@ -616,7 +666,7 @@ def report(args: argparse.Namespace, rows: list[dict], idle: dict, workdir: Path
             f"app adds {added:.1f} ms p50 TTFT over direct (goal <= 15): {'PASS' if added <= 15 else 'FAIL'}"
         )
     # Between Markdown renders (four a second) the page's stream sends the text as it comes, like the API.
-    goals = {"api": 250, "app": 250}
+    goals = {"api": 250, "api-stream": 250, "app": 250}
     by = {(r["target"], r["streams"]): r for r in rows}
     for r in rows:
         if r["target"] in goals and r["streams"] >= 150:
