@@ -243,7 +243,7 @@ class RedisBroker:
         self.stop_channel = f"{prefix}:stop"
         self._stop_handler: StopHandler | None = None
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._expires: dict[int, float] = {}  # the publisher's: when to set a running answer's TTL again
+        self._ttl_set: dict[int, float] = {}  # the publisher's: when each running answer's TTL was last set
         self._pid: int | None = None
         self._listener_pid: int | None = None
         self._reader_pid: int | None = None
@@ -371,8 +371,9 @@ class RedisBroker:
                 events.append(event)
         pipe = self.redis.pipeline(transaction=False)
         now = time.monotonic()
-        # (An answer quiet for a whole EXPIRE_AGAIN since its TTL was due ended elsewhere: forget it.)
-        expires = {message_id: due for message_id, due in self._expires.items() if due > now - EXPIRE_AGAIN}
+        # An answer whose TTL was set twice EXPIRE_AGAIN ago has had no event since it was due: it ended
+        # without a "done" from this process. Forget it (should it go on, its TTL is set anew).
+        ttl_set = {message_id: at for message_id, at in self._ttl_set.items() if now - at < 2 * EXPIRE_AGAIN}
         for message_id, events in merged.items():
             key = self._key(message_id)
             for event in events:
@@ -380,14 +381,14 @@ class RedisBroker:
                 pipe.xadd(key, {"k": event.kind, "o": event.offset, "t": event.text, "a": event.at})
             if events[-1].kind == "done":
                 pipe.expire(key, self.TTL_FINISHED)
-                expires.pop(message_id, None)
-            elif expires.get(message_id, 0.0) <= now:
+                ttl_set.pop(message_id, None)
+            elif message_id not in ttl_set or now - ttl_set[message_id] >= EXPIRE_AGAIN:
                 # Not with every batch (half of all commands were EXPIREs): when the stream is new, and
                 # again now and then, which also covers a Redis restart that lost the key's TTL.
                 pipe.expire(key, self.TTL_RUNNING)
-                expires[message_id] = now + EXPIRE_AGAIN
+                ttl_set[message_id] = now
         pipe.execute()
-        self._expires = expires  # only once Redis took the batch: a batch sent again sets them again
+        self._ttl_set = ttl_set  # only once Redis took the batch: a batch sent again sets them again
 
     def read(self, message_id: int, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
         """Events after ``cursor`` (None: from the start), waiting up to ``timeout`` for one.
