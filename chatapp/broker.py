@@ -284,24 +284,27 @@ class RedisBroker:
         return [str(value) for value in self.redis.mget(keys) if value is not None] if keys else []
 
     def open(self, message_id: int) -> None:
-        """Forget earlier events of this message (a continued answer starts over)."""
-        self._ensure_publisher()
-        self._queue.put((message_id, Event("reset")))
+        """This process generates the message: its viewers here get its events at once, and earlier
+        events are forgotten (a continued answer starts over)."""
+        self._publish(message_id, Event("reset"), start=True)
 
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
         """Queue a delta; the publisher thread sends queued deltas in batches."""
-        self._ensure_publisher()
-        self._queue.put((message_id, Event("delta", offset, text, time.time())))
+        self._publish(message_id, Event("delta", offset, text, time.time()))
 
     def publish_status(self, message_id: int, status: dict) -> None:
         """Queue a status (e.g. retrying), seen by the viewers in every process."""
-        self._ensure_publisher()
-        self._queue.put((message_id, Event("status", text=json.dumps(status))))
+        self._publish(message_id, Event("status", text=json.dumps(status)))
 
     def publish_note(self, message_id: int, offset: int, note: dict) -> None:
         """Queue a note the assistant saved, seen by the viewers in every process."""
+        self._publish(message_id, Event("note", offset, json.dumps(note)))
+
+    def _publish(self, message_id: int, event: Event, start: bool = False) -> None:
+        """Hand the event to this process's viewers now, and queue it for Redis (the other processes')."""
         self._ensure_publisher()
-        self._queue.put((message_id, Event("note", offset, json.dumps(note))))
+        self._reader().feed(self._key(message_id), event, start)
+        self._queue.put((message_id, event))
 
     def last_status(self, message_id: int) -> dict | None:
         """The status the answer is in, if the last entry of its stream is one (for pages without JS)."""
@@ -317,8 +320,7 @@ class RedisBroker:
 
     def publish_done(self, message_id: int) -> None:
         """Queue the end marker (after any queued deltas)."""
-        self._ensure_publisher()
-        self._queue.put((message_id, Event("done")))
+        self._publish(message_id, Event("done"))
 
     def _ensure_publisher(self) -> None:
         # Threads do not survive fork (gunicorn --preload): start one per process.
@@ -446,22 +448,35 @@ class RedisBroker:
 
 
 class _Followed:
-    """What this process has read of one answer's stream, shared by all its followers here."""
+    """What this process has of one answer's (or room's) stream, shared by all its followers here."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock, local: bool = False) -> None:
         self.events: list[Event] = []
         self.generation = 0  # bumped by a reset (a continued answer), so cursors start over
         self.last_id = "0-0"
         self.last_read = time.monotonic()
         self.dropped = 0  # events forgotten from the front (long-lived room streams): cursors stay absolute
+        self.local = local  # generated in this process: fed by its generator, not by XREAD
+        self.arrived = threading.Condition(lock)  # its followers wait here, woken only by its own events
+
+    def add(self, event: Event) -> None:
+        if event.kind == "reset":
+            self.events = []
+            self.dropped = 0
+            self.generation += 1
+        else:
+            self.events.append(event)
 
 
 class _Reader:
     """One thread per process fetches the events of every followed stream with a single ``XREAD``.
 
-    Followers wait on a condition for their stream's events. A stream joins the next ``XREAD``
-    at once: the reader's blocking call is interrupted with ``CLIENT UNBLOCK``. A stream nobody
-    has read for ``FORGET_AFTER`` seconds is dropped.
+    An answer generated in this process is not read back from Redis: its generator hands each event
+    to the followers here as it publishes it (``feed``), so they do not wait for the round trips to
+    Redis and back (under a burst of sends, 50-80 ms of a first token). Followers wait on their
+    stream's condition. A stream joins the next ``XREAD`` at once: the reader's blocking call is
+    interrupted with ``CLIENT UNBLOCK``. A stream nobody has read for ``FORGET_AFTER`` seconds is
+    dropped (a local one is then read from Redis by whoever follows it later).
     """
 
     BLOCK_MS = 1000
@@ -471,34 +486,50 @@ class _Reader:
         self.redis = redis
         self.closed = closed
         self.streams: dict[str, _Followed] = {}
-        self.cond = threading.Condition()
+        self.lock = threading.Lock()
+        self.wanted = threading.Condition(self.lock)  # the reader waits here for a stream to read from Redis
         self.client_id: int | None = None
         self.blocked = False
         self.unblocking = threading.Lock()  # one CLIENT UNBLOCK at a time: one connection, not one per follower
         threading.Thread(target=self._run, name="redis-reader", daemon=True).start()
 
+    def feed(self, key: str, event: Event, start: bool = False) -> None:
+        """An event this process's generator publishes, to its followers here; ``start``: the answer
+        (re)starts here, and from now on its stream here is fed only this way."""
+        with self.lock:
+            followed = self.streams.get(key)
+            if start:
+                self._forget_idle()
+                if followed is None:
+                    followed = self.streams[key] = _Followed(self.lock, local=True)
+                followed.local = True  # an XREAD under way may still bring its earlier entries: ignored
+            elif followed is None or not followed.local:
+                return  # nobody here followed it for a while: a follower here now reads it from Redis
+            followed.add(event)
+            followed.arrived.notify_all()
+
     def read(self, key: str, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
         """Events of ``key`` after ``cursor`` (``(generation, index)``), waiting up to ``timeout``."""
         deadline = time.monotonic() + timeout
         blocked_client = None
-        with self.cond:
+        with self.lock:
             followed = self.streams.get(key)
             if followed is None:
-                followed = self.streams[key] = _Followed()
-                self.cond.notify_all()
+                followed = self.streams[key] = _Followed(self.lock)
+                self.wanted.notify()
                 blocked_client = self.client_id if self.blocked else None
                 self.blocked = False  # one interruption per XREAD is enough
         if blocked_client is not None:
             with self.unblocking, contextlib.suppress(Exception):  # XREAD returns now and takes in the new key
                 self.redis.client_unblock(blocked_client)
-        with self.cond:
+        with self.lock:
             followed.last_read = time.monotonic()
             generation, index = cursor or (followed.generation, 0)
             if generation != followed.generation:
                 index = 0  # reset since: replay; the follower skips text it already has by offset
             index = max(index, followed.dropped)
             while followed.dropped + len(followed.events) <= index and (left := deadline - time.monotonic()) > 0:
-                self.cond.wait(left)
+                followed.arrived.wait(left)
             events = followed.events[index - followed.dropped :]
             return events, (followed.generation, followed.dropped + len(followed.events))
 
@@ -519,18 +550,18 @@ class _Reader:
                 time.sleep(RETRY_EVERY)
 
     def _read_once(self, connection: Any) -> None:
-        with self.cond:
+        with self.lock:
             self._forget_idle()
-            while not self.streams:
-                self.cond.wait()
-            positions = {key: followed.last_id for key, followed in self.streams.items()}
+            while not (positions := {key: f.last_id for key, f in self.streams.items() if not f.local}):
+                self.wanted.wait()
+                self._forget_idle()
             self.blocked = True
         try:
             args = ["XREAD", "COUNT", 1000, "BLOCK", self.BLOCK_MS, "STREAMS", *positions, *positions.values()]
             connection.send_command(*args)
             reply = connection.read_response()
         finally:
-            with self.cond:
+            with self.lock:
                 self.blocked = False
         if not reply:
             return
@@ -539,25 +570,19 @@ class _Reader:
 
     def _take(self, reply: Any) -> None:
         """Hand an XREAD's entries to the followers of their streams."""
-        with self.cond:
+        with self.lock:
             for key, entries in _pairs(reply):
                 followed = self.streams.get(key)
-                if followed is None:
+                if followed is None or followed.local:
                     continue
                 for entry_id, fields in entries:
                     followed.last_id = entry_id
-                    event = Event(fields["k"], int(fields["o"]), fields["t"], float(fields.get("a", 0)))
-                    if event.kind == "reset":
-                        followed.events = []
-                        followed.dropped = 0
-                        followed.generation += 1
-                    else:
-                        followed.events.append(event)
+                    followed.add(Event(fields["k"], int(fields["o"]), fields["t"], float(fields.get("a", 0))))
                 if key.split(":")[-2] == "room" and len(followed.events) > ROOM_EVENTS_KEPT:
                     extra = len(followed.events) - ROOM_EVENTS_KEPT
                     followed.dropped += extra
                     del followed.events[:extra]
-            self.cond.notify_all()
+                followed.arrived.notify_all()
 
     def _forget_idle(self) -> None:
         cutoff = time.monotonic() - self.FORGET_AFTER

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
 import pytest
 
-from chatapp.broker import MemoryBroker, RedisBroker
+from chatapp.broker import MemoryBroker, RedisBroker, _Reader
 from chatapp.conversations import STOP_WAIT
 from tests.conftest import Chat
 from tests.fake_upstream import Reply
@@ -189,4 +190,50 @@ def test_redis_event_streams_expire_while_running_and_soon_after_the_end(
     while client.ttl(key) > broker_module.KEEP_FINISHED and time.monotonic() < deadline:
         time.sleep(0.01)
     assert 0 < client.ttl(key) <= broker_module.KEEP_FINISHED
+    broker.close()
+
+
+@pytest.mark.redis
+def test_viewers_in_the_answers_own_process_get_its_events_without_waiting_for_redis(redis_prefix: str) -> None:
+    """The process that writes an answer hands its events to its own viewers as it publishes them:
+    no round trip to Redis and back first (under a burst of sends, 50 ms of a first token), and they
+    keep streaming while Redis cannot be reached. (Redis carries them to the other processes.)"""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nowhere = f"redis://127.0.0.1:{unused.getsockname()[1]}/0"  # nothing listens there
+    broker = RedisBroker(nowhere, redis_prefix)
+    try:
+        broker.open(5)
+        broker.publish_delta(5, 0, "Hel")
+        events, cursor = broker.read(5, None, timeout=2.0)
+        assert [(e.kind, e.offset, e.text) for e in events] == [("delta", 0, "Hel")]
+        broker.publish_delta(5, 3, "lo")
+        broker.publish_done(5)
+        events, _ = broker.read(5, cursor, timeout=2.0)
+        assert [(e.kind, e.text) for e in events] == [("delta", "lo"), ("done", "")]
+    finally:
+        broker.close()
+
+
+@pytest.mark.redis
+def test_a_viewer_after_the_process_forgot_an_answer_gets_it_all_from_redis(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer of this process that nobody here followed for a while is forgotten here; whoever
+    follows it later reads it from Redis, from the start."""
+    broker = RedisBroker(redis_url, redis_prefix)
+    broker.open(6)
+    broker.publish_delta(6, 0, "kept in Redis")
+    broker.publish_done(6)
+    monkeypatch.setattr(_Reader, "FORGET_AFTER", 0.0)
+    broker.open(7)  # the next answer's start sweeps out the idle ones
+    monkeypatch.setattr(_Reader, "FORGET_AFTER", 30.0)
+    assert f"{redis_prefix}:events:6" not in broker._reader().streams
+    seen: list = []
+    cursor = None
+    deadline = time.monotonic() + 5
+    while ("done", "") not in seen and time.monotonic() < deadline:
+        events, cursor = broker.read(6, cursor, timeout=0.5)
+        seen += [(e.kind, e.text) for e in events]
+    assert seen == [("delta", "kept in Redis"), ("done", "")]
     broker.close()
