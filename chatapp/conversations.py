@@ -324,6 +324,8 @@ def _send(
         token_count=tokens,
         author_id=by,
     )
+    if not prepared:
+        user_message.images = []  # known now: the prompt and the response do not read them back
     too_long = _too_long(tokens)
     if not too_long:
         quotas.check_can_start(by)  # before the message and its image files are saved
@@ -621,7 +623,8 @@ def _answer(
     db.session.flush()
     conversation.active_leaf_id = answer.id
     conversation.updated_at = utcnow()
-    prompt = build_prompt(conversation.path_to(question.id), conversation)
+    path = [question] if question.parent_id is None else conversation.path_to(question.id)  # a first one: no walk
+    prompt = build_prompt(path, conversation)
     # One transaction for everything a send, edit or retry writes; the response shows these objects.
     commit_keeping_loaded()
     generator.start(answer, prompt, options=options, user_id=by)

@@ -19,18 +19,22 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from markupsafe import Markup, escape
 from sqlalchemy import (
     ColumnElement,
+    Executable,
     Insert,
+    Table,
     and_,
     bindparam,
     column,
     delete,
     false,
     func,
+    insert,
     literal_column,
     select,
     table,
@@ -39,11 +43,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Row
+from sqlalchemy.engine import CursorResult, Row
 
 from .errors import ChatError
 from .extensions import db
 from .models import STREAMING, Conversation, Message, Note, SearchEntry, User
+
+ENTRIES = cast(Table, SearchEntry.__table__)  # the index's writes go to the table itself (``_run``)
 
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
@@ -102,10 +108,17 @@ def _put(key: str, row_id: int, body: str, **values: object) -> None:
     """Index the message or note ``row_id`` (``key``: which) in one statement, a new entry or a new text
     for the one indexed before; an empty ``body`` (nothing to find it by) takes its entry out."""
     if not body:
-        db.session.execute(delete(SearchEntry).where(SearchEntry.__table__.c[key] == row_id))
+        _run(delete(ENTRIES).where(ENTRIES.c[key] == row_id))
         return
     parameters = {f"put_{name}": value for name, value in {key: row_id, "body": body, **values}.items()}
-    db.session.execute(_upsert(db.engine.dialect.name, key), parameters)
+    _run(_upsert(db.engine.dialect.name, key), parameters)
+
+
+def _run(statement: Executable, parameters: dict | None = None) -> CursorResult:
+    """Run an index write on the session's connection, in its transaction: the ORM's handling of a
+    statement costs three times what the statement does (``bench/statements.py``), and these load no
+    objects. Nothing is flushed first: the messages, notes and conversations they name already were."""
+    return db.session.connection().execute(statement, parameters)
 
 
 @functools.cache
@@ -113,11 +126,9 @@ def _upsert(dialect: str, key: str) -> Insert:
     """``INSERT … ON CONFLICT (key) DO UPDATE SET body``, its values bound as ``put_<column>``: built once
     per database kind and key (every send indexes its message; building it cost more than running it)."""
     columns = (key, "body", "conversation_id", "role", "created_at")
-    insert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(SearchEntry)
-    insert = insert.values({name: bindparam(f"put_{name}") for name in columns})
-    return insert.on_conflict_do_update(
-        index_elements=[SearchEntry.__table__.c[key]], set_={"body": insert.excluded.body}
-    )
+    upsert = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(ENTRIES)
+    upsert = upsert.values({name: bindparam(f"put_{name}") for name in columns})
+    return upsert.on_conflict_do_update(index_elements=[ENTRIES.c[key]], set_={"body": upsert.excluded.body})
 
 
 def index_title(conversation: Conversation) -> None:
@@ -142,17 +153,12 @@ def index_conversation(conversation_id: int) -> None:
 def _put_title(conversation_id: int, created_at: datetime, body: str) -> None:
     """Insert, update or (empty body) delete one entry (a title's); the database's triggers or generated
     column keep the full-text index in step."""
-    same = and_(SearchEntry.conversation_id == conversation_id, SearchEntry.role == "title")
+    same = and_(ENTRIES.c.conversation_id == conversation_id, ENTRIES.c.role == "title")
     if not body:
-        db.session.execute(delete(SearchEntry).where(same))
+        _run(delete(ENTRIES).where(same))
         return
-    result = db.session.execute(update(SearchEntry).where(same).values(body=body))
-    if not result.rowcount:  # type: ignore[attr-defined]  # an UPDATE's result has a rowcount
-        db.session.add(
-            SearchEntry(
-                conversation_id=conversation_id, message_id=None, role="title", created_at=created_at, body=body
-            )
-        )
+    if not _run(update(ENTRIES).where(same).values(body=body)).rowcount:
+        _run(insert(ENTRIES).values(conversation_id=conversation_id, role="title", created_at=created_at, body=body))
 
 
 # -- queries -----------------------------------------------------------------------------------------------
