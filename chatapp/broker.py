@@ -2,7 +2,8 @@
 
 ``MemoryBroker`` serves one process. ``RedisBroker`` (used when ``REDIS_URL`` is set) lets several
 gunicorn workers or hosts see the same events and stop signals: deltas go to a Redis stream per
-message, so a late or reconnecting viewer can replay them; stop requests go over pub/sub.
+message, so a late or reconnecting viewer can replay them (the viewers in the answer's own process
+get them from its publisher directly); stop requests go over pub/sub.
 """
 
 from __future__ import annotations
@@ -301,9 +302,11 @@ class RedisBroker:
         self._publish(message_id, Event("note", offset, json.dumps(note)))
 
     def _publish(self, message_id: int, event: Event, start: bool = False) -> None:
-        """Hand the event to this process's viewers now, and queue it for Redis (the other processes')."""
+        """Queue the event for this process's viewers and Redis (the other processes'); ``start``: the
+        answer (re)starts here, and its viewers here are fed by the publisher from now on."""
         self._ensure_publisher()
-        self._reader().feed(self._key(message_id), event, start)
+        if start:
+            self._reader().start_local(self._key(message_id))
         self._queue.put((message_id, event))
 
     def last_status(self, message_id: int) -> dict | None:
@@ -342,6 +345,7 @@ class RedisBroker:
         batch: list[tuple[int, Event]] = []
         last_sent = 0.0
         while True:
+            fresh = len(batch)  # what a send that failed kept went to this process's viewers already
             if not batch:
                 batch.append(self._queue.get())
                 if (wait := last_sent + BATCH_EVERY - time.monotonic()) > 0:
@@ -351,6 +355,7 @@ class RedisBroker:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._reader().feed([(self._key(m), e) for m, e in batch[fresh:]])  # viewers here: now, once
             try:
                 self._send(batch)
                 batch = []
@@ -471,12 +476,14 @@ class _Followed:
 class _Reader:
     """One thread per process fetches the events of every followed stream with a single ``XREAD``.
 
-    An answer generated in this process is not read back from Redis: its generator hands each event
-    to the followers here as it publishes it (``feed``), so they do not wait for the round trips to
-    Redis and back (under a burst of sends, 50-80 ms of a first token). Followers wait on their
-    stream's condition. A stream joins the next ``XREAD`` at once: the reader's blocking call is
-    interrupted with ``CLIENT UNBLOCK``. A stream nobody has read for ``FORGET_AFTER`` seconds is
-    dropped (a local one is then read from Redis by whoever follows it later).
+    An answer generated in this process is not read back from Redis: the publisher hands each batch
+    of its events to the followers here as it takes the batch (``feed``), before sending it, so they
+    do not wait for the round trips to Redis and back (under a burst of sends, 50-80 ms of a first
+    token), and they keep the rhythm of the batches (waking a follower for every token made the page's
+    largest gaps longer). Followers wait on their stream's condition. A stream joins the next
+    ``XREAD`` at once: the reader's blocking call is interrupted with ``CLIENT UNBLOCK``. A stream
+    nobody has read for ``FORGET_AFTER`` seconds is dropped (a local one is then read from Redis by
+    whoever follows it later).
     """
 
     BLOCK_MS = 1000
@@ -493,20 +500,26 @@ class _Reader:
         self.unblocking = threading.Lock()  # one CLIENT UNBLOCK at a time: one connection, not one per follower
         threading.Thread(target=self._run, name="redis-reader", daemon=True).start()
 
-    def feed(self, key: str, event: Event, start: bool = False) -> None:
-        """An event this process's generator publishes, to its followers here; ``start``: the answer
-        (re)starts here, and from now on its stream here is fed only this way."""
+    def start_local(self, key: str) -> None:
+        """The answer (re)starts in this process: from now on its stream here is fed by ``feed``."""
         with self.lock:
+            self._forget_idle()
             followed = self.streams.get(key)
-            if start:
-                self._forget_idle()
-                if followed is None:
-                    followed = self.streams[key] = _Followed(self.lock, local=True)
-                followed.local = True  # an XREAD under way may still bring its earlier entries: ignored
-            elif followed is None or not followed.local:
-                return  # nobody here followed it for a while: a follower here now reads it from Redis
-            followed.add(event)
-            followed.arrived.notify_all()
+            if followed is None:
+                followed = self.streams[key] = _Followed(self.lock, local=True)
+            followed.local = True  # an XREAD under way may still bring its earlier entries: ignored
+
+    def feed(self, batch: list[tuple[str, Event]]) -> None:
+        """A batch of the events this process's generators published, to their followers here."""
+        with self.lock:
+            woken = []
+            for key, event in batch:
+                followed = self.streams.get(key)
+                if followed is not None and followed.local:  # else forgotten: read from Redis now
+                    followed.add(event)
+                    woken.append(followed)
+            for followed in woken:
+                followed.arrived.notify_all()
 
     def read(self, key: str, cursor: Any, timeout: float) -> tuple[list[Event], Any]:
         """Events of ``key`` after ``cursor`` (``(generation, index)``), waiting up to ``timeout``."""

@@ -195,9 +195,9 @@ def test_redis_event_streams_expire_while_running_and_soon_after_the_end(
 
 @pytest.mark.redis
 def test_viewers_in_the_answers_own_process_get_its_events_without_waiting_for_redis(redis_prefix: str) -> None:
-    """The process that writes an answer hands its events to its own viewers as it publishes them:
-    no round trip to Redis and back first (under a burst of sends, 50 ms of a first token), and they
-    keep streaming while Redis cannot be reached. (Redis carries them to the other processes.)"""
+    """The process that writes an answer hands its events to its own viewers before it sends them to
+    Redis: no round trip to Redis and back first (under a burst of sends, 50 ms of a first token), and
+    they keep streaming while Redis cannot be reached. (Redis carries them to the other processes.)"""
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         nowhere = f"redis://127.0.0.1:{unused.getsockname()[1]}/0"  # nothing listens there
