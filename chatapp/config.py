@@ -132,6 +132,10 @@ def load_config(app: Flask, overrides: dict | None = None) -> None:
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_HTTPONLY": True,
         "PERMANENT_SESSION_LIFETIME": timedelta(days=app.config["SESSION_LIFETIME_DAYS"]),
+        # The cookie goes out only with a change to the session (and once a day, identity._keep_signed_in):
+        # a response to a request that began before a sign-in (the token meter while the first message is
+        # typed) would otherwise bring back the cookie from before it, and the browser would keep it.
+        "SESSION_REFRESH_EACH_REQUEST": False,
     }
     app.config.update({key: value for key, value in cookies.items() if key not in (overrides or {})})
     # WebSocket pings every 25 s keep idle sockets alive through proxies and expose dead ones; a

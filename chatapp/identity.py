@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from datetime import UTC, datetime
 
 from flask import Flask, Response, abort, g, redirect, request, session, url_for
 
@@ -16,6 +17,7 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 SESSION_USER, SESSION_GENERATION = "uid", "gen"
+SESSION_DAY = "day"  # the day the session cookie was last sent: it is sent again on a later day's visit
 
 
 def session_user() -> User | None:
@@ -31,8 +33,18 @@ def session_user() -> User | None:
             user = None
         if user is not None:
             user.seen()
+            _keep_signed_in()
         g.session_user = user
     return g.session_user
+
+
+def _keep_signed_in() -> None:
+    """Send the session cookie again on the first visit of a day, so it lasts ``SESSION_LIFETIME_DAYS``
+    from the last visit, not from the sign-in. Otherwise a response carries it only when the session
+    changed (``SESSION_REFRESH_EACH_REQUEST`` is off, ``config.py``)."""
+    today = datetime.now(UTC).date().isoformat()
+    if session.get(SESSION_DAY) != today:
+        session[SESSION_DAY] = today
 
 
 def current_user() -> User:
@@ -74,6 +86,7 @@ def sign_in(user: User) -> None:
     session[SESSION_USER] = user.id
     session[SESSION_GENERATION] = user.session_generation
     session.permanent = True
+    _keep_signed_in()
     g.session_user = g.user = user
 
 

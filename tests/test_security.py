@@ -121,6 +121,34 @@ def test_session_lifetime_is_a_setting_and_cookies_are_not_secure_in_development
     assert "Secure" not in session_cookie(plain.test_client().get("/"))
 
 
+def test_a_request_begun_before_the_first_send_does_not_sign_its_guest_out(chat: Chat, upstream) -> None:  # noqa: ANN001
+    """The composer asks for the token meter as the first message is typed. If that answer comes back
+    after the send's, which made the visitor's guest, the browser stores any cookie it carries: one
+    from before the guest would sign them out of their new conversation (a 404 for it)."""
+    upstream.script(Reply(tokens=["Hi"]))
+    chat.get("/")
+    before = chat.client.get_cookie("session").value
+    conversation_id, _ = chat.start("hello")
+    late = chat.app.test_client()  # the meter's request, sent with the cookie from before the send
+    late.set_cookie("session", before)
+    response = late.post("/meter", data={"csrf_token": chat.token, "content": "hel"})
+    assert response.status_code == 200
+    assert not [c for c in response.headers.getlist("Set-Cookie") if c.startswith("session=")]
+    assert chat.get(f"/c/{conversation_id}").status_code == 200
+
+
+def test_the_session_cookie_is_sent_again_on_a_later_days_visit(chat: Chat, upstream) -> None:  # noqa: ANN001
+    """Its year runs from the last visit, not from the sign-in; within a day, requests leave it alone."""
+    upstream.script(Reply(tokens=["Hi"]))
+    conversation_id, _ = chat.start("hello")
+    assert not [c for c in chat.get(f"/c/{conversation_id}").headers.getlist("Set-Cookie") if "session=" in c]
+    with chat.client.session_transaction() as stored:
+        stored["day"] = "2026-01-01"  # as if the last visit was long ago
+    cookie = session_cookie(chat.get(f"/c/{conversation_id}"))
+    assert 364.9 < expiry_days(cookie) <= 365
+    assert chat.get(f"/c/{conversation_id}").status_code == 200
+
+
 def test_a_tampered_session_cookie_is_a_new_identity_not_an_error(chat: Chat) -> None:
     conversation_id, answer_id = chat.start("my secret conversation")
     chat.wait(answer_id)
