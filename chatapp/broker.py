@@ -285,8 +285,8 @@ class RedisBroker:
         return [str(value) for value in self.redis.mget(keys) if value is not None] if keys else []
 
     def open(self, message_id: int) -> None:
-        """This process generates the message: its viewers here get its events at once, and earlier
-        events are forgotten (a continued answer starts over)."""
+        """This process generates the message: its viewers here get its events from this process's
+        publisher, and earlier events are forgotten (a continued answer starts over)."""
         self._publish(message_id, Event("reset"), start=True)
 
     def publish_delta(self, message_id: int, offset: int, text: str) -> None:
@@ -461,7 +461,7 @@ class _Followed:
         self.last_id = "0-0"
         self.last_read = time.monotonic()
         self.dropped = 0  # events forgotten from the front (long-lived room streams): cursors stay absolute
-        self.local = local  # generated in this process: fed by its generator, not by XREAD
+        self.local = local  # generated in this process: fed by its publisher (``feed``), not by XREAD
         self.arrived = threading.Condition(lock)  # its followers wait here, woken only by its own events
 
     def add(self, event: Event) -> None:

@@ -116,8 +116,8 @@ def _put(key: str, row_id: int, body: str, **values: object) -> None:
 
 def _run(statement: Executable, parameters: dict | None = None) -> CursorResult:
     """Run an index write on the session's connection, in its transaction: the ORM's handling of a
-    statement costs three times what the statement does (``bench/statements.py``), and these load no
-    objects. Nothing is flushed first: the messages, notes and conversations they name already were."""
+    statement costs more than running it (an upsert: 127 µs against 37 µs), and these load no objects.
+    Nothing is flushed first: the messages, notes and conversations they name already were."""
     return db.session.connection().execute(statement, parameters)
 
 
