@@ -482,12 +482,16 @@ class _Reader:
     token), and they keep the rhythm of the batches (waking a follower for every token made the page's
     largest gaps longer). Followers wait on their stream's condition. A stream joins the next
     ``XREAD`` at once: the reader's blocking call is interrupted with ``CLIENT UNBLOCK``. A stream
-    nobody has read for ``FORGET_AFTER`` seconds is dropped (a local one is then read from Redis by
-    whoever follows it later).
+    nobody has read for ``FORGET_AFTER`` seconds is dropped, and a local one nobody here has read
+    for ``UNREAD_LOCAL`` seconds as soon as it has a new event (its viewers are elsewhere; it is then
+    read from Redis by whoever follows it here later).
     """
 
     BLOCK_MS = 1000
     FORGET_AFTER = 30.0
+    # An answer of this process that no follower here has read for this long keeps no events here (a
+    # follower reads at least once a second): its viewers are in other processes, or there are none.
+    UNREAD_LOCAL = 10.0
 
     def __init__(self, redis: Any, closed: threading.Event) -> None:
         self.redis = redis
@@ -513,11 +517,16 @@ class _Reader:
         """A batch of the events this process's generators published, to their followers here."""
         with self.lock:
             woken = []
+            unread = time.monotonic() - self.UNREAD_LOCAL
             for key, event in batch:
                 followed = self.streams.get(key)
-                if followed is not None and followed.local:  # else forgotten: read from Redis now
-                    followed.add(event)
-                    woken.append(followed)
+                if followed is None or not followed.local:
+                    continue  # forgotten: a follower here now reads it from Redis
+                if followed.last_read < unread:
+                    del self.streams[key]  # nobody here follows it: do not keep its events
+                    continue
+                followed.add(event)
+                woken.append(followed)
             for followed in woken:
                 followed.arrived.notify_all()
 

@@ -237,3 +237,31 @@ def test_a_viewer_after_the_process_forgot_an_answer_gets_it_all_from_redis(
         seen += [(e.kind, e.text) for e in events]
     assert seen == [("delta", "kept in Redis"), ("done", "")]
     broker.close()
+
+
+@pytest.mark.redis
+def test_an_answer_nobody_here_follows_keeps_no_events_here(
+    redis_url: str, redis_prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its viewers are in other processes (or there are none): this one does not hold its growing text,
+    and a viewer who comes here later reads it from Redis."""
+    monkeypatch.setattr(_Reader, "UNREAD_LOCAL", 0.0)  # as if nobody here had read it for a while
+    broker = RedisBroker(redis_url, redis_prefix)
+    key = f"{redis_prefix}:events:8"
+    broker.open(8)
+    assert key in broker._reader().streams
+    broker.publish_delta(8, 0, "read elsewhere")
+    broker.publish_done(8)
+    deadline = time.monotonic() + 5
+    while key in broker._reader().streams and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert key not in broker._reader().streams
+    monkeypatch.setattr(_Reader, "UNREAD_LOCAL", 10.0)
+    seen: list = []
+    cursor = None
+    deadline = time.monotonic() + 5
+    while ("done", "") not in seen and time.monotonic() < deadline:
+        events, cursor = broker.read(8, cursor, timeout=0.5)
+        seen += [(e.kind, e.text) for e in events]
+    assert seen == [("delta", "read elsewhere"), ("done", "")]
+    broker.close()
