@@ -229,13 +229,7 @@ def test_a_viewer_after_the_process_forgot_an_answer_gets_it_all_from_redis(
     broker.open(7)  # the next answer's start sweeps out the idle ones
     monkeypatch.setattr(_Reader, "FORGET_AFTER", 30.0)
     assert f"{redis_prefix}:events:6" not in broker._reader().streams
-    seen: list = []
-    cursor = None
-    deadline = time.monotonic() + 5
-    while ("done", "") not in seen and time.monotonic() < deadline:
-        events, cursor = broker.read(6, cursor, timeout=0.5)
-        seen += [(e.kind, e.text) for e in events]
-    assert seen == [("delta", "kept in Redis"), ("done", "")]
+    assert read_to_the_end(broker, 6) == [("delta", "kept in Redis"), ("done", "")]
     broker.close()
 
 
@@ -257,11 +251,16 @@ def test_an_answer_nobody_here_follows_keeps_no_events_here(
         time.sleep(0.01)
     assert key not in broker._reader().streams
     monkeypatch.setattr(_Reader, "UNREAD_LOCAL", 10.0)
-    seen: list = []
+    assert read_to_the_end(broker, 8) == [("delta", "read elsewhere"), ("done", "")]
+    broker.close()
+
+
+def read_to_the_end(broker: RedisBroker, message_id: int) -> list[tuple[str, str]]:
+    """A new viewer's (kind, text) of every event of the answer, up to its "done" (5 s at most)."""
+    seen: list[tuple[str, str]] = []
     cursor = None
     deadline = time.monotonic() + 5
     while ("done", "") not in seen and time.monotonic() < deadline:
-        events, cursor = broker.read(8, cursor, timeout=0.5)
+        events, cursor = broker.read(message_id, cursor, timeout=0.5)
         seen += [(e.kind, e.text) for e in events]
-    assert seen == [("delta", "read elsewhere"), ("done", "")]
-    broker.close()
+    return seen
